@@ -1,0 +1,106 @@
+//! Global data-path counters and drop reasons. Both index per-CPU arrays; userspace sums the CPUs.
+
+/// Why a data-path program dropped a packet. Indexes the `DROPS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A header ended before its declared or minimum length.
+    Truncated = 0,
+    /// IPv4 header with a bad version, IHL or total length.
+    Ipv4Malformed = 1,
+    /// GRE version 1 with a protocol other than PPP (0x880b).
+    GreBadProtocol = 2,
+    /// GRE version 1 without the key flag, or with C/R/s/Recur/reserved bits set.
+    GreBadFlags = 3,
+    /// The GRE payload length field disagrees with the bytes present.
+    GreBadLength = 4,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 5;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        Self::Truncated,
+        Self::Ipv4Malformed,
+        Self::GreBadProtocol,
+        Self::GreBadFlags,
+        Self::GreBadLength,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::Ipv4Malformed => "ipv4_malformed",
+            Self::GreBadProtocol => "gre_bad_protocol",
+            Self::GreBadFlags => "gre_bad_flags",
+            Self::GreBadLength => "gre_bad_length",
+        }
+    }
+}
+
+/// What a data-path program saw. Indexes the `STATS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Frames the XDP program was run on.
+    XdpSeen = 0,
+    /// Not IPv4, or an IPv4 packet that is not GRE: passed to the kernel untouched.
+    XdpNotGre = 1,
+    /// GRE of another version than 1 (not PPTP): passed to the kernel untouched.
+    XdpGreOther = 2,
+    /// Outer IPv4 fragments: passed so the kernel reassembles them for the slow path.
+    XdpFragment = 3,
+    /// Well-formed PPTP GRE handed to the slow path (no session on the fast path, or control).
+    XdpSlowPath = 4,
+    /// Dropped by XDP; the reason is counted in `DROPS`.
+    XdpDropped = 5,
+    /// Packets the TC egress program was run on.
+    TcSeen = 6,
+    /// Packets TC let through untouched.
+    TcPassed = 7,
+    /// Dropped by TC; the reason is counted in `DROPS`.
+    TcDropped = 8,
+}
+
+impl Stat {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Stat; Self::COUNT] = [
+        Self::XdpSeen,
+        Self::XdpNotGre,
+        Self::XdpGreOther,
+        Self::XdpFragment,
+        Self::XdpSlowPath,
+        Self::XdpDropped,
+        Self::TcSeen,
+        Self::TcPassed,
+        Self::TcDropped,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::XdpSeen => "xdp_seen",
+            Self::XdpNotGre => "xdp_not_gre",
+            Self::XdpGreOther => "xdp_gre_other",
+            Self::XdpFragment => "xdp_fragment",
+            Self::XdpSlowPath => "xdp_slow_path",
+            Self::XdpDropped => "xdp_dropped",
+            Self::TcSeen => "tc_seen",
+            Self::TcPassed => "tc_passed",
+            Self::TcDropped => "tc_dropped",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_are_dense_and_in_index_order() {
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{}", s.name());
+        }
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{}", r.name());
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! TC on `pptp0` egress: packets routed to clients. For now it parses and counts; encapsulation
+//! into GRE/PPP towards the client's outer address comes with the session maps.
+
+use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use pptp_common::{
+    headers::{ETH_HLEN, ETH_P_IP, EthHdr, IPV4_MIN_HLEN, Ipv4Hdr},
+    stats::{DropReason, Stat},
+};
+
+use crate::{counters::count, packet::read_at};
+
+#[inline(always)]
+pub fn try_encap(ctx: &TcContext) -> Result<i32, DropReason> {
+    let eth: EthHdr = read_at(ctx, 0)?;
+    if u16::from_be_bytes(eth.ether_type) == ETH_P_IP {
+        let ip: Ipv4Hdr = read_at(ctx, ETH_HLEN)?;
+        if ip.version() != 4 || ip.header_len() < IPV4_MIN_HLEN {
+            return Err(DropReason::Ipv4Malformed);
+        }
+    }
+    count(Stat::TcPassed);
+    Ok(TC_ACT_OK as i32)
+}

@@ -1,0 +1,2 @@
+//! pptpgw controller library: everything `pptpgw` does, usable from tests and tools.
+pub mod datapath;
