@@ -1,13 +1,18 @@
 //! TC on `pptp0` egress: packets routed to clients. For now it parses and counts; encapsulation
 //! into GRE/PPP towards the client's outer address comes with the session maps.
 
-use aya_ebpf::{bindings::TC_ACT_OK, programs::TcContext};
+use aya_ebpf::programs::TcContext;
 use pptp_common::{
     headers::{ETH_HLEN, ETH_P_IP, EthHdr, IPV4_MIN_HLEN, Ipv4Hdr},
     stats::{DropReason, Stat},
 };
 
 use crate::{counters::count, packet::read_at};
+
+/// TC verdicts (linux/pkt_cls.h). The generated bindings type them differently per target arch;
+/// these are the values as the classifier returns them.
+pub const TC_ACT_OK: i32 = 0;
+pub const TC_ACT_SHOT: i32 = 2;
 
 #[inline(always)]
 pub fn try_encap(ctx: &TcContext) -> Result<i32, DropReason> {
@@ -19,5 +24,5 @@ pub fn try_encap(ctx: &TcContext) -> Result<i32, DropReason> {
         }
     }
     count(Stat::TcPassed);
-    Ok(TC_ACT_OK as i32)
+    Ok(TC_ACT_OK)
 }

@@ -11,7 +11,7 @@ mod encap;
 mod packet;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, xdp_action},
+    bindings::xdp_action,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -38,7 +38,7 @@ pub fn pptp_encap(ctx: TcContext) -> i32 {
         Err(reason) => {
             counters::count(Stat::TcDropped);
             counters::count_drop(reason);
-            TC_ACT_SHOT as i32
+            encap::TC_ACT_SHOT
         }
     }
 }

@@ -1,1 +1,40 @@
+//! Fixtures for pptpgw's system tests: network namespaces joined by veth pairs, threads that run
+//! inside a namespace, raw packet sockets, and test frames.
+//!
+//! Every fixture owns what it creates and removes it on drop, so a failing assertion still leaves
+//! the machine clean. These tests need root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN); they fail,
+//! never skip, without it.
+pub mod frames;
+pub mod netns;
+pub mod sockets;
 
+/// Fails the calling test loudly when not run as root: these tests are not optional.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (network namespaces, XDP/TC attach): run it as root, as CI does"
+    );
+}
+
+/// Path of the `pptpgw` binary under test: `$PPTPGW_BIN` (set by `cargo xtask test`), else the
+/// binary next to this test executable's profile directory.
+pub fn pptpgw_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PPTPGW_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/pptpgw
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("pptpgw"))
+        .expect("test executable path has a profile directory");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo xtask test`, or `cargo build -p pptp-user` first",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,108 @@
+//! Hand-built Ethernet/IPv4/GRE frames for data-path tests, including deliberately broken ones.
+
+use std::net::Ipv4Addr;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_GRE: u8 = 47;
+
+/// RFC 1071 Internet checksum.
+pub fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in bytes.chunks(2) {
+        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u32::from(word);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 header (no options, DF clear, TTL 64, valid checksum) followed by `payload`.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 0, 64, protocol, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+pub fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An enhanced GRE header and payload as a PPTP peer sends it (RFC 2637 §4.1).
+pub fn gre_v1(call_id: u16, seq: Option<u32>, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
+    let mut flags: u16 = 0x2001; // K, version 1
+    if seq.is_some() {
+        flags |= 0x1000;
+    }
+    if ack.is_some() {
+        flags |= 0x0080;
+    }
+    let mut g = Vec::new();
+    g.extend_from_slice(&flags.to_be_bytes());
+    g.extend_from_slice(&0x880bu16.to_be_bytes());
+    g.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    g.extend_from_slice(&call_id.to_be_bytes());
+    if let Some(s) = seq {
+        g.extend_from_slice(&s.to_be_bytes());
+    }
+    if let Some(a) = ack {
+        g.extend_from_slice(&a.to_be_bytes());
+    }
+    g.extend_from_slice(payload);
+    g
+}
+
+/// A UDP datagram with a zero (absent) checksum.
+pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&src_port.to_be_bytes());
+    u.extend_from_slice(&dst_port.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_checksum_verifies_to_zero() {
+        let p = ipv4(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            47,
+            &[1, 2, 3],
+        );
+        assert_eq!(checksum(&p[..20]), 0);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), 23);
+    }
+
+    #[test]
+    fn gre_header_matches_pptp_linux_bytes() {
+        // pptp-linux data packet: 30 01 88 0b <len> <call id> <seq>
+        let g = gre_v1(0x1234, Some(7), None, &[0xff, 0x03]);
+        assert_eq!(
+            g,
+            [
+                0x30, 0x01, 0x88, 0x0b, 0, 2, 0x12, 0x34, 0, 0, 0, 7, 0xff, 0x03
+            ]
+        );
+    }
+}

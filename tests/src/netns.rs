@@ -1,0 +1,143 @@
+//! Network namespaces and veth pairs made with iproute2 (test set-up only: the product itself
+//! talks rtnetlink), removed on drop.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace that exists until this value is dropped. Deleting a namespace deletes the
+/// links, addresses and routes inside it, and detaches the programs attached to them.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// A new namespace named `pt-<tag>-<pid>-<n>`, loopback up.
+    pub fn new(tag: &str) -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("pt-{tag}-{}-{n}", std::process::id());
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // No IPv6: its router/neighbour solicitations would add traffic the tests did not send.
+        run_ok(
+            ns.command("sysctl")
+                .args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]),
+        );
+        run_ok(
+            ns.command("sysctl")
+                .args(["-qw", "net.ipv6.conf.default.disable_ipv6=1"]),
+        );
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> <args>`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        run_ok(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    /// A command to run inside the namespace (`ip netns exec`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Runs `f` on a thread that has entered this namespace, and returns its result. Sockets made
+    /// and interfaces named inside `f` belong to the namespace.
+    pub fn enter<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: setns on a valid namespace fd changes only this thread's namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// One end of a veth pair: its namespace's name, interface name and MAC address.
+#[derive(Clone, Debug)]
+pub struct VethEnd {
+    pub ifname: String,
+    pub mac: [u8; 6],
+}
+
+/// Joins two namespaces with a veth pair, both ends up, with fixed MACs `02:00:00:00:<id>:01/02`.
+/// The pair disappears with either namespace.
+pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str, id: u8) -> (VethEnd, VethEnd) {
+    let mac_a = [0x02, 0, 0, 0, id, 1];
+    let mac_b = [0x02, 0, 0, 0, id, 2];
+    a.ip(&[
+        "link",
+        "add",
+        "name",
+        a_if,
+        "address",
+        &fmt_mac(&mac_a),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "address",
+        &fmt_mac(&mac_b),
+        "netns",
+        b.name(),
+    ]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+    (
+        VethEnd {
+            ifname: a_if.into(),
+            mac: mac_a,
+        },
+        VethEnd {
+            ifname: b_if.into(),
+            mac: mac_b,
+        },
+    )
+}
+
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// Runs a command and panics with its output unless it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
