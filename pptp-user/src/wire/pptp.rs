@@ -1,0 +1,419 @@
+//! PPTP control messages (RFC 2637 §2) and the framing of the TCP byte stream that carries them.
+//!
+//! Every message has a fixed size. Each struct lists its fields in wire order after the 12-byte
+//! header, reserved fields included (as [`Zero`], which parses only as zeros and emits zeros), so
+//! `parse` and `emit` are exact inverses: `emit(parse(b)) == b` for every accepted `b`.
+
+use thiserror::Error;
+
+use super::cursor::{Reader, Truncated, Writer};
+
+/// Magic cookie of every control message header.
+pub const MAGIC_COOKIE: u32 = 0x1a2b_3c4d;
+/// "Control Message" in the header's PPTP Message Type field (2, management, is not used).
+pub const MESSAGE_TYPE_CONTROL: u16 = 1;
+/// Protocol version 1.0.
+pub const PROTOCOL_VERSION: u16 = 0x0100;
+pub const HEADER_LEN: usize = 12;
+/// The smallest and largest messages (StopCCRQ, ICRQ): a header claiming anything else is not PPTP.
+pub const MIN_MESSAGE_LEN: usize = 16;
+pub const MAX_MESSAGE_LEN: usize = 220;
+/// TCP port of the control connection.
+pub const PORT: u16 = 1723;
+
+/// Framing and bearer capability and type bits (RFC 2637 §2.1, §2.7).
+pub mod caps {
+    pub const FRAMING_ASYNC: u32 = 1;
+    pub const FRAMING_SYNC: u32 = 2;
+    pub const BEARER_ANALOG: u32 = 1;
+    pub const BEARER_DIGITAL: u32 = 2;
+}
+
+/// Result codes, per message (RFC 2637 §2.2, §2.4, §2.6, §2.8, §2.10, §2.13).
+pub mod result {
+    pub const SCCRP_SUCCESSFUL: u8 = 1;
+    pub const SCCRP_GENERAL_ERROR: u8 = 2;
+    pub const SCCRP_CHANNEL_EXISTS: u8 = 3;
+    pub const SCCRP_NOT_AUTHORIZED: u8 = 4;
+    pub const SCCRP_BAD_VERSION: u8 = 5;
+    pub const STOPCCRP_OK: u8 = 1;
+    pub const STOPCCRP_GENERAL_ERROR: u8 = 2;
+    pub const ECHO_OK: u8 = 1;
+    pub const ECHO_GENERAL_ERROR: u8 = 2;
+    pub const OCRP_CONNECTED: u8 = 1;
+    pub const OCRP_GENERAL_ERROR: u8 = 2;
+    pub const OCRP_NO_CARRIER: u8 = 3;
+    pub const OCRP_BUSY: u8 = 4;
+    pub const OCRP_NO_DIAL_TONE: u8 = 5;
+    pub const OCRP_TIME_OUT: u8 = 6;
+    pub const OCRP_DO_NOT_ACCEPT: u8 = 7;
+    pub const CDN_LOST_CARRIER: u8 = 1;
+    pub const CDN_GENERAL_ERROR: u8 = 2;
+    pub const CDN_ADMIN_SHUTDOWN: u8 = 3;
+    pub const CDN_REQUEST: u8 = 4;
+}
+
+/// General error codes (RFC 2637 §2.16), carried with a "general error" result.
+pub mod error_code {
+    pub const NONE: u8 = 0;
+    pub const NOT_CONNECTED: u8 = 1;
+    pub const BAD_FORMAT: u8 = 2;
+    pub const BAD_VALUE: u8 = 3;
+    pub const NO_RESOURCE: u8 = 4;
+    pub const BAD_CALL_ID: u8 = 5;
+    pub const PAC_ERROR: u8 = 6;
+}
+
+/// Stop-Control-Connection-Request reasons (RFC 2637 §2.3).
+pub mod stop_reason {
+    pub const NONE: u8 = 1;
+    pub const STOP_PROTOCOL: u8 = 2;
+    pub const STOP_LOCAL_SHUTDOWN: u8 = 3;
+}
+
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("length {0} is outside {MIN_MESSAGE_LEN}..={MAX_MESSAGE_LEN}")]
+    BadLength(u16),
+    #[error("PPTP message type {0} (only 1, control, is used)")]
+    BadMessageType(u16),
+    #[error("bad magic cookie {0:#010x}")]
+    BadMagic(u32),
+    #[error("unknown control message type {0}")]
+    UnknownControlType(u16),
+    #[error("{kind:?} must be {expected} bytes, header says {got}")]
+    WrongSize { kind: ControlType, expected: usize, got: usize },
+    #[error("reserved field at offset {0} is not zero")]
+    ReservedNotZero(usize),
+    #[error(transparent)]
+    Truncated(#[from] Truncated),
+}
+
+impl Error {
+    /// Whether the byte stream can no longer be trusted to be framed right: the connection must
+    /// be closed (RFC 2637 gives no way to resynchronise).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::BadLength(_) | Error::BadMessageType(_) | Error::BadMagic(_))
+    }
+}
+
+/// A reserved field of `N` bytes: zero on the wire, or the message is refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Zero<const N: usize>;
+
+/// A fixed-size text field (host name, vendor, phone number, statistics), kept byte for byte so
+/// emit reproduces what was parsed; readers see the part before the first NUL.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Text<const N: usize>(pub [u8; N]);
+
+impl<const N: usize> Text<N> {
+    /// `s` NUL-padded, cut to fit.
+    pub fn new(s: &str) -> Self {
+        let mut a = [0u8; N];
+        let n = s.len().min(N);
+        a[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Self(a)
+    }
+    pub fn trimmed(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
+        &self.0[..end]
+    }
+}
+
+impl<const N: usize> Default for Text<N> {
+    fn default() -> Self {
+        Self([0; N])
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Text<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.trimmed()))
+    }
+}
+
+/// One field's wire codec.
+trait Field: Sized {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error>;
+    fn write(&self, w: &mut Writer<'_>);
+}
+
+impl Field for u8 {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(r.u8()?)
+    }
+    fn write(&self, w: &mut Writer<'_>) {
+        w.u8(*self);
+    }
+}
+impl Field for u16 {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(r.u16()?)
+    }
+    fn write(&self, w: &mut Writer<'_>) {
+        w.u16(*self);
+    }
+}
+impl Field for u32 {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(r.u32()?)
+    }
+    fn write(&self, w: &mut Writer<'_>) {
+        w.u32(*self);
+    }
+}
+impl<const N: usize> Field for Text<N> {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        Ok(Text(r.array()?))
+    }
+    fn write(&self, w: &mut Writer<'_>) {
+        w.bytes(&self.0);
+    }
+}
+impl<const N: usize> Field for Zero<N> {
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let at = r.position();
+        if r.take(N)?.iter().any(|&b| b != 0) {
+            return Err(Error::ReservedNotZero(at));
+        }
+        Ok(Zero)
+    }
+    fn write(&self, w: &mut Writer<'_>) {
+        w.zeros(N);
+    }
+}
+
+/// Declares the messages: struct, size, control type, and field-order parse/emit.
+macro_rules! messages {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident = $code:literal, $size:literal { $( $field:ident : $ty:ty ),* $(,)? }
+    )*) => {
+        /// Control Message Type codes (RFC 2637 §2).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u16)]
+        pub enum ControlType { $( $name = $code ),* }
+
+        impl ControlType {
+            pub fn from_code(code: u16) -> Option<Self> {
+                match code { $( $code => Some(Self::$name), )* _ => None }
+            }
+            /// The message's fixed size, header included.
+            pub const fn size(self) -> usize {
+                match self { $( Self::$name => $size ),* }
+            }
+        }
+
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+            pub struct $name { $( pub $field: $ty ),* }
+
+            impl $name {
+                fn read_body(r: &mut Reader<'_>) -> Result<Self, Error> {
+                    Ok(Self { $( $field: <$ty as Field>::read(r)? ),* })
+                }
+                fn write_body(&self, w: &mut Writer<'_>) {
+                    $( Field::write(&self.$field, w); )*
+                }
+            }
+
+            impl From<$name> for ControlMessage {
+                fn from(m: $name) -> Self { ControlMessage::$name(m) }
+            }
+        )*
+
+        /// Any control message.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum ControlMessage { $( $name($name) ),* }
+
+        impl ControlMessage {
+            pub fn control_type(&self) -> ControlType {
+                match self { $( Self::$name(_) => ControlType::$name ),* }
+            }
+
+            fn read_body(kind: ControlType, r: &mut Reader<'_>) -> Result<Self, Error> {
+                Ok(match kind { $( ControlType::$name => Self::$name($name::read_body(r)?) ),* })
+            }
+
+            fn write_body(&self, w: &mut Writer<'_>) {
+                match self { $( Self::$name(m) => m.write_body(w) ),* }
+            }
+        }
+    };
+}
+
+messages! {
+    /// Start-Control-Connection-Request (§2.1).
+    StartControlConnectionRequest = 1, 156 {
+        protocol_version: u16, reserved1: Zero<2>, framing_capabilities: u32,
+        bearer_capabilities: u32, maximum_channels: u16, firmware_revision: u16,
+        host_name: Text<64>, vendor_name: Text<64>,
+    }
+    /// Start-Control-Connection-Reply (§2.2).
+    StartControlConnectionReply = 2, 156 {
+        protocol_version: u16, result_code: u8, error_code: u8, framing_capabilities: u32,
+        bearer_capabilities: u32, maximum_channels: u16, firmware_revision: u16,
+        host_name: Text<64>, vendor_name: Text<64>,
+    }
+    /// Stop-Control-Connection-Request (§2.3).
+    StopControlConnectionRequest = 3, 16 { reason: u8, reserved1: Zero<1>, reserved2: Zero<2> }
+    /// Stop-Control-Connection-Reply (§2.4).
+    StopControlConnectionReply = 4, 16 { result_code: u8, error_code: u8, reserved1: Zero<2> }
+    /// Echo-Request (§2.5).
+    EchoRequest = 5, 16 { identifier: u32 }
+    /// Echo-Reply (§2.6).
+    EchoReply = 6, 20 { identifier: u32, result_code: u8, error_code: u8, reserved1: Zero<2> }
+    /// Outgoing-Call-Request (§2.7).
+    OutgoingCallRequest = 7, 168 {
+        call_id: u16, call_serial_number: u16, minimum_bps: u32, maximum_bps: u32,
+        bearer_type: u32, framing_type: u32, packet_recv_window_size: u16,
+        packet_processing_delay: u16, phone_number_length: u16, reserved1: Zero<2>,
+        phone_number: Text<64>, subaddress: Text<64>,
+    }
+    /// Outgoing-Call-Reply (§2.8).
+    OutgoingCallReply = 8, 32 {
+        call_id: u16, peer_call_id: u16, result_code: u8, error_code: u8, cause_code: u16,
+        connect_speed: u32, packet_recv_window_size: u16, packet_processing_delay: u16,
+        physical_channel_id: u32,
+    }
+    /// Incoming-Call-Request (§2.9).
+    IncomingCallRequest = 9, 220 {
+        call_id: u16, call_serial_number: u16, call_bearer_type: u32, physical_channel_id: u32,
+        dialed_number_length: u16, dialing_number_length: u16, dialed_number: Text<64>,
+        dialing_number: Text<64>, subaddress: Text<64>,
+    }
+    /// Incoming-Call-Reply (§2.10).
+    IncomingCallReply = 10, 24 {
+        call_id: u16, peer_call_id: u16, result_code: u8, error_code: u8,
+        packet_recv_window_size: u16, packet_transmit_delay: u16, reserved1: Zero<2>,
+    }
+    /// Incoming-Call-Connected (§2.11).
+    IncomingCallConnected = 11, 28 {
+        peer_call_id: u16, reserved1: Zero<2>, connect_speed: u32,
+        packet_recv_window_size: u16, packet_transmit_delay: u16, framing_type: u32,
+    }
+    /// Call-Clear-Request (§2.12).
+    CallClearRequest = 12, 16 { call_id: u16, reserved1: Zero<2> }
+    /// Call-Disconnect-Notify (§2.13).
+    CallDisconnectNotify = 13, 148 {
+        call_id: u16, result_code: u8, error_code: u8, cause_code: u16, reserved1: Zero<2>,
+        call_statistics: Text<128>,
+    }
+    /// WAN-Error-Notify (§2.14).
+    WanErrorNotify = 14, 40 {
+        reserved1: Zero<2>, peer_call_id: u16, crc_errors: u32, framing_errors: u32,
+        hardware_overruns: u32, buffer_overruns: u32, timeout_errors: u32, alignment_errors: u32,
+    }
+    /// Set-Link-Info (§2.15).
+    SetLinkInfo = 15, 24 { reserved1: Zero<2>, peer_call_id: u16, send_accm: u32, receive_accm: u32 }
+}
+
+/// Header fields after the checks that decide framing: (length, control type code, reserved0).
+fn parse_header(r: &mut Reader<'_>) -> Result<(usize, u16, u16), Error> {
+    let length = r.u16()?;
+    if !(MIN_MESSAGE_LEN..=MAX_MESSAGE_LEN).contains(&(length as usize)) {
+        return Err(Error::BadLength(length));
+    }
+    let message_type = r.u16()?;
+    if message_type != MESSAGE_TYPE_CONTROL {
+        return Err(Error::BadMessageType(message_type));
+    }
+    let magic = r.u32()?;
+    if magic != MAGIC_COOKIE {
+        return Err(Error::BadMagic(magic));
+    }
+    let code = r.u16()?;
+    let reserved0 = r.u16()?;
+    Ok((length as usize, code, reserved0))
+}
+
+impl ControlMessage {
+    /// Parses exactly one message; `bytes` must be the whole message and nothing more.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes);
+        let (length, code, reserved0) = parse_header(&mut r)?;
+        if reserved0 != 0 {
+            return Err(Error::ReservedNotZero(10));
+        }
+        let kind = ControlType::from_code(code).ok_or(Error::UnknownControlType(code))?;
+        if length != kind.size() || bytes.len() != length {
+            return Err(Error::WrongSize { kind, expected: kind.size(), got: length });
+        }
+        Self::read_body(kind, &mut r)
+    }
+
+    /// Appends the message, header included.
+    pub fn emit(&self, buf: &mut Vec<u8>) {
+        let kind = self.control_type();
+        let start = buf.len();
+        let mut w = Writer::new(buf);
+        w.u16(kind.size() as u16)
+            .u16(MESSAGE_TYPE_CONTROL)
+            .u32(MAGIC_COOKIE)
+            .u16(kind as u16)
+            .zeros(2);
+        self.write_body(&mut w);
+        debug_assert_eq!(buf.len() - start, kind.size());
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.control_type().size());
+        self.emit(&mut v);
+        v
+    }
+}
+
+/// Splits a control connection's TCP byte stream into messages.
+///
+/// Framing trusts only the header: once a header is bad (length out of range, wrong message type
+/// or magic) the stream is poisoned and every later call returns that error, since there is no
+/// way to find the next message boundary. A well-framed message that fails to parse (unknown
+/// type, wrong size for its type, non-zero reserved bytes) is consumed and reported; the caller
+/// decides whether to carry on.
+#[derive(Debug, Default)]
+pub struct Framer {
+    buf: Vec<u8>,
+    poisoned: Option<Error>,
+}
+
+impl Framer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.poisoned.is_none() {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// Bytes received but not yet returned as a message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete message, `None` when more bytes are needed.
+    pub fn next_message(&mut self) -> Option<Result<ControlMessage, Error>> {
+        if let Some(e) = self.poisoned {
+            return Some(Err(e));
+        }
+        if self.buf.len() < HEADER_LEN {
+            return None;
+        }
+        let length = match parse_header(&mut Reader::new(&self.buf[..HEADER_LEN])) {
+            Ok((length, _, _)) => length,
+            Err(e) => {
+                self.poisoned = Some(e);
+                self.buf = Vec::new();
+                return Some(Err(e));
+            }
+        };
+        if self.buf.len() < length {
+            return None;
+        }
+        let result = ControlMessage::parse(&self.buf[..length]);
+        self.buf.drain(..length);
+        Some(result)
+    }
+}
