@@ -1,2 +1,3 @@
 //! pptpgw controller library: everything `pptpgw` does, usable from tests and tools.
 pub mod datapath;
+pub mod wire;

@@ -417,3 +417,226 @@ impl Framer {
         Some(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sccrq() -> ControlMessage {
+        StartControlConnectionRequest {
+            protocol_version: PROTOCOL_VERSION,
+            framing_capabilities: caps::FRAMING_ASYNC | caps::FRAMING_SYNC,
+            bearer_capabilities: caps::BEARER_ANALOG | caps::BEARER_DIGITAL,
+            maximum_channels: 65535,
+            firmware_revision: 1,
+            host_name: Text::new("local"),
+            vendor_name: Text::new("cananian"),
+            ..Default::default()
+        }
+        .into()
+    }
+
+    /// One value of every message type, with distinct non-zero fields.
+    fn all_messages() -> Vec<ControlMessage> {
+        vec![
+            sccrq(),
+            StartControlConnectionReply {
+                protocol_version: PROTOCOL_VERSION,
+                result_code: result::SCCRP_SUCCESSFUL,
+                framing_capabilities: 3,
+                bearer_capabilities: 3,
+                maximum_channels: 1,
+                firmware_revision: 0x0102,
+                host_name: Text::new("pptpgw"),
+                vendor_name: Text::new("pptpgw"),
+                ..Default::default()
+            }
+            .into(),
+            StopControlConnectionRequest { reason: stop_reason::NONE, ..Default::default() }.into(),
+            StopControlConnectionReply { result_code: 1, ..Default::default() }.into(),
+            EchoRequest { identifier: 0xdead_beef }.into(),
+            EchoReply { identifier: 7, result_code: 1, ..Default::default() }.into(),
+            OutgoingCallRequest {
+                call_id: 0x1234,
+                call_serial_number: 1,
+                minimum_bps: 2400,
+                maximum_bps: 10_000_000,
+                bearer_type: 3,
+                framing_type: 3,
+                packet_recv_window_size: 3,
+                ..Default::default()
+            }
+            .into(),
+            OutgoingCallReply {
+                call_id: 0x8001,
+                peer_call_id: 0x1234,
+                result_code: result::OCRP_CONNECTED,
+                connect_speed: 10_000_000,
+                packet_recv_window_size: 64,
+                ..Default::default()
+            }
+            .into(),
+            IncomingCallRequest {
+                call_id: 9,
+                call_serial_number: 2,
+                call_bearer_type: 1,
+                physical_channel_id: 3,
+                dialed_number_length: 3,
+                dialed_number: Text::new("123"),
+                dialing_number: Text::new("456"),
+                dialing_number_length: 3,
+                subaddress: Text::new("x"),
+            }
+            .into(),
+            IncomingCallReply {
+                call_id: 1,
+                peer_call_id: 9,
+                result_code: 1,
+                packet_recv_window_size: 16,
+                ..Default::default()
+            }
+            .into(),
+            IncomingCallConnected {
+                peer_call_id: 1,
+                connect_speed: 64000,
+                framing_type: 1,
+                ..Default::default()
+            }
+            .into(),
+            CallClearRequest { call_id: 0x1234, ..Default::default() }.into(),
+            CallDisconnectNotify {
+                call_id: 0x8001,
+                result_code: result::CDN_REQUEST,
+                call_statistics: Text::new("rx 1 tx 2"),
+                ..Default::default()
+            }
+            .into(),
+            WanErrorNotify { peer_call_id: 5, crc_errors: 1, alignment_errors: 6, ..Default::default() }
+                .into(),
+            SetLinkInfo { peer_call_id: 5, send_accm: u32::MAX, ..Default::default() }.into(),
+        ]
+    }
+
+    #[test]
+    fn every_type_round_trips_both_ways_at_its_rfc_size() {
+        let sizes = [156, 156, 16, 16, 16, 20, 168, 32, 220, 24, 28, 16, 148, 40, 24];
+        let msgs = all_messages();
+        assert_eq!(msgs.len(), 15);
+        for (i, m) in msgs.iter().enumerate() {
+            let bytes = m.to_bytes();
+            assert_eq!(m.control_type() as usize, i + 1);
+            assert_eq!(bytes.len(), sizes[i], "{:?}", m.control_type());
+            assert_eq!(u16::from_be_bytes([bytes[0], bytes[1]]) as usize, sizes[i]);
+            assert_eq!(&bytes[2..8], &[0, 1, 0x1a, 0x2b, 0x3c, 0x4d]);
+            assert_eq!(ControlMessage::parse(&bytes).as_ref(), Ok(m));
+            assert_eq!(ControlMessage::parse(&bytes).unwrap().to_bytes(), bytes);
+        }
+    }
+
+    #[test]
+    fn echo_request_bytes() {
+        let bytes = [
+            0x00, 0x10, 0x00, 0x01, 0x1a, 0x2b, 0x3c, 0x4d, 0x00, 0x05, 0x00, 0x00, 0x01, 0x02, 0x03,
+            0x04,
+        ];
+        let m = ControlMessage::parse(&bytes).unwrap();
+        assert_eq!(m, EchoRequest { identifier: 0x0102_0304 }.into());
+        assert_eq!(m.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn text_fields_keep_bytes_after_nul() {
+        let mut bytes = sccrq().to_bytes();
+        bytes[28 + 10] = b'Z'; // after "local\0" in the host name
+        let m = ControlMessage::parse(&bytes).unwrap();
+        let ControlMessage::StartControlConnectionRequest(r) = m else { panic!() };
+        assert_eq!(r.host_name.trimmed(), b"local");
+        assert_eq!(m.to_bytes(), bytes);
+    }
+
+    #[test]
+    fn hostile_headers() {
+        let good = sccrq().to_bytes();
+        let mut b = good.clone();
+        b[4] = 0;
+        assert!(matches!(ControlMessage::parse(&b), Err(Error::BadMagic(_))));
+        let mut b = good.clone();
+        b[3] = 2;
+        assert_eq!(ControlMessage::parse(&b), Err(Error::BadMessageType(2)));
+        let mut b = good.clone();
+        b[11] = 1;
+        assert_eq!(ControlMessage::parse(&b), Err(Error::ReservedNotZero(10)));
+        let mut b = good.clone();
+        b[9] = 16;
+        assert_eq!(ControlMessage::parse(&b), Err(Error::UnknownControlType(16)));
+        let mut b = good.clone();
+        b[9] = 0;
+        assert_eq!(ControlMessage::parse(&b), Err(Error::UnknownControlType(0)));
+        let mut b = good.clone();
+        b[14] = 1; // SCCRQ Reserved1
+        assert_eq!(ControlMessage::parse(&b), Err(Error::ReservedNotZero(14)));
+        for len in [0u16, 1, 15, 221, 0xffff] {
+            let mut b = good.clone();
+            b[..2].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(ControlMessage::parse(&b), Err(Error::BadLength(len)));
+        }
+        // A valid length for another type, or bytes that disagree with the header.
+        let mut b = good.clone();
+        b[..2].copy_from_slice(&16u16.to_be_bytes());
+        assert!(matches!(ControlMessage::parse(&b), Err(Error::WrongSize { .. })));
+        assert!(matches!(ControlMessage::parse(&good[..100]), Err(Error::WrongSize { .. })));
+        let mut long = good.clone();
+        long.push(0);
+        assert!(matches!(ControlMessage::parse(&long), Err(Error::WrongSize { .. })));
+        for n in 0..12 {
+            assert!(matches!(ControlMessage::parse(&good[..n]), Err(Error::Truncated(_))), "{n}");
+        }
+    }
+
+    #[test]
+    fn framer_reassembles_split_and_coalesced_messages() {
+        let mut stream = Vec::new();
+        for m in all_messages() {
+            m.emit(&mut stream);
+        }
+        // Byte by byte.
+        let mut f = Framer::new();
+        let mut got = Vec::new();
+        for b in &stream {
+            f.push(std::slice::from_ref(b));
+            while let Some(m) = f.next_message() {
+                got.push(m.unwrap());
+            }
+        }
+        assert_eq!(got, all_messages());
+        assert_eq!(f.buffered(), 0);
+        // All at once.
+        let mut f = Framer::new();
+        f.push(&stream);
+        let got: Vec<_> = std::iter::from_fn(|| f.next_message()).map(Result::unwrap).collect();
+        assert_eq!(got, all_messages());
+    }
+
+    #[test]
+    fn framer_skips_a_well_framed_bad_message_and_poisons_on_bad_framing() {
+        let mut bad_type = ControlMessage::from(EchoRequest { identifier: 1 }).to_bytes();
+        bad_type[9] = 99;
+        let echo = ControlMessage::from(EchoRequest { identifier: 2 }).to_bytes();
+        let mut f = Framer::new();
+        f.push(&bad_type);
+        f.push(&echo);
+        assert_eq!(f.next_message(), Some(Err(Error::UnknownControlType(99))));
+        assert_eq!(f.next_message(), Some(Ok(EchoRequest { identifier: 2 }.into())));
+        assert_eq!(f.next_message(), None);
+
+        let mut bad_magic = echo.clone();
+        bad_magic[7] ^= 0xff;
+        f.push(&bad_magic);
+        f.push(&echo);
+        let e = f.next_message().unwrap().unwrap_err();
+        assert!(e.is_fatal());
+        assert_eq!(f.next_message(), Some(Err(e)), "stays poisoned");
+        f.push(&echo);
+        assert_eq!(f.buffered(), 0, "a poisoned framer buffers nothing");
+    }
+}
