@@ -1,3 +1,4 @@
 //! pptpgw controller library: everything `pptpgw` does, usable from tests and tools.
 pub mod datapath;
+pub mod ppp;
 pub mod wire;

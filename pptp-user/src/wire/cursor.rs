@@ -36,7 +36,10 @@ impl<'a> Reader<'a> {
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
         let rest = &self.bytes[self.pos..];
         if rest.len() < n {
-            return Err(Truncated { offset: self.pos, needed: n - rest.len() });
+            return Err(Truncated {
+                offset: self.pos,
+                needed: n - rest.len(),
+            });
         }
         self.pos += n;
         Ok(&rest[..n])
@@ -108,7 +111,13 @@ mod tests {
     fn reads_and_reports_shortfall() {
         let mut r = Reader::new(&[1, 2, 3, 4, 5]);
         assert_eq!(r.u16().unwrap(), 0x0102);
-        assert_eq!(r.u32(), Err(Truncated { offset: 2, needed: 1 }));
+        assert_eq!(
+            r.u32(),
+            Err(Truncated {
+                offset: 2,
+                needed: 1
+            })
+        );
         assert_eq!(r.u8().unwrap(), 3);
         assert_eq!(r.rest(), &[4, 5]);
         assert!(r.is_empty());

@@ -32,7 +32,10 @@ pub struct GreHeader {
 
 impl GreHeader {
     fn shape(&self) -> GreShape {
-        GreShape { has_seq: self.seq.is_some(), has_ack: self.ack.is_some() }
+        GreShape {
+            has_seq: self.seq.is_some(),
+            has_ack: self.ack.is_some(),
+        }
     }
 
     pub fn header_len(&self) -> usize {
@@ -46,7 +49,11 @@ impl GreHeader {
         let protocol = r.u16()?;
         let shape = match classify(flags_version, protocol) {
             Ok(Some(shape)) => shape,
-            Ok(None) => return Err(Error::NotPptp(flags_version & pptp_common::gre::VERSION_MASK)),
+            Ok(None) => {
+                return Err(Error::NotPptp(
+                    flags_version & pptp_common::gre::VERSION_MASK,
+                ));
+            }
             Err(reason) => return Err(Error::Malformed(reason)),
         };
         let payload_len = r.u16()?;
@@ -55,7 +62,10 @@ impl GreHeader {
         let ack = if shape.has_ack { Some(r.u32()?) } else { None };
         let payload = r.rest();
         if payload.len() != payload_len as usize {
-            return Err(Error::BadPayloadLength { declared: payload_len, present: payload.len() });
+            return Err(Error::BadPayloadLength {
+                declared: payload_len,
+                present: payload.len(),
+            });
         }
         if seq.is_none() && !payload.is_empty() {
             return Err(Error::PayloadWithoutSequence);
@@ -90,9 +100,18 @@ mod tests {
     #[test]
     fn data_packet_from_pptp_linux() {
         // K+S, version 1, 0x880b, 4 bytes payload, call ID 0x0080, seq 0, LCP start "ff 03 c0 21".
-        let bytes = [0x30, 0x01, 0x88, 0x0b, 0, 4, 0, 0x80, 0, 0, 0, 0, 0xff, 0x03, 0xc0, 0x21];
+        let bytes = [
+            0x30, 0x01, 0x88, 0x0b, 0, 4, 0, 0x80, 0, 0, 0, 0, 0xff, 0x03, 0xc0, 0x21,
+        ];
         let (h, payload) = GreHeader::parse(&bytes).unwrap();
-        assert_eq!(h, GreHeader { call_id: 0x80, seq: Some(0), ack: None });
+        assert_eq!(
+            h,
+            GreHeader {
+                call_id: 0x80,
+                seq: Some(0),
+                ack: None
+            }
+        );
         assert_eq!(payload, &[0xff, 0x03, 0xc0, 0x21]);
         let mut out = Vec::new();
         h.emit(payload, &mut out);
@@ -103,13 +122,24 @@ mod tests {
     fn ack_only_and_seq_ack() {
         let ack_only = [0x20, 0x81, 0x88, 0x0b, 0, 0, 0x12, 0x34, 0, 0, 1, 0];
         let (h, p) = GreHeader::parse(&ack_only).unwrap();
-        assert_eq!(h, GreHeader { call_id: 0x1234, seq: None, ack: Some(256) });
+        assert_eq!(
+            h,
+            GreHeader {
+                call_id: 0x1234,
+                seq: None,
+                ack: Some(256)
+            }
+        );
         assert!(p.is_empty());
         let mut out = Vec::new();
         h.emit(p, &mut out);
         assert_eq!(out, ack_only);
 
-        let h = GreHeader { call_id: 1, seq: Some(u32::MAX), ack: Some(3) };
+        let h = GreHeader {
+            call_id: 1,
+            seq: Some(u32::MAX),
+            ack: Some(3),
+        };
         let mut out = Vec::new();
         h.emit(&[1, 2, 3], &mut out);
         assert_eq!(out.len(), 16 + 3);
@@ -118,26 +148,43 @@ mod tests {
 
     #[test]
     fn hostile() {
-        let good = [0x30, 0x01, 0x88, 0x0b, 0, 2, 0, 0x80, 0, 0, 0, 9, 0xff, 0x03];
+        let good = [
+            0x30, 0x01, 0x88, 0x0b, 0, 2, 0, 0x80, 0, 0, 0, 9, 0xff, 0x03,
+        ];
         for n in 0..12 {
-            assert!(matches!(GreHeader::parse(&good[..n]), Err(Error::Truncated(_))), "{n}");
+            assert!(
+                matches!(GreHeader::parse(&good[..n]), Err(Error::Truncated(_))),
+                "{n}"
+            );
         }
         assert_eq!(
             GreHeader::parse(&good[..13]),
-            Err(Error::BadPayloadLength { declared: 2, present: 1 })
+            Err(Error::BadPayloadLength {
+                declared: 2,
+                present: 1
+            })
         );
         let mut b = good;
         b[1] = 0;
         assert_eq!(GreHeader::parse(&b), Err(Error::NotPptp(0)));
         let mut b = good;
         b[0] = 0x10;
-        assert_eq!(GreHeader::parse(&b), Err(Error::Malformed(DropReason::GreBadFlags)));
+        assert_eq!(
+            GreHeader::parse(&b),
+            Err(Error::Malformed(DropReason::GreBadFlags))
+        );
         let mut b = good;
         b[2] = 0x08;
         b[3] = 0x00;
-        assert_eq!(GreHeader::parse(&b), Err(Error::Malformed(DropReason::GreBadProtocol)));
+        assert_eq!(
+            GreHeader::parse(&b),
+            Err(Error::Malformed(DropReason::GreBadProtocol))
+        );
         // Payload but no S flag: 8-byte header, then 2 payload bytes.
         let no_seq = [0x20, 0x01, 0x88, 0x0b, 0, 2, 0, 0x80, 0xff, 0x03];
-        assert_eq!(GreHeader::parse(&no_seq), Err(Error::PayloadWithoutSequence));
+        assert_eq!(
+            GreHeader::parse(&no_seq),
+            Err(Error::PayloadWithoutSequence)
+        );
     }
 }

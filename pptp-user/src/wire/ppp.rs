@@ -50,7 +50,10 @@ impl<'a> PppFrame<'a> {
     /// accept uncompressed frames even after negotiating compression (RFC 1661 §6.5, §6.6).
     pub fn parse(bytes: &'a [u8]) -> Result<(Self, Compression), Error> {
         let mut rest = bytes;
-        let mut form = Compression { acfc: true, pfc: false };
+        let mut form = Compression {
+            acfc: true,
+            pfc: false,
+        };
         if let [0xff, b, tail @ ..] = rest {
             if *b != 0x03 {
                 return Err(Error::BadAddressControl(0xff, *b));
@@ -65,7 +68,12 @@ impl<'a> PppFrame<'a> {
                 (u16::from(*p), tail)
             }
             [hi, lo, tail @ ..] => (u16::from_be_bytes([*hi, *lo]), tail),
-            _ => return Err(Error::Truncated(Truncated { offset: bytes.len(), needed: 2 - rest.len() })),
+            _ => {
+                return Err(Error::Truncated(Truncated {
+                    offset: bytes.len(),
+                    needed: 2 - rest.len(),
+                }));
+            }
         };
         // RFC 1661 §2: the low byte is odd and the high byte even (an odd first byte was taken
         // as a one-byte field above, so only the low byte is left to check).
@@ -96,14 +104,45 @@ mod tests {
     #[test]
     fn all_four_forms_round_trip() {
         let cases: [(&[u8], u16, Compression); 4] = [
-            (&[0xff, 0x03, 0x00, 0x21, 0x45], proto::IPV4, Compression { acfc: false, pfc: false }),
-            (&[0xff, 0x03, 0x21, 0x45], proto::IPV4, Compression { acfc: false, pfc: true }),
-            (&[0x00, 0x21, 0x45], proto::IPV4, Compression { acfc: true, pfc: false }),
-            (&[0x21, 0x45], proto::IPV4, Compression { acfc: true, pfc: true }),
+            (
+                &[0xff, 0x03, 0x00, 0x21, 0x45],
+                proto::IPV4,
+                Compression {
+                    acfc: false,
+                    pfc: false,
+                },
+            ),
+            (
+                &[0xff, 0x03, 0x21, 0x45],
+                proto::IPV4,
+                Compression {
+                    acfc: false,
+                    pfc: true,
+                },
+            ),
+            (
+                &[0x00, 0x21, 0x45],
+                proto::IPV4,
+                Compression {
+                    acfc: true,
+                    pfc: false,
+                },
+            ),
+            (
+                &[0x21, 0x45],
+                proto::IPV4,
+                Compression {
+                    acfc: true,
+                    pfc: true,
+                },
+            ),
         ];
         for (bytes, protocol, form) in cases {
             let (f, got_form) = PppFrame::parse(bytes).unwrap();
-            assert_eq!((f.protocol, f.info, got_form), (protocol, &[0x45u8][..], form));
+            assert_eq!(
+                (f.protocol, f.info, got_form),
+                (protocol, &[0x45u8][..], form)
+            );
             let mut out = Vec::new();
             f.emit(form, &mut out);
             assert_eq!(out, bytes);
@@ -112,19 +151,43 @@ mod tests {
 
     #[test]
     fn lcp_never_compressed_by_pfc() {
-        let f = PppFrame { protocol: proto::LCP, info: &[1] };
+        let f = PppFrame {
+            protocol: proto::LCP,
+            info: &[1],
+        };
         let mut out = Vec::new();
-        f.emit(Compression { acfc: false, pfc: true }, &mut out);
+        f.emit(
+            Compression {
+                acfc: false,
+                pfc: true,
+            },
+            &mut out,
+        );
         assert_eq!(out, [0xff, 0x03, 0xc0, 0x21, 1]);
     }
 
     #[test]
     fn hostile() {
         assert!(matches!(PppFrame::parse(&[]), Err(Error::Truncated(_))));
-        assert!(matches!(PppFrame::parse(&[0xff, 0x03]), Err(Error::Truncated(_))));
-        assert!(matches!(PppFrame::parse(&[0xff, 0x03, 0xc0]), Err(Error::Truncated(_))));
-        assert_eq!(PppFrame::parse(&[0xff, 0x05, 0, 0x21]), Err(Error::BadAddressControl(0xff, 5)));
-        assert_eq!(PppFrame::parse(&[0xc0, 0x20]), Err(Error::BadProtocol(0xc020)));
-        assert_eq!(PppFrame::parse(&[0x02, 0x20]), Err(Error::BadProtocol(0x0220)));
+        assert!(matches!(
+            PppFrame::parse(&[0xff, 0x03]),
+            Err(Error::Truncated(_))
+        ));
+        assert!(matches!(
+            PppFrame::parse(&[0xff, 0x03, 0xc0]),
+            Err(Error::Truncated(_))
+        ));
+        assert_eq!(
+            PppFrame::parse(&[0xff, 0x05, 0, 0x21]),
+            Err(Error::BadAddressControl(0xff, 5))
+        );
+        assert_eq!(
+            PppFrame::parse(&[0xc0, 0x20]),
+            Err(Error::BadProtocol(0xc020))
+        );
+        assert_eq!(
+            PppFrame::parse(&[0x02, 0x20]),
+            Err(Error::BadProtocol(0x0220))
+        );
     }
 }

@@ -82,7 +82,11 @@ pub enum Error {
     #[error("unknown control message type {0}")]
     UnknownControlType(u16),
     #[error("{kind:?} must be {expected} bytes, header says {got}")]
-    WrongSize { kind: ControlType, expected: usize, got: usize },
+    WrongSize {
+        kind: ControlType,
+        expected: usize,
+        got: usize,
+    },
     #[error("reserved field at offset {0} is not zero")]
     ReservedNotZero(usize),
     #[error(transparent)]
@@ -93,7 +97,10 @@ impl Error {
     /// Whether the byte stream can no longer be trusted to be framed right: the connection must
     /// be closed (RFC 2637 gives no way to resynchronise).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::BadLength(_) | Error::BadMessageType(_) | Error::BadMagic(_))
+        matches!(
+            self,
+            Error::BadLength(_) | Error::BadMessageType(_) | Error::BadMagic(_)
+        )
     }
 }
 
@@ -338,7 +345,11 @@ impl ControlMessage {
         }
         let kind = ControlType::from_code(code).ok_or(Error::UnknownControlType(code))?;
         if length != kind.size() || bytes.len() != length {
-            return Err(Error::WrongSize { kind, expected: kind.size(), got: length });
+            return Err(Error::WrongSize {
+                kind,
+                expected: kind.size(),
+                got: length,
+            });
         }
         Self::read_body(kind, &mut r)
     }
@@ -452,10 +463,26 @@ mod tests {
                 ..Default::default()
             }
             .into(),
-            StopControlConnectionRequest { reason: stop_reason::NONE, ..Default::default() }.into(),
-            StopControlConnectionReply { result_code: 1, ..Default::default() }.into(),
-            EchoRequest { identifier: 0xdead_beef }.into(),
-            EchoReply { identifier: 7, result_code: 1, ..Default::default() }.into(),
+            StopControlConnectionRequest {
+                reason: stop_reason::NONE,
+                ..Default::default()
+            }
+            .into(),
+            StopControlConnectionReply {
+                result_code: 1,
+                ..Default::default()
+            }
+            .into(),
+            EchoRequest {
+                identifier: 0xdead_beef,
+            }
+            .into(),
+            EchoReply {
+                identifier: 7,
+                result_code: 1,
+                ..Default::default()
+            }
+            .into(),
             OutgoingCallRequest {
                 call_id: 0x1234,
                 call_serial_number: 1,
@@ -503,7 +530,11 @@ mod tests {
                 ..Default::default()
             }
             .into(),
-            CallClearRequest { call_id: 0x1234, ..Default::default() }.into(),
+            CallClearRequest {
+                call_id: 0x1234,
+                ..Default::default()
+            }
+            .into(),
             CallDisconnectNotify {
                 call_id: 0x8001,
                 result_code: result::CDN_REQUEST,
@@ -511,15 +542,27 @@ mod tests {
                 ..Default::default()
             }
             .into(),
-            WanErrorNotify { peer_call_id: 5, crc_errors: 1, alignment_errors: 6, ..Default::default() }
-                .into(),
-            SetLinkInfo { peer_call_id: 5, send_accm: u32::MAX, ..Default::default() }.into(),
+            WanErrorNotify {
+                peer_call_id: 5,
+                crc_errors: 1,
+                alignment_errors: 6,
+                ..Default::default()
+            }
+            .into(),
+            SetLinkInfo {
+                peer_call_id: 5,
+                send_accm: u32::MAX,
+                ..Default::default()
+            }
+            .into(),
         ]
     }
 
     #[test]
     fn every_type_round_trips_both_ways_at_its_rfc_size() {
-        let sizes = [156, 156, 16, 16, 16, 20, 168, 32, 220, 24, 28, 16, 148, 40, 24];
+        let sizes = [
+            156, 156, 16, 16, 16, 20, 168, 32, 220, 24, 28, 16, 148, 40, 24,
+        ];
         let msgs = all_messages();
         assert_eq!(msgs.len(), 15);
         for (i, m) in msgs.iter().enumerate() {
@@ -536,11 +579,17 @@ mod tests {
     #[test]
     fn echo_request_bytes() {
         let bytes = [
-            0x00, 0x10, 0x00, 0x01, 0x1a, 0x2b, 0x3c, 0x4d, 0x00, 0x05, 0x00, 0x00, 0x01, 0x02, 0x03,
-            0x04,
+            0x00, 0x10, 0x00, 0x01, 0x1a, 0x2b, 0x3c, 0x4d, 0x00, 0x05, 0x00, 0x00, 0x01, 0x02,
+            0x03, 0x04,
         ];
         let m = ControlMessage::parse(&bytes).unwrap();
-        assert_eq!(m, EchoRequest { identifier: 0x0102_0304 }.into());
+        assert_eq!(
+            m,
+            EchoRequest {
+                identifier: 0x0102_0304
+            }
+            .into()
+        );
         assert_eq!(m.to_bytes(), bytes);
     }
 
@@ -549,7 +598,9 @@ mod tests {
         let mut bytes = sccrq().to_bytes();
         bytes[28 + 10] = b'Z'; // after "local\0" in the host name
         let m = ControlMessage::parse(&bytes).unwrap();
-        let ControlMessage::StartControlConnectionRequest(r) = m else { panic!() };
+        let ControlMessage::StartControlConnectionRequest(r) = m else {
+            panic!()
+        };
         assert_eq!(r.host_name.trimmed(), b"local");
         assert_eq!(m.to_bytes(), bytes);
     }
@@ -568,7 +619,10 @@ mod tests {
         assert_eq!(ControlMessage::parse(&b), Err(Error::ReservedNotZero(10)));
         let mut b = good.clone();
         b[9] = 16;
-        assert_eq!(ControlMessage::parse(&b), Err(Error::UnknownControlType(16)));
+        assert_eq!(
+            ControlMessage::parse(&b),
+            Err(Error::UnknownControlType(16))
+        );
         let mut b = good.clone();
         b[9] = 0;
         assert_eq!(ControlMessage::parse(&b), Err(Error::UnknownControlType(0)));
@@ -583,13 +637,25 @@ mod tests {
         // A valid length for another type, or bytes that disagree with the header.
         let mut b = good.clone();
         b[..2].copy_from_slice(&16u16.to_be_bytes());
-        assert!(matches!(ControlMessage::parse(&b), Err(Error::WrongSize { .. })));
-        assert!(matches!(ControlMessage::parse(&good[..100]), Err(Error::WrongSize { .. })));
+        assert!(matches!(
+            ControlMessage::parse(&b),
+            Err(Error::WrongSize { .. })
+        ));
+        assert!(matches!(
+            ControlMessage::parse(&good[..100]),
+            Err(Error::WrongSize { .. })
+        ));
         let mut long = good.clone();
         long.push(0);
-        assert!(matches!(ControlMessage::parse(&long), Err(Error::WrongSize { .. })));
+        assert!(matches!(
+            ControlMessage::parse(&long),
+            Err(Error::WrongSize { .. })
+        ));
         for n in 0..12 {
-            assert!(matches!(ControlMessage::parse(&good[..n]), Err(Error::Truncated(_))), "{n}");
+            assert!(
+                matches!(ControlMessage::parse(&good[..n]), Err(Error::Truncated(_))),
+                "{n}"
+            );
         }
     }
 
@@ -613,7 +679,9 @@ mod tests {
         // All at once.
         let mut f = Framer::new();
         f.push(&stream);
-        let got: Vec<_> = std::iter::from_fn(|| f.next_message()).map(Result::unwrap).collect();
+        let got: Vec<_> = std::iter::from_fn(|| f.next_message())
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(got, all_messages());
     }
 
@@ -626,7 +694,10 @@ mod tests {
         f.push(&bad_type);
         f.push(&echo);
         assert_eq!(f.next_message(), Some(Err(Error::UnknownControlType(99))));
-        assert_eq!(f.next_message(), Some(Ok(EchoRequest { identifier: 2 }.into())));
+        assert_eq!(
+            f.next_message(),
+            Some(Ok(EchoRequest { identifier: 2 }.into()))
+        );
         assert_eq!(f.next_message(), None);
 
         let mut bad_magic = echo.clone();

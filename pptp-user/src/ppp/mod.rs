@@ -1,0 +1,4 @@
+//! PPP negotiation as pure state machines: inputs are events and received packets, outputs are
+//! packets to send and timer/layer commands.
+pub mod fsm;
+mod fsm_table;
