@@ -39,6 +39,8 @@ pub enum Verdict {
     Nak(Vec<u8>),
     /// Configure-Reject with these options (unacceptable or unknown).
     Reject(Vec<u8>),
+    /// The request is malformed (its option list cannot be split): drop it silently.
+    Discard,
 }
 
 /// A protocol's option policy.
@@ -72,6 +74,8 @@ pub enum Reason {
     Rejected,
     /// Options never converged after Max-Failure Naks and as many Rejects.
     NotConverging,
+    /// The peer refused to authenticate (rejected every authentication protocol we offer).
+    AuthRefused,
 }
 
 /// A command for the shell.
@@ -94,6 +98,10 @@ pub enum Output {
     Started,
     /// This-Layer-Finished: the lower layer is no longer needed.
     Finished(Reason),
+    /// LCP only: the peer Protocol-Rejected this PPP protocol.
+    ProtocolRejected(u16),
+    /// LCP only: an Echo-Reply with this identifier arrived (keepalive).
+    EchoReply(u8),
 }
 
 pub struct Fsm<N> {
@@ -195,6 +203,9 @@ impl<N: Negotiator> Fsm<N> {
                     return self.close(Reason::NotConverging);
                 }
                 let verdict = self.negotiator.check(packet.data, self.failures >= limit);
+                if verdict == Verdict::Discard {
+                    return Vec::new();
+                }
                 let event = if verdict == Verdict::Ack {
                     Event::RcrPlus
                 } else {
@@ -332,6 +343,7 @@ impl<N: Negotiator> Fsm<N> {
                         Verdict::Ack => (code::CONFIGURE_ACK, options),
                         Verdict::Nak(o) => (code::CONFIGURE_NAK, o),
                         Verdict::Reject(o) => (code::CONFIGURE_REJECT, o),
+                        Verdict::Discard => return,
                     };
                     if code == code::CONFIGURE_ACK {
                         self.failures = 0;

@@ -2,3 +2,4 @@
 //! packets to send and timer/layer commands.
 pub mod fsm;
 mod fsm_table;
+pub mod lcp;

@@ -3,5 +3,7 @@
 pub mod cp;
 pub mod cursor;
 pub mod gre;
+pub mod ipcp;
+pub mod lcp;
 pub mod ppp;
 pub mod pptp;
