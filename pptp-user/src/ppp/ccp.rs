@@ -1,0 +1,82 @@
+//! CCP (RFC 1962) while MPPE is not enabled: we ask for nothing and reject every option, so a
+//! client that allows no compression/encryption opens CCP empty and carries on, and a client that
+//! requires MPPE learns it cannot have it (pppd then terminates LCP itself). The session logs
+//! which of the two happened from [`CcpPolicy::client_offered_mppe`].
+
+use super::fsm::{Negotiator, Verdict};
+use crate::wire::cp::parse_options;
+
+/// CCP option type of MPPE/MPPC (RFC 3078 §2.1).
+pub const MPPE_OPTION: u8 = 18;
+
+#[derive(Default)]
+pub struct CcpPolicy {
+    pub client_offered_mppe: bool,
+}
+
+impl Negotiator for CcpPolicy {
+    fn request(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn check(&mut self, options: &[u8], _reject_only: bool) -> Verdict {
+        let Ok(raws) = parse_options(options) else {
+            return Verdict::Discard;
+        };
+        if raws.is_empty() {
+            return Verdict::Ack;
+        }
+        if raws.iter().any(|r| r.kind == MPPE_OPTION) {
+            self.client_offered_mppe = true;
+        }
+        Verdict::Reject(options.to_vec())
+    }
+
+    fn acked(&mut self, options: &[u8]) -> bool {
+        options.is_empty()
+    }
+
+    fn nakked(&mut self, _options: &[u8]) -> bool {
+        true
+    }
+
+    fn rejected(&mut self, _options: &[u8]) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        ppp::fsm::{Config, Fsm, Output},
+        wire::cp::CpPacket,
+    };
+
+    #[test]
+    fn mppe_offer_is_rejected_and_empty_ccp_opens() {
+        let mut f = Fsm::new(CcpPolicy::default(), Config::default());
+        f.open();
+        let out = f.up();
+        assert!(out.contains(&Output::Send {
+            code: 1,
+            identifier: 1,
+            data: vec![]
+        }));
+        // pppd require-mppe-128: MPPE option 18, len 6, bits 0x01000040 (stateless, 128-bit).
+        let req = [1, 1, 0, 10, 18, 6, 1, 0, 0, 0x40];
+        let out = f.receive(&CpPacket::parse(&req).unwrap());
+        assert_eq!(
+            out,
+            vec![Output::Send {
+                code: 4,
+                identifier: 1,
+                data: req[4..].to_vec()
+            }]
+        );
+        assert!(f.negotiator.client_offered_mppe);
+        f.receive(&CpPacket::parse(&[1, 2, 0, 4]).unwrap());
+        let out = f.receive(&CpPacket::parse(&[2, 1, 0, 4]).unwrap());
+        assert!(out.contains(&Output::Up));
+    }
+}
