@@ -6,6 +6,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+
+mod vm;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,12 +28,31 @@ enum Chore {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Run the cargo-fuzz targets in fuzz/ (needs `cargo install cargo-fuzz`), each for --runs
+    /// executions, with the pinned nightly. No targets named: all of them.
+    /// Build the client VM and capture real pptp-linux/pppd sessions (against pptpd, inside the
+    /// VM) into pptp-user/tests/captures/, the fixtures of the codec round-trip tests.
+    Capture,
+    Fuzz {
+        targets: Vec<String>,
+        #[arg(long, default_value_t = 1_000_000)]
+        runs: u64,
+    },
 }
+
+/// Where the VM image is cached between runs.
+fn vm_cache() -> PathBuf {
+    workspace_root().join("target/interop-vm")
+}
+
+const FUZZ_TARGETS: [&str; 5] = ["control_framer", "gre", "ppp", "options", "negotiation"];
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Chore::BuildEbpf => build_ebpf(),
         Chore::Test { args } => test(&args),
+        Chore::Fuzz { targets, runs } => fuzz(&targets, runs),
+        Chore::Capture => capture(),
     }
 }
 
@@ -104,6 +125,79 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .status()?;
     if !status.success() {
         bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn nightly() -> anyhow::Result<String> {
+    let path = workspace_root().join("pptp-ebpf/nightly-toolchain");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .trim()
+        .into())
+}
+
+fn fuzz(targets: &[String], runs: u64) -> anyhow::Result<()> {
+    let toolchain = nightly()?;
+    let targets: Vec<&str> = if targets.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        targets.iter().map(String::as_str).collect()
+    };
+    for t in targets {
+        let started = Instant::now();
+        let status = Command::new("rustup")
+            .current_dir(workspace_root())
+            .args(["run", &toolchain, "cargo", "fuzz", "run", t, "--"])
+            .arg(format!("-runs={runs}"))
+            .status()
+            .context("run cargo fuzz (install it with `cargo install cargo-fuzz`)")?;
+        if !status.success() {
+            bail!("fuzz target {t} failed: {status}");
+        }
+        println!(
+            "fuzz {t}: {runs} runs, no failure, {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn capture() -> anyhow::Result<()> {
+    let image = vm::build_image(&vm_cache())?;
+    let share = vm_cache().join("share-capture");
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir_all(&share)?;
+    std::fs::write(share.join("job.sh"), include_str!("jobs/capture.sh"))?;
+    let started = Instant::now();
+    let rc = vm::run_job(
+        &image,
+        &share,
+        None,
+        None,
+        std::time::Duration::from_secs(600),
+    )?;
+    println!(
+        "capture job exited {rc} after {:.0} s; log: {}",
+        started.elapsed().as_secs_f64(),
+        share.join("job.log").display()
+    );
+    let dest = workspace_root().join("pptp-user/tests/captures");
+    std::fs::create_dir_all(&dest)?;
+    for method in ["mschapv2", "chapmd5", "pap"] {
+        let pcap = share.join(format!("{method}.pcap"));
+        let size = std::fs::metadata(&pcap)
+            .with_context(|| format!("no {}", pcap.display()))?
+            .len();
+        if size <= 24 {
+            bail!(
+                "{} is empty: see {}",
+                pcap.display(),
+                share.join(format!("{method}-client.log")).display()
+            );
+        }
+        std::fs::copy(&pcap, dest.join(format!("pptp-linux-{method}.pcap")))?;
+        println!("captured {method}: {size} bytes");
     }
     Ok(())
 }

@@ -119,7 +119,8 @@ pub struct Authenticator {
     config: AuthConfig,
     phase: Phase,
     identifier: u8,
-    challenge: [u8; 16],
+    /// Our current challenge value (16 bytes for CHAP-MD5 and MS-CHAPv2, 8 for MS-CHAPv1).
+    challenge: Vec<u8>,
     challenges_sent: u32,
     attempts: u32,
     /// What we answered last, resent if the peer repeats its last request (lost reply).
@@ -152,7 +153,7 @@ impl Authenticator {
             config,
             phase: Phase::Waiting,
             identifier: 0,
-            challenge: [0; 16],
+            challenge: Vec::new(),
             challenges_sent: 0,
             attempts: 0,
             last_reply: None,
@@ -166,8 +167,16 @@ impl Authenticator {
     fn challenge_len(&self) -> usize {
         match self.protocol {
             AuthProtocol::MsChapV1 => 8,
-            _ => 16,
+            AuthProtocol::MsChapV2 => 16,
+            _ => self.challenge.len(),
         }
+    }
+
+    fn challenge16(&self) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        let n = self.challenge.len().min(16);
+        c[..n].copy_from_slice(&self.challenge[..n]);
+        c
     }
 
     fn send(&self, info: Vec<u8>) -> AuthOutput {
@@ -185,14 +194,17 @@ impl Authenticator {
         packet(CHAP_CHALLENGE, self.identifier, &body)
     }
 
-    /// Authentication phase begins (LCP opened). `challenge` is fresh random bytes.
-    pub fn start(&mut self, challenge: [u8; 16]) -> Vec<AuthOutput> {
+    /// Authentication phase begins (LCP opened). `challenge` is fresh random bytes (at least 16;
+    /// MS-CHAP uses the first 16 or 8), `identifier` the CHAP identifier to use (random too, so
+    /// a stale response cannot match by accident).
+    pub fn start(&mut self, challenge: &[u8], identifier: u8) -> Vec<AuthOutput> {
         self.phase = Phase::Waiting;
         if self.protocol == AuthProtocol::Pap {
             return vec![AuthOutput::StartTimer(self.config.pap_timeout)];
         }
-        self.challenge = challenge;
-        self.identifier = challenge[0];
+        self.challenge = challenge.to_vec();
+        self.challenge.truncate(self.challenge_len());
+        self.identifier = identifier;
         self.challenges_sent = 1;
         vec![
             self.send(self.challenge_packet()),
@@ -332,7 +344,7 @@ impl Authenticator {
                         let expect = Md5::new()
                             .chain_update([identifier])
                             .chain_update(p.as_bytes())
-                            .chain_update(&self.challenge[..16])
+                            .chain_update(&self.challenge)
                             .finalize();
                         value == expect.as_slice()
                     }
@@ -353,7 +365,7 @@ impl Authenticator {
                     return self.chap_failed(identifier, Some(user), Failure::Malformed);
                 };
                 let mut challenge = [0u8; 8];
-                challenge.copy_from_slice(&self.challenge[..8]);
+                challenge.copy_from_slice(&self.challenge16()[..8]);
                 let ok = value[48] == 1
                     && secret.as_ref().is_some_and(|s| {
                         mschap::nt_challenge_response_v1(&challenge, &s.nt_hash())[..]
@@ -374,9 +386,9 @@ impl Authenticator {
                 peer_challenge.copy_from_slice(&value[..16]);
                 let mut nt_response = [0u8; 24];
                 nt_response.copy_from_slice(&value[24..48]);
+                let ours = self.challenge16();
                 let verified = secret.as_ref().map(Secret::nt_hash).filter(|hash| {
-                    mschap::generate_nt_response(&self.challenge, &peer_challenge, name, hash)
-                        == nt_response
+                    mschap::generate_nt_response(&ours, &peer_challenge, name, hash) == nt_response
                 });
                 match verified {
                     Some(hash) => {
@@ -384,7 +396,7 @@ impl Authenticator {
                             &hash,
                             &nt_response,
                             &peer_challenge,
-                            &self.challenge,
+                            &ours,
                             name,
                         );
                         let message = format!("{s} M=Access granted");
@@ -404,7 +416,7 @@ impl Authenticator {
                         if self.attempts < self.config.max_attempts {
                             // RFC 2759 §6: E=691 with R=1 and a new challenge; the client answers
                             // it with identifier + 1.
-                            self.challenge = next_challenge;
+                            self.challenge = next_challenge.to_vec();
                             self.identifier = identifier.wrapping_add(1);
                             let message = format!(
                                 "E=691 R=1 C={} V=3 M=Authentication failure",
@@ -490,7 +502,7 @@ mod tests {
     #[test]
     fn ms_chap_v2_rfc_2759_vector_succeeds_with_authenticator_response() {
         let mut a = Authenticator::new(AuthProtocol::MsChapV2, AuthConfig::default());
-        let out = a.start(AUTH_CHALLENGE);
+        let out = a.start(&AUTH_CHALLENGE, 0x42);
         let challenge = &sent(&out)[0];
         assert_eq!(challenge[0], CHAP_CHALLENGE);
         assert_eq!(challenge[4], 16);
@@ -525,7 +537,7 @@ mod tests {
             ..AuthConfig::default()
         };
         let mut a = Authenticator::new(AuthProtocol::MsChapV2, config);
-        let out = a.start(AUTH_CHALLENGE);
+        let out = a.start(&AUTH_CHALLENGE, 0x42);
         let id = sent(&out)[0][1];
         let mut wrong = NT_RESPONSE;
         wrong[0] ^= 1;
@@ -562,7 +574,7 @@ mod tests {
     #[test]
     fn ms_chap_v2_retry_with_the_right_password_succeeds_and_nt_hash_secrets_work() {
         let mut a = Authenticator::new(AuthProtocol::MsChapV2, AuthConfig::default());
-        let id = sent(&a.start(AUTH_CHALLENGE))[0][1];
+        let id = sent(&a.start(&AUTH_CHALLENGE, 0x42))[0][1];
         let out = a.receive(
             &ms_v2_response(id, PEER_CHALLENGE, [0; 24], b"hashed"),
             users,
@@ -583,7 +595,7 @@ mod tests {
     fn chap_md5() {
         let mut a = Authenticator::new(AuthProtocol::ChapMd5, AuthConfig::default());
         let challenge: [u8; 16] = core::array::from_fn(|i| i as u8 + 1);
-        let id = sent(&a.start(challenge))[0][1];
+        let id = sent(&a.start(&challenge, 1))[0][1];
         // RFC 1994 §4.1: MD5(identifier ‖ secret ‖ challenge).
         let good = Md5::new()
             .chain_update([id])
@@ -603,7 +615,7 @@ mod tests {
             ("nobody", Failure::BadCredentials),
         ] {
             let mut a = Authenticator::new(AuthProtocol::ChapMd5, AuthConfig::default());
-            let id = sent(&a.start(challenge))[0][1];
+            let id = sent(&a.start(&challenge, 1))[0][1];
             let mut body = vec![16];
             body.extend_from_slice(&good);
             body.extend_from_slice(name.as_bytes());
@@ -625,7 +637,7 @@ mod tests {
         ] {
             let mut a = Authenticator::new(AuthProtocol::Pap, AuthConfig::default());
             assert_eq!(
-                a.start([0; 16]),
+                a.start(&[0; 16], 0),
                 vec![AuthOutput::StartTimer(Duration::from_secs(30))]
             );
             let mut body = vec![user.len() as u8];
@@ -655,7 +667,7 @@ mod tests {
             ..AuthConfig::default()
         };
         let mut a = Authenticator::new(AuthProtocol::MsChapV2, config);
-        let first = sent(&a.start(AUTH_CHALLENGE));
+        let first = sent(&a.start(&AUTH_CHALLENGE, 0x42));
         for bad in [
             &[][..],
             &[2u8, 1, 0],
