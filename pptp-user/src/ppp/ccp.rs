@@ -4,14 +4,37 @@
 //! which of the two happened from [`CcpPolicy::client_offered_mppe`].
 
 use super::fsm::{Negotiator, Verdict};
-use crate::wire::cp::parse_options;
-
-/// CCP option type of MPPE/MPPC (RFC 3078 §2.1).
-pub const MPPE_OPTION: u8 = 18;
+use crate::wire::{
+    ccp::{CcpOption, mppe_bits},
+    cp::parse_options,
+};
 
 #[derive(Default)]
 pub struct CcpPolicy {
     pub client_offered_mppe: bool,
+    /// The MPPE bits the client asked for, for the log line when it leaves over them.
+    pub client_mppe_bits: u32,
+}
+
+impl CcpPolicy {
+    /// A description of the client's MPPE request, e.g. "stateless 128-bit".
+    pub fn describe_client_mppe(&self) -> String {
+        let b = self.client_mppe_bits;
+        let mut parts = Vec::new();
+        if b & mppe_bits::STATELESS != 0 {
+            parts.push("stateless");
+        }
+        for (bit, name) in [
+            (mppe_bits::KEY_40, "40-bit"),
+            (mppe_bits::KEY_56, "56-bit"),
+            (mppe_bits::KEY_128, "128-bit"),
+        ] {
+            if b & bit != 0 {
+                parts.push(name);
+            }
+        }
+        parts.join(" ")
+    }
 }
 
 impl Negotiator for CcpPolicy {
@@ -26,8 +49,11 @@ impl Negotiator for CcpPolicy {
         if raws.is_empty() {
             return Verdict::Ack;
         }
-        if raws.iter().any(|r| r.kind == MPPE_OPTION) {
-            self.client_offered_mppe = true;
+        for raw in &raws {
+            if let CcpOption::Mppe(bits) = CcpOption::decode(raw) {
+                self.client_offered_mppe = true;
+                self.client_mppe_bits = bits;
+            }
         }
         Verdict::Reject(options.to_vec())
     }
@@ -75,6 +101,7 @@ mod tests {
             }]
         );
         assert!(f.negotiator.client_offered_mppe);
+        assert_eq!(f.negotiator.describe_client_mppe(), "stateless 128-bit");
         f.receive(&CpPacket::parse(&[1, 2, 0, 4]).unwrap());
         let out = f.receive(&CpPacket::parse(&[2, 1, 0, 4]).unwrap());
         assert!(out.contains(&Output::Up));

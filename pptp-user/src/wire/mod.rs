@@ -1,5 +1,6 @@
 //! Wire formats as pure codecs over byte slices: no I/O, every length checked, `parse` and `emit`
 //! exact inverses.
+pub mod ccp;
 pub mod cp;
 pub mod cursor;
 pub mod gre;
