@@ -6,8 +6,10 @@
 //! the host.
 #![no_std]
 
+pub mod checksum;
 pub mod gre;
 pub mod headers;
 pub mod maps;
 pub mod seq;
+pub mod session;
 pub mod stats;

@@ -10,3 +10,16 @@ pub const DROPS_LEN: u32 = crate::stats::DropReason::COUNT as u32;
 /// Program names as they appear in the object file.
 pub const PROG_XDP_DECAP: &str = "pptp_decap";
 pub const PROG_TC_ENCAP: &str = "pptp_encap";
+
+/// `HashMap<SessionKey, Session>`: calls by how their packets arrive.
+pub const SESSIONS: &str = "SESSIONS";
+/// `HashMap<[u8; 4], SessionKey>`: calls by the client's assigned address (encapsulation).
+pub const CLIENTS: &str = "CLIENTS";
+/// `Array<GreState>` by session slot.
+pub const GRE_STATE: &str = "GRE_STATE";
+/// `PerCpuArray<SessionStats>` by session slot.
+pub const SESSION_STATS: &str = "SESSION_STATS";
+/// `Array<DatapathConfig>` of one entry.
+pub const CONFIG: &str = "CONFIG";
+/// Compiled-in capacity of the per-session maps; the controller may set another at load time.
+pub const DEFAULT_MAX_SESSIONS: u32 = 131_072;

@@ -14,16 +14,31 @@ pub enum DropReason {
     GreBadFlags = 3,
     /// The GRE payload length field disagrees with the bytes present.
     GreBadLength = 4,
+    /// A session's data packet whose inner source is not the client's assigned address.
+    SpoofedInnerSource = 5,
+    /// A data packet with a sequence number at or below the highest received (late/duplicate).
+    SequenceLate = 6,
+    /// A PPP header that cannot be valid (bad address/control, even protocol).
+    PppMalformed = 7,
+    /// The inner IPv4 packet is malformed.
+    InnerMalformed = 8,
+    /// The kernel refused to resize the packet.
+    AdjustFailed = 9,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 10;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
         Self::GreBadProtocol,
         Self::GreBadFlags,
         Self::GreBadLength,
+        Self::SpoofedInnerSource,
+        Self::SequenceLate,
+        Self::PppMalformed,
+        Self::InnerMalformed,
+        Self::AdjustFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -33,6 +48,11 @@ impl DropReason {
             Self::GreBadProtocol => "gre_bad_protocol",
             Self::GreBadFlags => "gre_bad_flags",
             Self::GreBadLength => "gre_bad_length",
+            Self::SpoofedInnerSource => "spoofed_inner_source",
+            Self::SequenceLate => "sequence_late",
+            Self::PppMalformed => "ppp_malformed",
+            Self::InnerMalformed => "inner_malformed",
+            Self::AdjustFailed => "adjust_failed",
         }
     }
 }
@@ -59,10 +79,15 @@ pub enum Stat {
     TcPassed = 7,
     /// Dropped by TC; the reason is counted in `DROPS`.
     TcDropped = 8,
+    /// Session data decapsulated and delivered into `pptp0`.
+    XdpDecap = 9,
+    /// A session's PPP control frame (or data before the session is up): recorded, passed to the
+    /// slow path.
+    XdpSessionControl = 10,
 }
 
 impl Stat {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 11;
     pub const ALL: [Stat; Self::COUNT] = [
         Self::XdpSeen,
         Self::XdpNotGre,
@@ -73,6 +98,8 @@ impl Stat {
         Self::TcSeen,
         Self::TcPassed,
         Self::TcDropped,
+        Self::XdpDecap,
+        Self::XdpSessionControl,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -86,6 +113,8 @@ impl Stat {
             Self::TcSeen => "tc_seen",
             Self::TcPassed => "tc_passed",
             Self::TcDropped => "tc_dropped",
+            Self::XdpDecap => "xdp_decap",
+            Self::XdpSessionControl => "xdp_session_control",
         }
     }
 }

@@ -1,17 +1,34 @@
-//! XDP on the WAN interface: classify what arrives, take PPTP GRE apart.
+//! XDP on the WAN interface: classify what arrives, take session data apart.
 //!
-//! Disposition: not IPv4/GRE, other GRE versions and outer fragments pass to the kernel untouched;
-//! malformed enhanced GRE is dropped with a reason; well-formed enhanced GRE goes to the
-//! controller's raw GRE socket (the slow path) until a session is programmed for it.
+//! Disposition: not IPv4/GRE, other GRE versions, outer fragments and outer IPv4 options pass to
+//! the kernel untouched; malformed enhanced GRE is dropped with a reason; enhanced GRE of no
+//! programmed session goes to the controller's raw GRE socket (the slow path), and so do a
+//! session's PPP control frames, after their sequence number is recorded. A session's IPv4 data is
+//! checked (inner source = assigned address, sequence not late), MSS-clamped, stripped to
+//! Ethernet + inner IPv4 and redirected so it arrives on `pptp0`.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
+    programs::XdpContext,
+};
 use pptp_common::{
-    gre,
-    headers::{ETH_HLEN, ETH_P_IP, EthHdr, GreHdr, IPPROTO_GRE, IPV4_MIN_HLEN, Ipv4Hdr},
+    checksum, gre,
+    headers::{
+        ETH_HLEN, ETH_P_IP, EthHdr, GreHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr,
+    },
+    seq::seq_after,
+    session::{DatapathConfig, MODE_PLAIN, STATE_UP, Session, SessionKey},
     stats::{DropReason, Stat},
 };
 
-use crate::{counters::count, packet::read_at};
+use crate::{
+    counters::count,
+    maps::{CONFIG, GRE_STATE, SESSION_STATS, SESSIONS},
+    packet::{ptr_at_mut, read_at},
+};
+
+const PPP_IPV4: u16 = 0x0021;
 
 #[inline(always)]
 pub fn try_decap(ctx: &XdpContext) -> Result<u32, DropReason> {
@@ -59,6 +76,183 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, DropReason> {
         return Err(DropReason::GreBadLength);
     }
 
+    // Sessions live on the fast path only with a 20-byte outer header: the offsets below are then
+    // constants, which keeps the verifier's job (and ours) simple. Options are vanishingly rare
+    // on PPTP and go to the slow path.
+    let Some(cfg) = CONFIG.get(0) else {
+        return Ok(slow_path());
+    };
+    if cfg.enabled == 0 || ip_hlen != IPV4_MIN_HLEN {
+        return Ok(slow_path());
+    }
+    let key = SessionKey {
+        local: ip.dst,
+        peer: ip.src,
+        call_id: hdr.call_id,
+        _pad: [0; 2],
+    };
+    // SAFETY: the value is copied out at once; map values stay valid while the program runs.
+    let Some(session) = (unsafe { SESSIONS.get(key) }).copied() else {
+        return Ok(slow_path());
+    };
+    let cfg = *cfg;
+    decap_session(ctx, &session, shape, payload_off, payload_len, &cfg)
+}
+
+#[inline(always)]
+fn slow_path() -> u32 {
     count(Stat::XdpSlowPath);
-    Ok(xdp_action::XDP_PASS)
+    xdp_action::XDP_PASS
+}
+
+const GRE_OFF: usize = ETH_HLEN + IPV4_MIN_HLEN;
+
+#[inline(always)]
+fn decap_session(
+    ctx: &XdpContext,
+    session: &Session,
+    shape: gre::GreShape,
+    payload_off: usize,
+    payload_len: usize,
+    cfg: &DatapathConfig,
+) -> Result<u32, DropReason> {
+    let Some(state) = GRE_STATE.get_ptr_mut(session.slot) else {
+        return Ok(slow_path());
+    };
+    if shape.has_ack {
+        let ack = u32::from_be_bytes(read_at::<[u8; 4]>(ctx, GRE_OFF + shape.ack_offset())?);
+        // SAFETY: `state` comes from a successful array lookup and stays valid for the program.
+        unsafe {
+            if seq_after(ack, (*state).peer_ack) {
+                (*state).peer_ack = ack;
+            }
+        }
+    }
+    if !shape.has_seq {
+        // Ack-only: nothing more to do with it.
+        count(Stat::XdpSessionControl);
+        return Ok(xdp_action::XDP_DROP);
+    }
+    let seq = u32::from_be_bytes(read_at::<[u8; 4]>(ctx, GRE_OFF + 8)?);
+    // SAFETY: as above.
+    let (seen, highest) = unsafe { ((*state).rx_seen, (*state).rx_highest) };
+    let in_order = seen == 0 || seq_after(seq, highest);
+
+    // PPP header: optional FF 03, then a protocol of one byte (odd first byte) or two.
+    let b: [u8; 2] = read_at(ctx, payload_off)?;
+    let ac_len = if b[0] == 0xff {
+        if b[1] != 0x03 {
+            return Err(DropReason::PppMalformed);
+        }
+        2
+    } else {
+        0
+    };
+    let p: [u8; 2] = read_at(ctx, payload_off + ac_len)?;
+    let (protocol, proto_len) = if p[0] & 1 == 1 {
+        (p[0] as u16, 1)
+    } else {
+        (u16::from_be_bytes(p), 2)
+    };
+    let inner_off = payload_off + ac_len + proto_len;
+
+    if protocol != PPP_IPV4 || session.state != STATE_UP || session.mode != MODE_PLAIN {
+        // Control frames keep their place in the sequence space but are never dropped here:
+        // pptp.ko exempts LCP echo from the late check, and the slow path sorts out the rest.
+        if in_order {
+            // SAFETY: as above.
+            unsafe {
+                (*state).rx_highest = seq;
+                (*state).rx_seen = 1;
+            }
+        }
+        count(Stat::XdpSessionControl);
+        return Ok(xdp_action::XDP_PASS);
+    }
+    if !in_order {
+        return Err(DropReason::SequenceLate);
+    }
+
+    let inner: Ipv4Hdr = read_at(ctx, inner_off)?;
+    let inner_hlen = inner.header_len();
+    let inner_len = inner.total_len() as usize;
+    if inner.version() != 4 || inner_hlen < IPV4_MIN_HLEN || inner_len < inner_hlen {
+        return Err(DropReason::InnerMalformed);
+    }
+    if inner_off + inner_len > payload_off + payload_len {
+        return Err(DropReason::InnerMalformed);
+    }
+    if inner.src != session.assigned {
+        return Err(DropReason::SpoofedInnerSource);
+    }
+    if inner.protocol == IPPROTO_TCP {
+        clamp_mss(ctx, inner_off + inner_hlen, session.mss)?;
+    }
+
+    // SAFETY: as above.
+    unsafe {
+        (*state).rx_highest = seq;
+        (*state).rx_seen = 1;
+        (*state).last_rx_ns = bpf_ktime_get_ns();
+    }
+    if let Some(st) = SESSION_STATS.get_ptr_mut(session.slot) {
+        // SAFETY: per-CPU slot from a successful lookup.
+        unsafe {
+            (*st).rx_packets += 1;
+            (*st).rx_bytes += inner_len as u64;
+        }
+    }
+
+    // Keep an Ethernet header's worth of room in front of the inner packet and drop the rest.
+    let delta = (inner_off - ETH_HLEN) as i32;
+    // SAFETY: plain helper call on this program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return Err(DropReason::AdjustFailed);
+    }
+    // Offsets are relative to the new start now.
+    let eth = ptr_at_mut::<EthHdr>(ctx, 0)?;
+    // SAFETY: `ptr_at_mut` checked that the header lies inside the packet.
+    unsafe {
+        *eth = EthHdr {
+            dst: cfg.pptp0_mac,
+            src: cfg.pptp0_peer_mac,
+            ether_type: ETH_P_IP.to_be_bytes(),
+        };
+    }
+    count(Stat::XdpDecap);
+    // SAFETY: plain helper call; returns XDP_REDIRECT, or XDP_ABORTED for a bad ifindex.
+    Ok(unsafe { bpf_redirect(cfg.pptp0_peer_ifindex, 0) } as u32)
+}
+
+/// Lowers the MSS option of a TCP SYN to `mss`. Only the first option is looked at: every
+/// common stack puts MSS first in a SYN, and a bounded look keeps the verifier happy.
+#[inline(always)]
+pub fn clamp_mss(ctx: &XdpContext, tcp_off: usize, mss: u16) -> Result<(), DropReason> {
+    // One pointer for reading and writing: the verifier tracks the checked range per pointer,
+    // and LLVM would drop a second, redundant-looking bounds check.
+    let Ok(p) = ptr_at_mut::<[u8; 24]>(ctx, tcp_off) else {
+        return Ok(()); // a short segment has no option to clamp
+    };
+    // SAFETY: `ptr_at_mut` checked that 24 bytes at `p` lie inside the packet.
+    let tcp = unsafe { *p };
+    let syn = tcp[13] & 0x02 != 0;
+    let data_off = (tcp[12] >> 4) as usize * 4;
+    if !syn || data_off < 24 || tcp[20] != 2 || tcp[21] != 4 {
+        return Ok(());
+    }
+    let old = u16::from_be_bytes([tcp[22], tcp[23]]);
+    if old <= mss || mss == 0 {
+        return Ok(());
+    }
+    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let [c0, c1] = checksum::replace16(check, old, mss).to_be_bytes();
+    let [m0, m1] = mss.to_be_bytes();
+    // SAFETY: as above; indexes are within the 24 checked bytes.
+    unsafe {
+        (*p)[16] = c0;
+        (*p)[17] = c1;
+        (*p)[22] = m0;
+        (*p)[23] = m1;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@
 mod counters;
 mod decap;
 mod encap;
+mod maps;
 mod packet;
 
 use aya_ebpf::{

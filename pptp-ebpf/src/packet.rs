@@ -52,3 +52,9 @@ pub fn read_at<T: Copy>(ctx: &impl Packet, offset: usize) -> Result<T, DropReaso
     // has alignment 1, so the read is in bounds and aligned.
     Ok(unsafe { *p })
 }
+
+/// A mutable pointer to a `T` at `offset`, bounds-checked like [`ptr_at`].
+#[inline(always)]
+pub fn ptr_at_mut<T>(ctx: &impl Packet, offset: usize) -> Result<*mut T, DropReason> {
+    Ok(ptr_at::<T>(ctx, offset)?.cast_mut())
+}

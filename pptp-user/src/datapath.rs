@@ -4,12 +4,13 @@
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
     util::KernelVersion,
 };
 use pptp_common::{
     maps,
+    session::{DatapathConfig, GreState, Session, SessionKey, SessionStats},
     stats::{DropReason, Stat},
 };
 
@@ -87,12 +88,119 @@ impl Datapath {
         Ok(prog.try_into()?)
     }
 
+    /// Tells the programs about `pptp0` and turns the session fast path on.
+    pub fn set_config(&mut self, config: &DatapathConfig) -> anyhow::Result<()> {
+        let mut a: Array<&mut MapData, DatapathConfig> =
+            Array::try_from(self.map_mut(maps::CONFIG)?)?;
+        a.set(0, config, 0).context("write CONFIG")?;
+        Ok(())
+    }
+
+    /// Programs a session: fresh sequence state and counters in its slot, then the lookups. The
+    /// session is reachable by the programs only once everything it points to is in place.
+    pub fn install_session(&mut self, session: &Session) -> anyhow::Result<()> {
+        let slot = session.slot;
+        let mut gre: Array<&mut MapData, GreState> =
+            Array::try_from(self.map_mut(maps::GRE_STATE)?)?;
+        gre.set(slot, GreState::default(), 0)
+            .with_context(|| format!("reset GRE_STATE[{slot}]"))?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let mut stats: PerCpuArray<&mut MapData, SessionStats> =
+            PerCpuArray::try_from(self.map_mut(maps::SESSION_STATS)?)?;
+        stats
+            .set(
+                slot,
+                PerCpuValues::try_from(vec![SessionStats::default(); cpus])?,
+                0,
+            )
+            .with_context(|| format!("reset SESSION_STATS[{slot}]"))?;
+        let mut sessions: HashMap<&mut MapData, SessionKey, Session> =
+            HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;
+        sessions
+            .insert(session.key, session, 0)
+            .context("insert SESSIONS")?;
+        let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =
+            HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
+        clients
+            .insert(session.assigned, session.key, 0)
+            .context("insert CLIENTS")?;
+        Ok(())
+    }
+
+    /// Removes a session's lookups (idempotent: what is not there is not an error).
+    pub fn remove_session(&mut self, session: &Session) -> anyhow::Result<()> {
+        let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =
+            HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
+        if clients
+            .get(&session.assigned, 0)
+            .is_ok_and(|k| k == session.key)
+        {
+            ignore_missing(clients.remove(&session.assigned)).context("remove CLIENTS")?;
+        }
+        let mut sessions: HashMap<&mut MapData, SessionKey, Session> =
+            HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;
+        ignore_missing(sessions.remove(&session.key)).context("remove SESSIONS")?;
+        Ok(())
+    }
+
+    /// Number of programmed sessions (both lookups), for leak checks.
+    pub fn session_entries(&self) -> anyhow::Result<(usize, usize)> {
+        let sessions: HashMap<&MapData, SessionKey, Session> =
+            HashMap::try_from(self.map(maps::SESSIONS)?)?;
+        let clients: HashMap<&MapData, [u8; 4], SessionKey> =
+            HashMap::try_from(self.map(maps::CLIENTS)?)?;
+        Ok((sessions.keys().count(), clients.keys().count()))
+    }
+
+    pub fn gre_state(&self, slot: u32) -> anyhow::Result<GreState> {
+        let a: Array<&MapData, GreState> = Array::try_from(self.map(maps::GRE_STATE)?)?;
+        Ok(a.get(&slot, 0)?)
+    }
+
+    /// A session's counters summed over the CPUs.
+    pub fn session_stats(&self, slot: u32) -> anyhow::Result<SessionStats> {
+        let a: PerCpuArray<&MapData, SessionStats> =
+            PerCpuArray::try_from(self.map(maps::SESSION_STATS)?)?;
+        let mut sum = SessionStats::default();
+        for s in a.get(&slot, 0)?.iter() {
+            sum.rx_packets += s.rx_packets;
+            sum.rx_bytes += s.rx_bytes;
+            sum.tx_packets += s.tx_packets;
+            sum.tx_bytes += s.tx_bytes;
+            sum.rx_dropped += s.rx_dropped;
+            sum.tx_dropped += s.tx_dropped;
+        }
+        Ok(sum)
+    }
+
+    fn map(&self, name: &str) -> anyhow::Result<&aya::maps::Map> {
+        self.ebpf.map(name).ok_or_else(|| anyhow!("no map {name}"))
+    }
+
+    fn map_mut(&mut self, name: &str) -> anyhow::Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("no map {name}"))
+    }
+
     /// Sums the per-CPU counters.
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let mut c = Counters::default();
         sum_into(&self.ebpf, maps::STATS, &mut c.stats)?;
         sum_into(&self.ebpf, maps::DROPS, &mut c.drops)?;
         Ok(c)
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 

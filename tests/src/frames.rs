@@ -78,6 +78,35 @@ pub fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
+/// A TCP SYN with one option, MSS, and a valid checksum for `src`→`dst`.
+pub fn tcp_syn(src: Ipv4Addr, dst: Ipv4Addr, mss: u16) -> Vec<u8> {
+    let mut t = vec![0u8; 24];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&80u16.to_be_bytes());
+    t[4..8].copy_from_slice(&1u32.to_be_bytes());
+    t[12] = 6 << 4; // data offset 24 bytes
+    t[13] = 0x02; // SYN
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t[20] = 2;
+    t[21] = 4;
+    t[22..24].copy_from_slice(&mss.to_be_bytes());
+    let c = tcp_checksum(src, dst, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+/// The TCP checksum over the pseudo-header and `segment` (checksum field included as it is:
+/// a segment with a correct checksum yields 0).
+pub fn tcp_checksum(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> u16 {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&src.octets());
+    buf.extend_from_slice(&dst.octets());
+    buf.extend_from_slice(&[0, 6]);
+    buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    buf.extend_from_slice(segment);
+    checksum(&buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

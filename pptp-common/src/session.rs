@@ -1,0 +1,114 @@
+//! Per-session map types. Addresses and call IDs are kept as the bytes on the wire (network
+//! order), so the programs compare and copy them without conversions; lengths are host order.
+
+/// `SESSIONS` key: a call as the XDP program sees it arrive. Call IDs are unique per client
+/// address, not per gateway, so the client's outer address is part of the key (and a packet from
+/// any other address cannot match a session: the outer-source check is the lookup itself).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The gateway address the client dialled (outer destination).
+    pub local: [u8; 4],
+    /// The client's outer address (outer source).
+    pub peer: [u8; 4],
+    /// Our call ID, as carried in the GRE key.
+    pub call_id: [u8; 2],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<SessionKey>() == 12);
+
+/// Session states as the data path needs them.
+pub const STATE_NEGOTIATING: u8 = 0;
+pub const STATE_UP: u8 = 1;
+
+/// Data-path modes: plain PPP/IPv4, or (later) MPPE-encrypted frames the programs must not touch.
+pub const MODE_PLAIN: u8 = 0;
+pub const MODE_MPPE: u8 = 1;
+
+/// `flags` bits: how to frame PPP towards the client (what it accepted in LCP).
+pub const FLAG_ACFC: u8 = 1;
+pub const FLAG_PFC: u8 = 2;
+
+/// `SESSIONS` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Session {
+    /// Index into the per-session arrays (`GRE_STATE`, `SESSION_STATS`).
+    pub slot: u32,
+    /// The client's tunnel (pool) address: inner source of everything it sends.
+    pub assigned: [u8; 4],
+    pub key: SessionKey,
+    /// The client's call ID: the GRE key of everything we send.
+    pub peer_call_id: [u8; 2],
+    /// Largest inner IPv4 packet towards the client, and the TCP MSS clamp (both host order).
+    pub mtu: u16,
+    pub mss: u16,
+    pub state: u8,
+    pub mode: u8,
+    pub flags: u8,
+    pub _pad: u8,
+    pub _pad2: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Session>() == 32);
+
+/// `GRE_STATE` value, one per slot: the session's single sequence-number source. The TC program
+/// and the controller's own PPP frames (through TC) both take `tx_next`; the XDP program records
+/// every received sequence number (data or control) in `rx_highest`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GreState {
+    /// Next sequence number to send (fetch-and-add).
+    pub tx_next: u32,
+    /// Highest sequence number received; valid when `rx_seen` is 1.
+    pub rx_highest: u32,
+    pub rx_seen: u32,
+    /// The last acknowledgement we sent (the controller sends an ack-only packet when it lags).
+    pub ack_sent: u32,
+    /// Highest acknowledgement received from the client.
+    pub peer_ack: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` of the last data packet each way.
+    pub last_rx_ns: u64,
+    pub last_tx_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<GreState>() == 40);
+
+/// `SESSION_STATS` value (per CPU), one per slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+/// `CONFIG[0]`: what the programs need to know about the gateway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// `pptp0`: decapsulated packets are sent out of its veth peer so they arrive on it.
+    pub pptp0_peer_ifindex: u32,
+    pub pptp0_mac: [u8; 6],
+    pub pptp0_peer_mac: [u8; 6],
+    /// Non-zero once the controller filled this in; until then the programs only pass.
+    pub enabled: u32,
+}
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 20);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all these are #[repr(C)] plain integers and byte arrays with explicit padding
+    // fields, so every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::SessionKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Session {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GreState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SessionStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DatapathConfig {}
+}

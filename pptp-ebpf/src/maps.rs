@@ -1,0 +1,28 @@
+//! The session maps (types and names in `pptp_common::session` / `maps`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use pptp_common::{
+    maps::DEFAULT_MAX_SESSIONS,
+    session::{DatapathConfig, GreState, Session, SessionKey, SessionStats},
+};
+
+#[map]
+pub static SESSIONS: HashMap<SessionKey, Session> =
+    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+#[map]
+pub static CLIENTS: HashMap<[u8; 4], SessionKey> =
+    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+#[map]
+pub static GRE_STATE: Array<GreState> = Array::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+#[map]
+pub static SESSION_STATS: PerCpuArray<SessionStats> =
+    PerCpuArray::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+#[map]
+pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
