@@ -57,8 +57,9 @@ const _: () = assert!(core::mem::size_of::<Session>() == 32);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GreState {
-    /// Next sequence number to send (fetch-and-add).
-    pub tx_next: u32,
+    /// Next sequence number to send, in the low 32 bits (a 64-bit fetch-and-add: the BPF target
+    /// has 64-bit atomics only).
+    pub tx_next: u64,
     /// Highest sequence number received; valid when `rx_seen` is 1.
     pub rx_highest: u32,
     pub rx_seen: u32,
@@ -66,7 +67,6 @@ pub struct GreState {
     pub ack_sent: u32,
     /// Highest acknowledgement received from the client.
     pub peer_ack: u32,
-    pub _pad: u32,
     /// `bpf_ktime_get_ns` of the last data packet each way.
     pub last_rx_ns: u64,
     pub last_tx_ns: u64,

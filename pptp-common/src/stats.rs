@@ -24,10 +24,22 @@ pub enum DropReason {
     InnerMalformed = 8,
     /// The kernel refused to resize the packet.
     AdjustFailed = 9,
+    /// A packet for a tunnel address no session has.
+    NoSession = 10,
+    /// A packet for a session that is not up yet.
+    SessionNotUp = 11,
+    /// Larger than the session's MTU (the kernel should have fragmented at `pptp0`'s MTU).
+    TooBig = 12,
+    /// No route to the client's outer address.
+    NoRoute = 13,
+    /// The next hop towards the client has no resolved neighbour entry.
+    NoNeighbour = 14,
+    /// Not IPv4 (encapsulation carries IPv4 only).
+    NotIpv4 = 15,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
@@ -39,6 +51,12 @@ impl DropReason {
         Self::PppMalformed,
         Self::InnerMalformed,
         Self::AdjustFailed,
+        Self::NoSession,
+        Self::SessionNotUp,
+        Self::TooBig,
+        Self::NoRoute,
+        Self::NoNeighbour,
+        Self::NotIpv4,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -53,6 +71,12 @@ impl DropReason {
             Self::PppMalformed => "ppp_malformed",
             Self::InnerMalformed => "inner_malformed",
             Self::AdjustFailed => "adjust_failed",
+            Self::NoSession => "no_session",
+            Self::SessionNotUp => "session_not_up",
+            Self::TooBig => "too_big",
+            Self::NoRoute => "no_route",
+            Self::NoNeighbour => "no_neighbour",
+            Self::NotIpv4 => "not_ipv4",
         }
     }
 }
@@ -84,10 +108,16 @@ pub enum Stat {
     /// A session's PPP control frame (or data before the session is up): recorded, passed to the
     /// slow path.
     XdpSessionControl = 10,
+    /// Packets the encapsulation program (XDP on `pptp0`'s peer) was run on.
+    EncapSeen = 11,
+    /// Encapsulated and redirected to the WAN.
+    Encapsulated = 12,
+    /// Dropped by encapsulation; the reason is counted in `DROPS`.
+    EncapDropped = 13,
 }
 
 impl Stat {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
     pub const ALL: [Stat; Self::COUNT] = [
         Self::XdpSeen,
         Self::XdpNotGre,
@@ -100,6 +130,9 @@ impl Stat {
         Self::TcDropped,
         Self::XdpDecap,
         Self::XdpSessionControl,
+        Self::EncapSeen,
+        Self::Encapsulated,
+        Self::EncapDropped,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -115,6 +148,9 @@ impl Stat {
             Self::TcDropped => "tc_dropped",
             Self::XdpDecap => "xdp_decap",
             Self::XdpSessionControl => "xdp_session_control",
+            Self::EncapSeen => "encap_seen",
+            Self::Encapsulated => "encapsulated",
+            Self::EncapDropped => "encap_dropped",
         }
     }
 }

@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use pptp_common::{
-    checksum, gre,
+    gre,
     headers::{
         ETH_HLEN, ETH_P_IP, EthHdr, GreHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr,
     },
@@ -186,7 +186,7 @@ fn decap_session(
         return Err(DropReason::SpoofedInnerSource);
     }
     if inner.protocol == IPPROTO_TCP {
-        clamp_mss(ctx, inner_off + inner_hlen, session.mss)?;
+        crate::mss::clamp_mss(ctx, inner_off + inner_hlen, session.mss);
     }
 
     // SAFETY: as above.
@@ -222,37 +222,4 @@ fn decap_session(
     count(Stat::XdpDecap);
     // SAFETY: plain helper call; returns XDP_REDIRECT, or XDP_ABORTED for a bad ifindex.
     Ok(unsafe { bpf_redirect(cfg.pptp0_peer_ifindex, 0) } as u32)
-}
-
-/// Lowers the MSS option of a TCP SYN to `mss`. Only the first option is looked at: every
-/// common stack puts MSS first in a SYN, and a bounded look keeps the verifier happy.
-#[inline(always)]
-pub fn clamp_mss(ctx: &XdpContext, tcp_off: usize, mss: u16) -> Result<(), DropReason> {
-    // One pointer for reading and writing: the verifier tracks the checked range per pointer,
-    // and LLVM would drop a second, redundant-looking bounds check.
-    let Ok(p) = ptr_at_mut::<[u8; 24]>(ctx, tcp_off) else {
-        return Ok(()); // a short segment has no option to clamp
-    };
-    // SAFETY: `ptr_at_mut` checked that 24 bytes at `p` lie inside the packet.
-    let tcp = unsafe { *p };
-    let syn = tcp[13] & 0x02 != 0;
-    let data_off = (tcp[12] >> 4) as usize * 4;
-    if !syn || data_off < 24 || tcp[20] != 2 || tcp[21] != 4 {
-        return Ok(());
-    }
-    let old = u16::from_be_bytes([tcp[22], tcp[23]]);
-    if old <= mss || mss == 0 {
-        return Ok(());
-    }
-    let check = u16::from_be_bytes([tcp[16], tcp[17]]);
-    let [c0, c1] = checksum::replace16(check, old, mss).to_be_bytes();
-    let [m0, m1] = mss.to_be_bytes();
-    // SAFETY: as above; indexes are within the 24 checked bytes.
-    unsafe {
-        (*p)[16] = c0;
-        (*p)[17] = c1;
-        (*p)[22] = m0;
-        (*p)[23] = m1;
-    }
-    Ok(())
 }

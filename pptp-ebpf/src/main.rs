@@ -4,12 +4,21 @@
 //! disposition table: `try_*` returns a verdict or a [`DropReason`], and the entry point turns the
 //! reason into a counted drop, so every path out of a program is counted exactly once.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// The BPF target has atomic loads and stores but no `fetch_add` in `core::sync::atomic`; the
+// intrinsic compiles to the ISA v3 atomic add-with-fetch.
+#![cfg_attr(
+    target_arch = "bpf",
+    feature(core_intrinsics),
+    expect(internal_features)
+)]
 
 mod counters;
 mod decap;
 mod encap;
 mod maps;
+mod mss;
 mod packet;
+mod tc;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -31,15 +40,34 @@ pub fn pptp_decap(ctx: XdpContext) -> u32 {
     }
 }
 
+#[xdp]
+pub fn pptp_encap_xdp(ctx: XdpContext) -> u32 {
+    counters::count(Stat::EncapSeen);
+    match encap::try_encap(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::count(Stat::EncapDropped);
+            counters::count_drop(reason);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// On `pptp0`: a veth must run an XDP program to take frames redirected into it natively.
+#[xdp]
+pub fn pptp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[classifier]
 pub fn pptp_encap(ctx: TcContext) -> i32 {
     counters::count(Stat::TcSeen);
-    match encap::try_encap(&ctx) {
+    match tc::try_classify(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             counters::count(Stat::TcDropped);
             counters::count_drop(reason);
-            encap::TC_ACT_SHOT
+            tc::TC_ACT_SHOT
         }
     }
 }

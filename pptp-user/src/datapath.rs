@@ -38,22 +38,51 @@ impl Counters {
 }
 
 impl Datapath {
-    /// Loads the object and both programs into the kernel (this is where the verifier runs).
+    /// Loads the object and every program into the kernel (this is where the verifier runs).
     pub fn load() -> anyhow::Result<Self> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).context("load the pptpgw eBPF object")?;
-        xdp_mut(&mut ebpf)?
-            .load()
-            .context("verify the XDP program")?;
+        for name in [
+            maps::PROG_XDP_DECAP,
+            maps::PROG_XDP_ENCAP,
+            maps::PROG_XDP_PASS,
+        ] {
+            prog_mut(&mut ebpf, name)?
+                .load()
+                .with_context(|| format!("verify {name}"))?;
+        }
         tc_mut(&mut ebpf)?.load().context("verify the TC program")?;
         Ok(Self { ebpf })
     }
 
     /// Attaches the decapsulation program to a WAN interface.
     pub fn attach_xdp(&mut self, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
-        xdp_mut(&mut self.ebpf)?
+        self.attach(maps::PROG_XDP_DECAP, iface, mode)
+    }
+
+    /// Attaches the encapsulation program to `pptp0`'s veth peer.
+    pub fn attach_encap(&mut self, iface: &str) -> anyhow::Result<()> {
+        self.attach(maps::PROG_XDP_ENCAP, iface, XdpMode::Driver)
+    }
+
+    /// Attaches XDP_PASS to `pptp0` itself, so frames redirected into it are taken natively.
+    pub fn attach_pass(&mut self, iface: &str) -> anyhow::Result<()> {
+        self.attach(maps::PROG_XDP_PASS, iface, XdpMode::Driver)
+    }
+
+    fn attach(&mut self, name: &str, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
+        prog_mut(&mut self.ebpf, name)?
             .attach(iface, mode)
-            .with_context(|| format!("attach XDP to {iface}"))?;
+            .with_context(|| format!("attach {name} to {iface}"))?;
         Ok(())
+    }
+
+    /// An XDP program by name (for BPF_PROG_TEST_RUN).
+    pub fn xdp_program(&self, name: &str) -> anyhow::Result<&Xdp> {
+        let prog = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?;
+        Ok(prog.try_into()?)
     }
 
     /// Attaches the encapsulation program to an interface's egress. From 6.6 on aya uses a TCX
@@ -73,11 +102,7 @@ impl Datapath {
     }
 
     pub fn xdp(&self) -> anyhow::Result<&Xdp> {
-        let prog = self
-            .ebpf
-            .program(maps::PROG_XDP_DECAP)
-            .ok_or_else(|| anyhow!("no program {}", maps::PROG_XDP_DECAP))?;
-        Ok(prog.try_into()?)
+        self.xdp_program(maps::PROG_XDP_DECAP)
     }
 
     pub fn tc(&self) -> anyhow::Result<&SchedClassifier> {
@@ -204,10 +229,10 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
     }
 }
 
-fn xdp_mut(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
+fn prog_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
     let prog = ebpf
-        .program_mut(maps::PROG_XDP_DECAP)
-        .ok_or_else(|| anyhow!("no program {}", maps::PROG_XDP_DECAP))?;
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("no program {name}"))?;
     Ok(prog.try_into()?)
 }
 
