@@ -3,4 +3,5 @@ pub mod auth;
 pub mod control;
 pub mod datapath;
 pub mod ppp;
+pub mod route;
 pub mod wire;
