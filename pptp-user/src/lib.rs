@@ -2,6 +2,7 @@
 pub mod auth;
 pub mod control;
 pub mod datapath;
+pub mod netdev;
 pub mod ppp;
 pub mod route;
 pub mod wire;

@@ -1,0 +1,116 @@
+//! `pptp0`: the veth pair the controller owns. Decapsulated client traffic is redirected out of
+//! the peer (`pptp0p`) so it arrives *on* `pptp0`, where nftables, conntrack and rp_filter see it
+//! as operators expect; routes to clients point at `pptp0`, and what the kernel sends there is
+//! encapsulated by the XDP program on `pptp0p`.
+
+use anyhow::{Context as _, anyhow};
+use futures_util::TryStreamExt as _;
+use rtnetlink::{
+    Handle, LinkUnspec, LinkVeth,
+    packet_route::link::{LinkAttribute, LinkMessage},
+};
+
+/// The pair as the data path needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pptp0 {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub peer_name: String,
+    pub peer_ifindex: u32,
+    pub peer_mac: [u8; 6],
+}
+
+async fn find(handle: &Handle, name: &str) -> anyhow::Result<Option<LinkMessage>> {
+    match handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(m) => Ok(m),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ENODEV => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("look up {name}")),
+    }
+}
+
+fn mac_of(m: &LinkMessage) -> [u8; 6] {
+    m.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(a) if a.len() == 6 => {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(a);
+                Some(mac)
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn write_sysctl(path: &str, value: &str) -> anyhow::Result<()> {
+    std::fs::write(path, value).with_context(|| format!("write {path}"))
+}
+
+/// Creates the pair afresh (a leftover of a previous run is deleted first), MTU `mtu`, no ARP and
+/// no IPv6 on it, forwarding on, both ends up.
+pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Pptp0> {
+    let peer_name = format!("{name}p");
+    delete(handle, name).await?;
+    handle
+        .link()
+        .add(LinkVeth::new(name, &peer_name).mtu(mtu).arp(false).build())
+        .execute()
+        .await
+        .with_context(|| format!("create veth {name}/{peer_name}"))?;
+    for ifname in [name, peer_name.as_str()] {
+        // IPv6 is not carried (yet): no link-local chatter on the pair.
+        let _ = write_sysctl(
+            &format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+            "1",
+        );
+        // The encapsulation program's FIB lookup treats pptp0p as the input device.
+        write_sysctl(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "1")?;
+    }
+    let mut out = Vec::new();
+    for ifname in [name, peer_name.as_str()] {
+        let m = find(handle, ifname)
+            .await?
+            .ok_or_else(|| anyhow!("{ifname} vanished after creation"))?;
+        handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(m.header.index)
+                    .mtu(mtu)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .with_context(|| format!("set {ifname} up"))?;
+        out.push((m.header.index, mac_of(&m)));
+    }
+    Ok(Pptp0 {
+        name: name.into(),
+        ifindex: out[0].0,
+        mac: out[0].1,
+        peer_name,
+        peer_ifindex: out[1].0,
+        peer_mac: out[1].1,
+    })
+}
+
+/// Deletes the pair (deleting one end deletes both); absent is fine.
+pub async fn delete(handle: &Handle, name: &str) -> anyhow::Result<()> {
+    if let Some(m) = find(handle, name).await? {
+        handle
+            .link()
+            .del(m.header.index)
+            .execute()
+            .await
+            .with_context(|| format!("delete {name}"))?;
+    }
+    Ok(())
+}
