@@ -5,3 +5,4 @@ pub mod fsm;
 mod fsm_table;
 pub mod ipcp;
 pub mod lcp;
+pub mod link;

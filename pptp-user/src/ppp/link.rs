@@ -1,0 +1,751 @@
+//! One call's PPP link, server side, as a pure state machine: LCP, then authentication, then
+//! IPCP and CCP, then keepalive; and termination from any side. Inputs are received PPP frames,
+//! timer expiries and the shell's decisions; outputs are frames to send (the shell wraps them in
+//! GRE), timers, and the milestones the session needs (authenticated, up, down with a reason).
+//!
+//! The client's address is not known when the link starts: it depends on who authenticates
+//! (per-user static addresses, pools per user). So the link stops after authentication with
+//! [`LinkOutput::Authenticated`], and the shell answers with [`Link::start_network`].
+
+use std::time::Duration;
+
+use super::{
+    ccp::CcpPolicy,
+    fsm::{self, Fsm, Output, Reason},
+    ipcp::{IpcpConfig, IpcpPolicy},
+    lcp::{Lcp, LcpConfig, Negotiated},
+};
+use crate::{
+    auth::authenticator::{AuthConfig, AuthOutput, Authenticator, Failure, MppeKeys, Secret},
+    wire::{cp::CpPacket, ppp::proto},
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    pub lcp: LcpConfig,
+    pub fsm: fsm::Config,
+    pub auth: AuthConfig,
+    /// LCP Echo-Request interval once the link is up, and how many may go unanswered.
+    pub echo_interval: Duration,
+    pub echo_failures: u32,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            lcp: LcpConfig::default(),
+            fsm: fsm::Config::default(),
+            auth: AuthConfig::default(),
+            echo_interval: Duration::from_secs(30),
+            echo_failures: 4,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LinkTimer {
+    Lcp,
+    Auth,
+    Ipcp,
+    Ccp,
+    Echo,
+}
+
+/// Why a link ended, for the session's log line and counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// LCP ended (timeout, peer terminated, not converging...).
+    Lcp(Reason),
+    AuthFailed {
+        user: Option<String>,
+        failure: Failure,
+    },
+    /// The client wanted MPPE, which is not enabled, and left over it.
+    MppeRequired {
+        offered: String,
+    },
+    /// IPCP could not be negotiated.
+    Ipcp(Reason),
+    EchoTimeout,
+    /// The shell closed the link (administrative kill, shutdown, lower layer gone).
+    Closed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkOutput {
+    Send {
+        protocol: u16,
+        info: Vec<u8>,
+    },
+    SetTimer(LinkTimer, Duration),
+    CancelTimer(LinkTimer),
+    Authenticated {
+        user: Option<String>,
+        mppe: Option<MppeKeys>,
+    },
+    Up {
+        negotiated: Negotiated,
+    },
+    Down(DownReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Establish,
+    Authenticate,
+    /// Authenticated; waiting for the shell's address.
+    AwaitAddress,
+    Network,
+    Opened,
+    Terminate,
+    Dead,
+}
+
+/// Deterministic randomness for magic numbers, challenges and identifiers: seeded by the shell
+/// from the OS, by tests with a constant (xorshift64*; no secrecy needed beyond unpredictability
+/// to the peer, which the OS seed gives).
+#[derive(Clone, Debug)]
+pub struct Entropy(u64);
+
+impl Entropy {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn bytes16(&mut self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        b[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        b
+    }
+}
+
+pub struct Link {
+    config: LinkConfig,
+    entropy: Entropy,
+    phase: Phase,
+    lcp: Lcp,
+    auth: Option<Authenticator>,
+    ipcp: Option<Fsm<IpcpPolicy>>,
+    ccp: Option<Fsm<CcpPolicy>>,
+    echo_identifier: u8,
+    echo_unanswered: u32,
+    identifier: u8,
+    /// What ends the link once LCP has finished terminating.
+    down: Option<DownReason>,
+}
+
+impl Link {
+    /// A call was accepted: LCP starts.
+    pub fn new(config: LinkConfig, seed: u64) -> (Self, Vec<LinkOutput>) {
+        let mut entropy = Entropy::new(seed);
+        let magic = entropy.next_u64() as u32;
+        let lcp = Lcp::new(config.lcp.clone(), magic, config.fsm);
+        let mut link = Self {
+            config,
+            entropy,
+            phase: Phase::Establish,
+            lcp,
+            auth: None,
+            ipcp: None,
+            ccp: None,
+            echo_identifier: 0,
+            echo_unanswered: 0,
+            identifier: 0,
+            down: None,
+        };
+        let mut out = Vec::new();
+        let o = link.lcp.fsm.open();
+        link.lcp_outputs(o, &mut out);
+        let o = link.lcp.fsm.up();
+        link.lcp_outputs(o, &mut out);
+        (link, out)
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn negotiated(&self) -> Negotiated {
+        self.lcp.negotiated()
+    }
+
+    /// A PPP frame from the client (through the slow path).
+    pub fn receive(
+        &mut self,
+        protocol: u16,
+        info: &[u8],
+        secret: impl FnOnce(&str) -> Option<Secret>,
+    ) -> Vec<LinkOutput> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Dead {
+            return out;
+        }
+        match protocol {
+            proto::LCP => {
+                let o = self.lcp.receive(info);
+                self.lcp_outputs(o, &mut out);
+            }
+            proto::PAP | proto::CHAP if self.phase == Phase::Authenticate => {
+                let next = self.entropy.bytes16();
+                if let Some(a) = self.auth.as_mut() {
+                    let o = a.receive(info, secret, next);
+                    self.auth_outputs(o, &mut out);
+                }
+            }
+            proto::IPCP if matches!(self.phase, Phase::Network | Phase::Opened) => {
+                if let (Some(f), Ok(p)) = (self.ipcp.as_mut(), CpPacket::parse(info)) {
+                    let o = f.receive(&p);
+                    self.ncp_outputs(proto::IPCP, o, &mut out);
+                }
+            }
+            proto::CCP if matches!(self.phase, Phase::Network | Phase::Opened) => {
+                if let (Some(f), Ok(p)) = (self.ccp.as_mut(), CpPacket::parse(info)) {
+                    let o = f.receive(&p);
+                    self.ncp_outputs(proto::CCP, o, &mut out);
+                }
+            }
+            // Data on the slow path (before the session is programmed, or racing it): dropped.
+            proto::IPV4 => {}
+            other
+                if self.lcp.fsm.is_opened()
+                    && !matches!(other, proto::PAP | proto::CHAP | proto::IPCP | proto::CCP) =>
+            {
+                // RFC 1661 §5.7: a protocol we do not run (IPV6CP, BACP, ...).
+                self.identifier = self.identifier.wrapping_add(1);
+                if let Some(Output::Send {
+                    code,
+                    identifier,
+                    data,
+                }) = self.lcp.protocol_reject(self.identifier, other, info)
+                {
+                    out.push(send_cp(proto::LCP, code, identifier, &data));
+                }
+            }
+            _ => {} // a protocol out of its phase: silently discarded (RFC 1661 §3.2)
+        }
+        out
+    }
+
+    /// The shell's address for an authenticated client: the network phase starts.
+    pub fn start_network(&mut self, ipcp: IpcpConfig) -> Vec<LinkOutput> {
+        let mut out = Vec::new();
+        if self.phase != Phase::AwaitAddress {
+            return out;
+        }
+        self.phase = Phase::Network;
+        let mut f = Fsm::new(IpcpPolicy::new(ipcp), self.config.fsm);
+        let mut o = f.open();
+        o.extend(f.up());
+        self.ipcp = Some(f);
+        self.ncp_outputs(proto::IPCP, o, &mut out);
+        let mut c = Fsm::new(CcpPolicy::default(), self.config.fsm);
+        let mut o = c.open();
+        o.extend(c.up());
+        self.ccp = Some(c);
+        self.ncp_outputs(proto::CCP, o, &mut out);
+        out
+    }
+
+    /// The shell could not give the client an address (pool exhausted): terminate.
+    pub fn refuse_network(&mut self, reason: DownReason) -> Vec<LinkOutput> {
+        self.terminate(reason)
+    }
+
+    /// Administrative close (kill, shutdown): LCP Terminate, then Down(Closed).
+    pub fn close(&mut self) -> Vec<LinkOutput> {
+        self.terminate(DownReason::Closed)
+    }
+
+    fn terminate(&mut self, reason: DownReason) -> Vec<LinkOutput> {
+        let mut out = Vec::new();
+        if matches!(self.phase, Phase::Terminate | Phase::Dead) {
+            return out;
+        }
+        self.down = Some(reason);
+        self.phase = Phase::Terminate;
+        let o = self.lcp.fsm.close(Reason::LocalClose);
+        self.lcp_outputs(o, &mut out);
+        if self.phase == Phase::Terminate && !self.lcp.fsm.state().timer_running() {
+            // LCP was not far enough to send Terminate-Request: done at once.
+            self.finish(&mut out);
+        }
+        out
+    }
+
+    pub fn timeout(&mut self, timer: LinkTimer) -> Vec<LinkOutput> {
+        let mut out = Vec::new();
+        match timer {
+            LinkTimer::Lcp => {
+                let o = self.lcp.fsm.timeout();
+                self.lcp_outputs(o, &mut out);
+            }
+            LinkTimer::Auth => {
+                if let Some(a) = self.auth.as_mut() {
+                    let o = a.timeout();
+                    self.auth_outputs(o, &mut out);
+                }
+            }
+            LinkTimer::Ipcp => {
+                if let Some(f) = self.ipcp.as_mut() {
+                    let o = f.timeout();
+                    self.ncp_outputs(proto::IPCP, o, &mut out);
+                }
+            }
+            LinkTimer::Ccp => {
+                if let Some(f) = self.ccp.as_mut() {
+                    let o = f.timeout();
+                    self.ncp_outputs(proto::CCP, o, &mut out);
+                }
+            }
+            LinkTimer::Echo if self.phase == Phase::Opened => {
+                if self.echo_unanswered >= self.config.echo_failures {
+                    out.extend(self.terminate(DownReason::EchoTimeout));
+                    return out;
+                }
+                self.echo_unanswered += 1;
+                self.echo_identifier = self.echo_identifier.wrapping_add(1);
+                if let Output::Send {
+                    code,
+                    identifier,
+                    data,
+                } = self.lcp.echo_request(self.echo_identifier)
+                {
+                    out.push(send_cp(proto::LCP, code, identifier, &data));
+                }
+                out.push(LinkOutput::SetTimer(
+                    LinkTimer::Echo,
+                    self.config.echo_interval,
+                ));
+            }
+            LinkTimer::Echo => {}
+        }
+        out
+    }
+
+    fn finish(&mut self, out: &mut Vec<LinkOutput>) {
+        if self.phase == Phase::Dead {
+            return;
+        }
+        self.phase = Phase::Dead;
+        for t in [
+            LinkTimer::Lcp,
+            LinkTimer::Auth,
+            LinkTimer::Ipcp,
+            LinkTimer::Ccp,
+            LinkTimer::Echo,
+        ] {
+            out.push(LinkOutput::CancelTimer(t));
+        }
+        let reason = self.down.take().unwrap_or(DownReason::Closed);
+        out.push(LinkOutput::Down(reason));
+    }
+
+    fn lcp_outputs(&mut self, outputs: Vec<Output>, out: &mut Vec<LinkOutput>) {
+        for o in outputs {
+            match o {
+                Output::Send {
+                    code,
+                    identifier,
+                    data,
+                } => out.push(send_cp(proto::LCP, code, identifier, &data)),
+                Output::StartTimer(d) => out.push(LinkOutput::SetTimer(LinkTimer::Lcp, d)),
+                Output::StopTimer => out.push(LinkOutput::CancelTimer(LinkTimer::Lcp)),
+                Output::Up => self.lcp_up(out),
+                Output::Down(reason) => {
+                    // Leaving Opened: whatever ran above LCP is gone.
+                    if self.down.is_none() {
+                        self.down = Some(self.reason_for(reason));
+                    }
+                    if self.phase != Phase::Terminate {
+                        self.phase = Phase::Terminate;
+                    }
+                }
+                Output::Finished(reason) => {
+                    if self.down.is_none() {
+                        self.down = Some(self.reason_for(reason));
+                    }
+                    self.finish(out);
+                }
+                Output::EchoReply(id) => {
+                    if id == self.echo_identifier {
+                        self.echo_unanswered = 0;
+                    }
+                }
+                Output::ProtocolRejected(p) => {
+                    // The client does not run CCP (or IPCP): stop that protocol, keep the link.
+                    if p == proto::CCP {
+                        self.ccp = None;
+                        out.push(LinkOutput::CancelTimer(LinkTimer::Ccp));
+                    }
+                }
+                Output::Started => {}
+            }
+        }
+    }
+
+    fn reason_for(&self, lcp_reason: Reason) -> DownReason {
+        // A client that asked for MPPE and leaves after our CCP Configure-Reject leaves over it.
+        if let Some(c) = &self.ccp
+            && c.negotiator.client_offered_mppe
+            && lcp_reason == Reason::PeerTerminated
+        {
+            return DownReason::MppeRequired {
+                offered: c.negotiator.describe_client_mppe(),
+            };
+        }
+        DownReason::Lcp(lcp_reason)
+    }
+
+    fn lcp_up(&mut self, out: &mut Vec<LinkOutput>) {
+        let negotiated = self.lcp.negotiated();
+        match negotiated.auth {
+            Some(protocol) => {
+                self.phase = Phase::Authenticate;
+                let mut a = Authenticator::new(protocol, self.config.auth.clone());
+                let challenge = self.entropy.bytes16();
+                let id = self.entropy.next_u64() as u8;
+                let o = a.start(&challenge, id);
+                self.auth = Some(a);
+                self.auth_outputs(o, out);
+            }
+            None => {
+                self.phase = Phase::AwaitAddress;
+                out.push(LinkOutput::Authenticated {
+                    user: None,
+                    mppe: None,
+                });
+            }
+        }
+    }
+
+    fn auth_outputs(&mut self, outputs: Vec<AuthOutput>, out: &mut Vec<LinkOutput>) {
+        for o in outputs {
+            match o {
+                AuthOutput::Send { protocol, info } => {
+                    out.push(LinkOutput::Send { protocol, info })
+                }
+                AuthOutput::StartTimer(d) => out.push(LinkOutput::SetTimer(LinkTimer::Auth, d)),
+                AuthOutput::StopTimer => out.push(LinkOutput::CancelTimer(LinkTimer::Auth)),
+                AuthOutput::Success { user, mppe } => {
+                    self.phase = Phase::AwaitAddress;
+                    out.push(LinkOutput::Authenticated {
+                        user: Some(user),
+                        mppe,
+                    });
+                }
+                AuthOutput::Failed { user, reason } => {
+                    out.extend(self.terminate(DownReason::AuthFailed {
+                        user,
+                        failure: reason,
+                    }));
+                }
+            }
+        }
+    }
+
+    fn ncp_outputs(&mut self, protocol: u16, outputs: Vec<Output>, out: &mut Vec<LinkOutput>) {
+        let timer = if protocol == proto::IPCP {
+            LinkTimer::Ipcp
+        } else {
+            LinkTimer::Ccp
+        };
+        for o in outputs {
+            match o {
+                Output::Send {
+                    code,
+                    identifier,
+                    data,
+                } => out.push(send_cp(protocol, code, identifier, &data)),
+                Output::StartTimer(d) => out.push(LinkOutput::SetTimer(timer, d)),
+                Output::StopTimer => out.push(LinkOutput::CancelTimer(timer)),
+                Output::Up if protocol == proto::IPCP => {
+                    self.phase = Phase::Opened;
+                    self.echo_unanswered = 0;
+                    out.push(LinkOutput::Up {
+                        negotiated: self.lcp.negotiated(),
+                    });
+                    out.push(LinkOutput::SetTimer(
+                        LinkTimer::Echo,
+                        self.config.echo_interval,
+                    ));
+                }
+                Output::Finished(reason) if protocol == proto::IPCP => {
+                    out.extend(self.terminate(DownReason::Ipcp(reason)));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn send_cp(protocol: u16, code: u8, identifier: u8, data: &[u8]) -> LinkOutput {
+    LinkOutput::Send {
+        protocol,
+        info: CpPacket {
+            code,
+            identifier,
+            data,
+        }
+        .to_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::{
+        auth::mschap,
+        wire::cp::{code, parse_options},
+    };
+
+    const PPPD_LCP_CONFREQ: [u8; 20] = [
+        1, 1, 0, 20, 2, 6, 0, 0, 0, 0, 5, 6, 0x3c, 0x5a, 0x1e, 0x47, 7, 2, 8, 2,
+    ];
+    const PEER_CHALLENGE: [u8; 16] = [7; 16];
+
+    fn secret(user: &str) -> Option<Secret> {
+        (user == "alice").then(|| Secret::Plain("s3cret".into()))
+    }
+
+    fn sent(out: &[LinkOutput], protocol: u16) -> Vec<Vec<u8>> {
+        out.iter()
+            .filter_map(|o| match o {
+                LinkOutput::Send { protocol: p, info } if *p == protocol => Some(info.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ipcp_config() -> IpcpConfig {
+        IpcpConfig {
+            local: Ipv4Addr::new(10, 99, 0, 1),
+            assigned: Ipv4Addr::new(10, 99, 0, 10),
+            dns: [Some(Ipv4Addr::new(10, 99, 0, 53)), None],
+            nbns: [None, None],
+        }
+    }
+
+    fn ack_of(request: &[u8]) -> Vec<u8> {
+        let mut a = request.to_vec();
+        a[0] = code::CONFIGURE_ACK;
+        a
+    }
+
+    fn ms_chap_v2_response(challenge_packet: &[u8], user: &str, password: &str) -> Vec<u8> {
+        let mut challenge = [0u8; 16];
+        challenge.copy_from_slice(&challenge_packet[5..21]);
+        let nt = mschap::generate_nt_response(
+            &challenge,
+            &PEER_CHALLENGE,
+            user.as_bytes(),
+            &mschap::nt_password_hash(password),
+        );
+        let mut body = vec![49];
+        body.extend_from_slice(&PEER_CHALLENGE);
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&nt);
+        body.push(0);
+        body.extend_from_slice(user.as_bytes());
+        CpPacket {
+            code: 2,
+            identifier: challenge_packet[1],
+            data: &body,
+        }
+        .to_bytes()
+    }
+
+    /// Drives a link through LCP and MS-CHAPv2 as pppd would; returns it at AwaitAddress.
+    fn authenticated(password: &str) -> (Link, Vec<LinkOutput>) {
+        let (mut link, out) = Link::new(LinkConfig::default(), 42);
+        let our_req = sent(&out, proto::LCP).remove(0);
+        let out = link.receive(proto::LCP, &PPPD_LCP_CONFREQ, secret);
+        assert_eq!(sent(&out, proto::LCP)[0][0], code::CONFIGURE_ACK);
+        let out = link.receive(proto::LCP, &ack_of(&our_req), secret);
+        assert_eq!(link.phase(), Phase::Authenticate);
+        let challenge = sent(&out, proto::CHAP).remove(0);
+        let out = link.receive(
+            proto::CHAP,
+            &ms_chap_v2_response(&challenge, "alice", password),
+            secret,
+        );
+        (link, out)
+    }
+
+    #[test]
+    fn full_conversation_then_echo_timeout() {
+        let (mut link, out) = authenticated("s3cret");
+        assert!(
+            matches!(&out[..], [.., LinkOutput::Authenticated { user: Some(u), mppe: Some(_) }] if u == "alice"),
+            "{out:?}"
+        );
+        assert_eq!(link.phase(), Phase::AwaitAddress);
+
+        let out = link.start_network(ipcp_config());
+        let our_ipcp = sent(&out, proto::IPCP).remove(0);
+        assert_eq!(sent(&out, proto::CCP).len(), 1);
+        // pppd: VJ + 0.0.0.0 → Reject VJ; 0.0.0.0 → Nak 10.99.0.10; then Ack.
+        let r = link.receive(
+            proto::IPCP,
+            &[1, 1, 0, 16, 2, 6, 0, 0x2d, 0x0f, 1, 3, 6, 0, 0, 0, 0],
+            secret,
+        );
+        assert_eq!(sent(&r, proto::IPCP)[0][0], code::CONFIGURE_REJECT);
+        let r = link.receive(proto::IPCP, &[1, 2, 0, 10, 3, 6, 0, 0, 0, 0], secret);
+        let nak = sent(&r, proto::IPCP).remove(0);
+        assert_eq!(nak[0], code::CONFIGURE_NAK);
+        assert_eq!(parse_options(&nak[4..]).unwrap()[0].value, &[10, 99, 0, 10]);
+        let r = link.receive(proto::IPCP, &[1, 3, 0, 10, 3, 6, 10, 99, 0, 10], secret);
+        assert_eq!(sent(&r, proto::IPCP)[0][0], code::CONFIGURE_ACK);
+        let r = link.receive(proto::IPCP, &ack_of(&our_ipcp), secret);
+        assert!(
+            r.iter()
+                .any(|o| matches!(o, LinkOutput::Up { negotiated } if negotiated.peer_pfc)),
+            "{r:?}"
+        );
+        assert_eq!(link.phase(), Phase::Opened);
+
+        // IPV6CP is protocol-rejected; CCP with MPPE is rejected.
+        let r = link.receive(
+            proto::IPV6CP,
+            &[1, 1, 0, 14, 1, 10, 1, 2, 3, 4, 5, 6, 7, 8],
+            secret,
+        );
+        assert_eq!(&sent(&r, proto::LCP)[0][..1], &[code::PROTOCOL_REJECT]);
+        let r = link.receive(proto::CCP, &[1, 1, 0, 10, 18, 6, 1, 0, 0, 0x40], secret);
+        assert_eq!(sent(&r, proto::CCP)[0][0], code::CONFIGURE_REJECT);
+
+        // Keepalive: unanswered echoes end the link.
+        let mut echoes = 0;
+        let mut down = None;
+        for _ in 0..10 {
+            let o = link.timeout(LinkTimer::Echo);
+            echoes += sent(&o, proto::LCP)
+                .iter()
+                .filter(|p| p[0] == code::ECHO_REQUEST)
+                .count();
+            if sent(&o, proto::LCP)
+                .iter()
+                .any(|p| p[0] == code::TERMINATE_REQUEST)
+            {
+                let o = link.receive(proto::LCP, &[6, 2, 0, 4], secret);
+                down = o.into_iter().find_map(|x| match x {
+                    LinkOutput::Down(r) => Some(r),
+                    _ => None,
+                });
+                break;
+            }
+        }
+        assert_eq!(echoes, 4);
+        assert_eq!(down, Some(DownReason::EchoTimeout));
+        assert_eq!(link.phase(), Phase::Dead);
+    }
+
+    #[test]
+    fn answered_echoes_keep_the_link() {
+        let (mut link, _) = authenticated("s3cret");
+        let out = link.start_network(ipcp_config());
+        let our_ipcp = sent(&out, proto::IPCP).remove(0);
+        link.receive(proto::IPCP, &[1, 3, 0, 10, 3, 6, 10, 99, 0, 10], secret);
+        link.receive(proto::IPCP, &ack_of(&our_ipcp), secret);
+        for _ in 0..10 {
+            let o = link.timeout(LinkTimer::Echo);
+            let req = sent(&o, proto::LCP).remove(0);
+            assert_eq!(req[0], code::ECHO_REQUEST);
+            link.receive(
+                proto::LCP,
+                &[code::ECHO_REPLY, req[1], 0, 8, 0x3c, 0x5a, 0x1e, 0x47],
+                secret,
+            );
+        }
+        assert_eq!(link.phase(), Phase::Opened);
+    }
+
+    #[test]
+    fn wrong_password_ends_with_auth_failed() {
+        let (mut link, mut out) = authenticated("wrong");
+        // E=691 R=1 with a fresh challenge, answered (wrongly) with identifier + 1, until the
+        // authenticator gives up with R=0 and LCP terminates.
+        let mut failures = 0;
+        for _ in 0..5 {
+            if sent(&out, proto::LCP)
+                .iter()
+                .any(|p| p[0] == code::TERMINATE_REQUEST)
+            {
+                break;
+            }
+            let failure = sent(&out, proto::CHAP).remove(0);
+            assert_eq!(failure[0], 4);
+            failures += 1;
+            let text = String::from_utf8_lossy(&failure[4..]).into_owned();
+            assert!(text.starts_with("E=691 R=1 C="), "{text}");
+            let hex = &text[text.find("C=").unwrap() + 2..][..32];
+            let mut challenge = vec![1, failure[1].wrapping_add(1), 0, 0, 16];
+            challenge
+                .extend((0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()));
+            out = link.receive(
+                proto::CHAP,
+                &ms_chap_v2_response(&challenge, "alice", "still wrong"),
+                secret,
+            );
+        }
+        assert_eq!(failures, 2, "max_attempts 3: two retries, then the end");
+        assert!(String::from_utf8_lossy(&sent(&out, proto::CHAP)[0][4..]).starts_with("E=691 R=0"));
+        let o = link.receive(proto::LCP, &[6, 2, 0, 4], secret);
+        assert!(
+            o.contains(&LinkOutput::Down(DownReason::AuthFailed {
+                user: Some("alice".into()),
+                failure: Failure::BadCredentials
+            })),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn client_requiring_mppe_leaves_with_a_clear_reason() {
+        let (mut link, _) = authenticated("s3cret");
+        link.start_network(ipcp_config());
+        link.receive(proto::CCP, &[1, 1, 0, 10, 18, 6, 1, 0, 0, 0x40], secret);
+        // pppd: "MPPE required but peer refused" → LCP Terminate-Request.
+        let o = link.receive(proto::LCP, &[5, 9, 0, 4], secret);
+        assert_eq!(sent(&o, proto::LCP)[0][0], code::TERMINATE_ACK);
+        let o = link.timeout(LinkTimer::Lcp);
+        assert!(
+            o.contains(&LinkOutput::Down(DownReason::MppeRequired {
+                offered: "stateless 128-bit".into()
+            })),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn administrative_close_and_garbage() {
+        let (mut link, _) = authenticated("s3cret");
+        for (p, junk) in [
+            (proto::LCP, &[1u8, 2][..]),
+            (proto::CHAP, &[2, 0, 0, 99]),
+            (proto::IPCP, &[1]),
+            (0x1234, &[0]),
+        ] {
+            let _ = link.receive(p, junk, secret);
+        }
+        let o = link.close();
+        assert!(
+            sent(&o, proto::LCP)
+                .iter()
+                .any(|p| p[0] == code::TERMINATE_REQUEST)
+        );
+        let o = link.receive(proto::LCP, &[6, 2, 0, 4], secret);
+        assert!(o.contains(&LinkOutput::Down(DownReason::Closed)), "{o:?}");
+        assert!(link.close().is_empty());
+    }
+}
