@@ -35,6 +35,17 @@ impl Counters {
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
     }
+    /// What moved since `before` (counters only grow).
+    pub fn since(&self, before: &Counters) -> Counters {
+        let mut d = Counters::default();
+        for (i, v) in d.stats.iter_mut().enumerate() {
+            *v = self.stats[i].wrapping_sub(before.stats[i]);
+        }
+        for (i, v) in d.drops.iter_mut().enumerate() {
+            *v = self.drops[i].wrapping_sub(before.drops[i]);
+        }
+        d
+    }
 }
 
 impl Datapath {

@@ -3,12 +3,12 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use pptp_common::{
+    maps::PROG_XDP_DECAP,
     session::{DatapathConfig, MODE_PLAIN, STATE_NEGOTIATING, STATE_UP, Session, SessionKey},
     stats::{DropReason, Stat},
 };
-use pptp_tests::{frames::*, require_root};
+use pptp_tests::{frames::*, kernel::xdp_run, require_root};
 use pptp_user::datapath::{Counters, Datapath};
 
 const XDP_DROP: u32 = 1;
@@ -81,25 +81,9 @@ struct Run {
 }
 
 fn run(dp: &Datapath, frame: &[u8]) -> Run {
-    let before = dp.counters().unwrap();
-    let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ..TestRunOptions::new()
-    };
-    let r = dp.xdp().unwrap().test_run(opts).expect("test_run");
-    out.truncate(r.data_size_out as usize);
-    let after = dp.counters().unwrap();
-    let mut delta = Counters::default();
-    for i in 0..delta.stats.len() {
-        delta.stats[i] = after.stats[i] - before.stats[i];
-    }
-    for i in 0..delta.drops.len() {
-        delta.drops[i] = after.drops[i] - before.drops[i];
-    }
+    let (verdict, out, delta) = xdp_run(dp, PROG_XDP_DECAP, frame);
     Run {
-        verdict: r.return_value,
+        verdict,
         out,
         delta,
     }

@@ -4,7 +4,6 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use pptp_common::{
     maps::{PROG_XDP_DECAP, PROG_XDP_ENCAP},
     session::{DatapathConfig, MODE_PLAIN, STATE_NEGOTIATING, STATE_UP, Session, SessionKey},
@@ -12,6 +11,7 @@ use pptp_common::{
 };
 use pptp_tests::{
     frames::*,
+    kernel::xdp_run,
     netns::{Netns, fmt_mac, veth_pair},
     require_root,
 };
@@ -49,19 +49,8 @@ fn session(slot: u32, local: Ipv4Addr, assigned: Ipv4Addr, call_id: u16, state: 
 }
 
 fn run(dp: &Datapath, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        ..TestRunOptions::new()
-    };
-    let r = dp
-        .xdp_program(prog)
-        .unwrap()
-        .test_run(opts)
-        .expect("test_run");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    let (verdict, out, _) = xdp_run(dp, prog, frame);
+    (verdict, out)
 }
 
 fn to_client(dst: Ipv4Addr, inner: &[u8]) -> Vec<u8> {

@@ -153,17 +153,6 @@ fn xdp_table() -> Vec<(&'static str, Vec<u8>, u32, Expect)> {
     ]
 }
 
-fn delta(before: &Counters, after: &Counters) -> Counters {
-    let mut d = Counters::default();
-    for i in 0..d.stats.len() {
-        d.stats[i] = after.stats[i] - before.stats[i];
-    }
-    for i in 0..d.drops.len() {
-        d.drops[i] = after.drops[i] - before.drops[i];
-    }
-    d
-}
-
 #[test]
 fn xdp_disposition_table() {
     require_root();
@@ -181,7 +170,7 @@ fn xdp_disposition_table() {
             .test_run(opts)
             .unwrap_or_else(|e| panic!("{name}: test_run: {e}"));
         assert_eq!(r.return_value, verdict, "{name}: verdict");
-        let d = delta(&before, &dp.counters().unwrap());
+        let d = dp.counters().unwrap().since(&before);
         assert_eq!(d.get(Stat::XdpSeen), 1, "{name}: seen");
         let mut expected = Counters::default();
         expected.stats[Stat::XdpSeen as usize] = 1;
@@ -235,7 +224,7 @@ fn tc_passes_and_counts() {
             .test_run(opts)
             .unwrap_or_else(|e| panic!("{name}: test_run: {e}"));
         assert_eq!(r.return_value, verdict, "{name}: verdict");
-        let d = delta(&before, &dp.counters().unwrap());
+        let d = dp.counters().unwrap().since(&before);
         assert_eq!(d.get(Stat::TcSeen), 1, "{name}");
         if verdict == TC_ACT_OK {
             assert_eq!(d.get(Stat::TcPassed), 1, "{name}");
