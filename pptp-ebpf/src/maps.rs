@@ -1,6 +1,7 @@
 //! The session maps (types and names in `pptp_common::session` / `maps`).
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
@@ -17,8 +18,11 @@ pub static SESSIONS: HashMap<SessionKey, Session> =
 pub static CLIENTS: HashMap<[u8; 4], SessionKey> =
     HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
+/// Mmapable: the controller takes sequence numbers for its own PPP frames from the same
+/// `tx_next` with an atomic add on the shared page, and reads `rx_highest` for its acks.
 #[map]
-pub static GRE_STATE: Array<GreState> = Array::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+pub static GRE_STATE: Array<GreState> =
+    Array::with_max_entries(DEFAULT_MAX_SESSIONS, BPF_F_MMAPABLE);
 
 #[map]
 pub static SESSION_STATS: PerCpuArray<SessionStats> =

@@ -5,4 +5,5 @@ pub mod datapath;
 pub mod netdev;
 pub mod ppp;
 pub mod route;
+pub mod seqspace;
 pub mod wire;

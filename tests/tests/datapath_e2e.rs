@@ -190,11 +190,37 @@ fn client_to_server_and_back_through_xdp() {
     assert_eq!(&inner[16..20], &ASSIGNED.octets());
     assert_eq!(&inner[28..], b"pong from the server");
 
+    // One sequence space: the controller takes the next number from the shared page (the
+    // program used 0), and the program's next packet continues after it.
+    let seq = dp.seq_space().expect("mmap GRE_STATE");
+    assert_eq!(seq.rx_highest(0), Some(1));
+    assert_eq!(seq.ack_sent(0), Some(1));
+    assert_eq!(seq.next_tx(0), Some(1));
+    srv.enter(|| server.send_to(b"second", from).unwrap());
+    let mut second = None;
+    for _ in 0..8 {
+        let Some(pkt) = client_rx.recv().unwrap() else {
+            break;
+        };
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let (h, payload) = GreHeader::parse(&pkt[ihl..]).unwrap();
+        if PppFrame::parse(payload).unwrap().0.protocol == proto::IPV4 {
+            second = h.seq;
+            break;
+        }
+    }
+    assert_eq!(
+        second,
+        Some(2),
+        "the program continued after the controller's number"
+    );
+
     let c = dp.counters().unwrap();
     assert_eq!(c.get(Stat::XdpDecap), 1, "{c:?}");
-    assert_eq!(c.get(Stat::Encapsulated), 1, "{c:?}");
+    assert_eq!(c.get(Stat::Encapsulated), 2, "{c:?}");
     let st = dp.session_stats(0).unwrap();
-    assert_eq!((st.rx_packets, st.tx_packets), (1, 1));
+    assert_eq!((st.rx_packets, st.tx_packets), (1, 2));
+    drop(seq);
     drop(dp);
     let _ = pptp0;
 }

@@ -1,0 +1,105 @@
+//! The controller's view of the per-session GRE sequence state: the `GRE_STATE` array mapped
+//! into our memory (it is created `BPF_F_MMAPABLE`).
+//!
+//! DESIGN.md asks for one sequence-number source per session. The XDP encapsulation program takes
+//! `tx_next` with an atomic fetch-and-add; the controller, sending its own PPP frames (LCP echo,
+//! IPCP, Terminate) through the slow path, takes it with an atomic fetch-and-add on the very same
+//! eight bytes. Neither can hand out a number the other did, and neither needs the other's
+//! cooperation. Acks come from `rx_highest`, which the XDP decapsulation program records for data
+//! and control frames alike.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd},
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+};
+
+use pptp_common::session::GreState;
+
+pub struct SeqSpace {
+    base: NonNull<GreState>,
+    len: usize,
+    entries: u32,
+}
+
+// SAFETY: the mapping is process memory shared with the kernel; every access goes through
+// atomics, so sharing the handle between threads is sound.
+unsafe impl Send for SeqSpace {}
+// SAFETY: as above.
+unsafe impl Sync for SeqSpace {}
+
+impl SeqSpace {
+    /// Maps the `GRE_STATE` array behind `fd`, which has `entries` slots.
+    pub fn map(fd: BorrowedFd<'_>, entries: u32) -> io::Result<Self> {
+        // Array elements are laid out at a stride of the value size rounded up to 8.
+        let len = (entries as usize) * std::mem::size_of::<GreState>();
+        // SAFETY: a fresh shared mapping of a BPF array map fd; the kernel checks the length.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(p.cast::<GreState>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { base, len, entries })
+    }
+
+    fn slot(&self, slot: u32) -> Option<*mut GreState> {
+        // SAFETY: in bounds of the mapping for slot < entries.
+        (slot < self.entries).then(|| unsafe { self.base.as_ptr().add(slot as usize) })
+    }
+
+    /// Takes the session's next GRE sequence number.
+    pub fn next_tx(&self, slot: u32) -> Option<u32> {
+        let s = self.slot(slot)?;
+        // SAFETY: `s` points into the live mapping; tx_next is 8-byte aligned (the stride is 40).
+        // SeqCst matches the kernel side's BPF_ADD | BPF_FETCH.
+        let v =
+            unsafe { AtomicU64::from_ptr(&raw mut (*s).tx_next) }.fetch_add(1, Ordering::SeqCst);
+        Some(v as u32)
+    }
+
+    /// The highest sequence number received from the client, if any.
+    pub fn rx_highest(&self, slot: u32) -> Option<u32> {
+        let s = self.slot(slot)?;
+        // SAFETY: as above; u32 fields at 4-byte aligned offsets, read atomically.
+        let (seen, highest) = unsafe {
+            (
+                AtomicU32::from_ptr(&raw mut (*s).rx_seen).load(Ordering::Acquire),
+                AtomicU32::from_ptr(&raw mut (*s).rx_highest).load(Ordering::Acquire),
+            )
+        };
+        (seen != 0).then_some(highest)
+    }
+
+    /// Records the ack the controller just sent (so the idle-ack logic knows it is current).
+    pub fn set_ack_sent(&self, slot: u32, ack: u32) {
+        if let Some(s) = self.slot(slot) {
+            // SAFETY: as above.
+            unsafe { AtomicU32::from_ptr(&raw mut (*s).ack_sent) }.store(ack, Ordering::Release);
+        }
+    }
+
+    /// The last ack sent, by either side.
+    pub fn ack_sent(&self, slot: u32) -> Option<u32> {
+        let s = self.slot(slot)?;
+        // SAFETY: as above.
+        Some(unsafe { AtomicU32::from_ptr(&raw mut (*s).ack_sent) }.load(Ordering::Acquire))
+    }
+}
+
+impl Drop for SeqSpace {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
