@@ -45,7 +45,14 @@ fn vm_cache() -> PathBuf {
     workspace_root().join("target/interop-vm")
 }
 
-const FUZZ_TARGETS: [&str; 5] = ["control_framer", "gre", "ppp", "options", "negotiation"];
+const FUZZ_TARGETS: [&str; 6] = [
+    "control_framer",
+    "gre",
+    "ppp",
+    "options",
+    "negotiation",
+    "link",
+];
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
