@@ -8,4 +8,5 @@ pub mod ppp;
 pub mod route;
 pub mod secrets;
 pub mod seqspace;
+pub mod slowpath;
 pub mod wire;
