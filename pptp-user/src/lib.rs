@@ -2,6 +2,7 @@
 pub mod auth;
 pub mod control;
 pub mod datapath;
+pub mod gateway;
 pub mod netdev;
 pub mod pool;
 pub mod ppp;

@@ -56,7 +56,7 @@ pub enum Admission {
     NotAuthorized,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// SCCRQ must arrive before it fires.
     Start,

@@ -1,0 +1,1022 @@
+//! The gateway core: every control connection, call and PPP link of the concentrator as one pure
+//! state machine. Events in (bytes from a control connection, a PPP frame from the slow path, a
+//! timer, an operator's command), commands out (bytes to send, sessions to program, routes to
+//! project, timers to arm). The tokio shell executes the commands against sockets, the eBPF maps
+//! and rtnetlink, and feeds results back as events.
+//!
+//! Because it is pure, "never leak a session, route or lease" is a property of command sequences
+//! and is tested as such (see the tests at the bottom).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use pptp_common::session::{
+    FLAG_ACFC, FLAG_PFC, MODE_PLAIN, STATE_NEGOTIATING, STATE_UP, Session, SessionKey,
+};
+
+use crate::{
+    control::connection::{self, Admission, ClearReason, CloseReason, Connection, ControlConfig},
+    pool::{AllocError, Pools},
+    ppp::{
+        ipcp::IpcpConfig,
+        link::{DownReason, Link, LinkConfig, LinkOutput, LinkTimer},
+    },
+    secrets::Secrets,
+    wire::{
+        ppp::{Compression, PppFrame},
+        pptp::{self, Framer},
+    },
+};
+
+pub type ConnId = u64;
+pub type SessionId = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayConfig {
+    pub control: ControlConfig,
+    pub link: LinkConfig,
+    /// The pool new sessions draw from.
+    pub pool: String,
+    /// Our end of every client's point-to-point link (what the client sees as the peer).
+    pub tunnel_local: Ipv4Addr,
+    pub dns: [Option<Ipv4Addr>; 2],
+    pub nbns: [Option<Ipv4Addr>; 2],
+    /// The largest inner packet towards clients, before the client's MRU lowers it.
+    pub mtu: u16,
+    pub max_sessions: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            control: ControlConfig::default(),
+            link: LinkConfig::default(),
+            pool: "default".into(),
+            tunnel_local: Ipv4Addr::new(10, 99, 0, 1),
+            dns: [None, None],
+            nbns: [None, None],
+            mtu: 1400,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKey {
+    Control(ConnId, connection::Timer),
+    Link(SessionId, LinkTimer),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A TCP connection to port 1723 was accepted on our address `local` from `peer`.
+    Accepted {
+        conn: ConnId,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    },
+    ControlBytes {
+        conn: ConnId,
+        bytes: &'a [u8],
+    },
+    /// The client closed TCP, or it broke.
+    ControlClosed {
+        conn: ConnId,
+    },
+    /// An enhanced GRE packet with payload from the slow path.
+    Gre {
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+        call_id: u16,
+        payload: &'a [u8],
+    },
+    Timer(TimerKey),
+    /// The shell could not project a session's route (after its retries).
+    RouteFailed {
+        session: SessionId,
+    },
+    /// An operator ends a session (clean: LCP Terminate, then CDN).
+    Kill {
+        session: SessionId,
+    },
+    /// Stop everything (clients are told: CDN and StopCCRQ).
+    Shutdown,
+}
+
+/// Why a session ended (one log line each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Link(DownReason),
+    Control(ClearReason),
+    PoolExhausted,
+    RouteFailed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    SendControl {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    CloseControl {
+        conn: ConnId,
+    },
+    /// A PPP frame to the client; the shell takes the sequence number from the session's slot.
+    SendPpp {
+        session: SessionId,
+        key: SessionKey,
+        peer_call_id: u16,
+        slot: u32,
+        frame: Vec<u8>,
+    },
+    SetTimer(TimerKey, Duration),
+    CancelTimer(TimerKey),
+    /// Program (or reprogram) the session in the maps.
+    ProgramSession(Session),
+    RemoveSession(Session),
+    ProjectRoute {
+        session: SessionId,
+        addr: Ipv4Addr,
+    },
+    WithdrawRoute {
+        addr: Ipv4Addr,
+    },
+    SessionUp {
+        session: SessionId,
+        user: Option<String>,
+        addr: Ipv4Addr,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    },
+    SessionDown {
+        session: SessionId,
+        user: Option<String>,
+        reason: EndReason,
+    },
+    /// A call refused at OCRQ (limits).
+    CallRefused {
+        conn: ConnId,
+        peer: Ipv4Addr,
+        why: &'static str,
+    },
+}
+
+struct Conn {
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    framer: Framer,
+    machine: Connection,
+    /// Our call ID → session.
+    calls: HashMap<u16, SessionId>,
+}
+
+struct Sess {
+    conn: ConnId,
+    map: Session,
+    link: Link,
+    user: Option<String>,
+    addr: Option<Ipv4Addr>,
+    routed: bool,
+}
+
+pub struct Gateway {
+    config: GatewayConfig,
+    secrets: Secrets,
+    pools: Pools,
+    conns: BTreeMap<ConnId, Conn>,
+    sessions: BTreeMap<SessionId, Sess>,
+    by_key: HashMap<SessionKey, SessionId>,
+    next_session: SessionId,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    seed: u64,
+    shutting_down: bool,
+    /// A reason that overrides the link's when it goes down (the link only knows it was closed).
+    pending: HashMap<SessionId, EndReason>,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, secrets: Secrets, pools: Pools, seed: u64) -> Self {
+        Self {
+            config,
+            secrets,
+            pools,
+            conns: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_key: HashMap::new(),
+            next_session: 1,
+            free_slots: Vec::new(),
+            next_slot: 0,
+            seed,
+            shutting_down: false,
+            pending: HashMap::new(),
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Addresses currently leased from the pools (or static).
+    pub fn leased(&self) -> usize {
+        self.pools.leased()
+    }
+
+    pub fn handle(&mut self, event: Event<'_>) -> Vec<Command> {
+        let mut out = Vec::new();
+        match event {
+            Event::Accepted { conn, local, peer } => {
+                let admission = if self.shutting_down {
+                    Admission::Busy
+                } else {
+                    Admission::Accept
+                };
+                let (machine, o) = Connection::new(self.config.control.clone(), admission);
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        local,
+                        peer,
+                        framer: Framer::new(),
+                        machine,
+                        calls: HashMap::new(),
+                    },
+                );
+                self.conn_outputs(conn, o, &mut out);
+            }
+            Event::ControlBytes { conn, bytes } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return out;
+                };
+                c.framer.push(bytes);
+                for _ in 0..64 {
+                    let Some(c) = self.conns.get_mut(&conn) else {
+                        break;
+                    };
+                    match c.framer.next_message() {
+                        None => break,
+                        Some(Ok(m)) => {
+                            let o = c.machine.receive(m);
+                            self.conn_outputs(conn, o, &mut out);
+                        }
+                        Some(Err(e)) if e.is_fatal() => {
+                            tracing::info!(conn, error = %e, "control stream unusable; closing");
+                            let o = c.machine.lost(CloseReason::ProtocolError);
+                            self.conn_outputs(conn, o, &mut out);
+                            break;
+                        }
+                        Some(Err(e)) => tracing::info!(conn, error = %e, "control message dropped"),
+                    }
+                }
+            }
+            Event::ControlClosed { conn } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    let o = c.machine.lost(CloseReason::PeerClosed);
+                    self.conn_outputs(conn, o, &mut out);
+                }
+            }
+            Event::Gre {
+                local,
+                peer,
+                call_id,
+                payload,
+            } => {
+                let key = SessionKey {
+                    local: local.octets(),
+                    peer: peer.octets(),
+                    call_id: call_id.to_be_bytes(),
+                    _pad: [0; 2],
+                };
+                let Some(&sid) = self.by_key.get(&key) else {
+                    tracing::debug!(%peer, call_id, "GRE for no call dropped");
+                    return out;
+                };
+                let Ok((frame, _)) = PppFrame::parse(payload) else {
+                    tracing::debug!(session = sid, "malformed PPP frame dropped");
+                    return out;
+                };
+                let Some(s) = self.sessions.get_mut(&sid) else {
+                    return out;
+                };
+                let secrets = &self.secrets;
+                let o = s.link.receive(frame.protocol, frame.info, |u| {
+                    secrets.get(u).map(|e| e.secret.clone())
+                });
+                self.link_outputs(sid, o, &mut out);
+            }
+            Event::Timer(TimerKey::Control(conn, t)) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    let o = c.machine.timeout(t);
+                    self.conn_outputs(conn, o, &mut out);
+                }
+            }
+            Event::Timer(TimerKey::Link(sid, t)) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    let o = s.link.timeout(t);
+                    self.link_outputs(sid, o, &mut out);
+                }
+            }
+            Event::RouteFailed { session } => {
+                self.end(session, EndReason::RouteFailed, true, &mut out)
+            }
+            Event::Kill { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    let o = s.link.close();
+                    self.link_outputs(session, o, &mut out);
+                }
+            }
+            Event::Shutdown => {
+                self.shutting_down = true;
+                let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+                for conn in conns {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        let o = c.machine.stop();
+                        self.conn_outputs(conn, o, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn conn_outputs(
+        &mut self,
+        conn: ConnId,
+        outputs: Vec<connection::Output>,
+        out: &mut Vec<Command>,
+    ) {
+        for o in outputs {
+            match o {
+                connection::Output::Send(m) => out.push(Command::SendControl {
+                    conn,
+                    bytes: m.to_bytes(),
+                }),
+                connection::Output::SetTimer(t, d) => {
+                    out.push(Command::SetTimer(TimerKey::Control(conn, t), d))
+                }
+                connection::Output::CancelTimer(t) => {
+                    out.push(Command::CancelTimer(TimerKey::Control(conn, t)))
+                }
+                connection::Output::CallRequested { peer_call_id, .. } => {
+                    self.new_call(conn, peer_call_id, out)
+                }
+                connection::Output::CallCleared { call_id, reason } => {
+                    let sid = self
+                        .conns
+                        .get_mut(&conn)
+                        .and_then(|c| c.calls.remove(&call_id));
+                    if let Some(sid) = sid {
+                        // The control side already ended the call (no CDN owed).
+                        self.end(sid, EndReason::Control(reason), false, out);
+                    }
+                }
+                connection::Output::Close(reason) => {
+                    tracing::info!(conn, ?reason, "control connection closed");
+                    out.push(Command::CloseControl { conn });
+                    if let Some(c) = self.conns.remove(&conn) {
+                        // Normally emptied by CallCleared first; make sure.
+                        for (_, sid) in c.calls {
+                            self.end(
+                                sid,
+                                EndReason::Control(ClearReason::ConnectionLost),
+                                false,
+                                out,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn new_call(&mut self, conn: ConnId, peer_call_id: u16, out: &mut Vec<Command>) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (local, peer) = (c.local, c.peer);
+        if self.sessions.len() >= self.config.max_sessions || self.shutting_down {
+            out.push(Command::CallRefused {
+                conn,
+                peer,
+                why: "session limit",
+            });
+            let c = self.conns.get_mut(&conn).expect("checked above");
+            let o = c.machine.refuse_call(
+                peer_call_id,
+                pptp::result::OCRP_GENERAL_ERROR,
+                pptp::error_code::NO_RESOURCE,
+            );
+            self.conn_outputs(conn, o, out);
+            return;
+        }
+        // Our call ID: unique among this client address's calls (the key includes the address).
+        let mut call_id = (self.seed as u16).wrapping_add(self.next_session as u16) | 1;
+        let key = |id: u16| SessionKey {
+            local: local.octets(),
+            peer: peer.octets(),
+            call_id: id.to_be_bytes(),
+            _pad: [0; 2],
+        };
+        while call_id == 0 || self.by_key.contains_key(&key(call_id)) {
+            call_id = call_id.wrapping_add(1);
+        }
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        });
+        let sid = self.next_session;
+        self.next_session += 1;
+        let map = Session {
+            slot,
+            assigned: [0; 4],
+            key: key(call_id),
+            peer_call_id: peer_call_id.to_be_bytes(),
+            mtu: self.config.mtu,
+            mss: self.config.mtu - 40,
+            state: STATE_NEGOTIATING,
+            mode: MODE_PLAIN,
+            ..Session::default()
+        };
+        let (link, o) = Link::new(self.config.link.clone(), self.seed ^ sid.rotate_left(17));
+        self.by_key.insert(map.key, sid);
+        self.sessions.insert(
+            sid,
+            Sess {
+                conn,
+                map,
+                link,
+                user: None,
+                addr: None,
+                routed: false,
+            },
+        );
+        let c = self.conns.get_mut(&conn).expect("checked above");
+        c.calls.insert(call_id, sid);
+        // Programmed before the reply, so the client's first GRE packet is already counted in
+        // the session's sequence space.
+        out.push(Command::ProgramSession(map));
+        let reply = c.machine.accept_call(peer_call_id, call_id);
+        self.conn_outputs(conn, reply, out);
+        self.link_outputs(sid, o, out);
+    }
+
+    fn link_outputs(&mut self, sid: SessionId, outputs: Vec<LinkOutput>, out: &mut Vec<Command>) {
+        for o in outputs {
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                return;
+            };
+            match o {
+                LinkOutput::Send { protocol, info } => {
+                    let mut frame = Vec::with_capacity(info.len() + 4);
+                    PppFrame {
+                        protocol,
+                        info: &info,
+                    }
+                    .emit(Compression::default(), &mut frame);
+                    out.push(Command::SendPpp {
+                        session: sid,
+                        key: s.map.key,
+                        peer_call_id: u16::from_be_bytes(s.map.peer_call_id),
+                        slot: s.map.slot,
+                        frame,
+                    });
+                }
+                LinkOutput::SetTimer(t, d) => {
+                    out.push(Command::SetTimer(TimerKey::Link(sid, t), d))
+                }
+                LinkOutput::CancelTimer(t) => {
+                    out.push(Command::CancelTimer(TimerKey::Link(sid, t)))
+                }
+                LinkOutput::Authenticated { user, .. } => {
+                    s.user = user.clone();
+                    let fixed = user
+                        .as_deref()
+                        .and_then(|u| self.secrets.get(u))
+                        .and_then(|e| e.static_address);
+                    let got = match fixed {
+                        Some(a) => self.pools.allocate_static(a).map(|()| a),
+                        None => self.pools.allocate(&self.config.pool),
+                    };
+                    let s = self.sessions.get_mut(&sid).expect("present");
+                    match got {
+                        Ok(addr) => {
+                            s.addr = Some(addr);
+                            let ipcp = IpcpConfig {
+                                local: self.config.tunnel_local,
+                                assigned: addr,
+                                dns: self.config.dns,
+                                nbns: self.config.nbns,
+                            };
+                            let o = s.link.start_network(ipcp);
+                            self.link_outputs(sid, o, out);
+                        }
+                        Err(e) => {
+                            tracing::warn!(session = sid, user = ?s.user, error = %e, "no address for the client");
+                            let o = s.link.refuse_network(DownReason::Closed);
+                            let reason = match e {
+                                AllocError::InUse(_) => EndReason::PoolExhausted,
+                                AllocError::Exhausted(_) | AllocError::NoSuchPool(_) => {
+                                    EndReason::PoolExhausted
+                                }
+                            };
+                            self.pending.insert(sid, reason);
+                            self.link_outputs(sid, o, out);
+                        }
+                    }
+                }
+                LinkOutput::Up { negotiated } => {
+                    let Some(addr) = s.addr else { continue };
+                    s.map.assigned = addr.octets();
+                    s.map.state = STATE_UP;
+                    let peer_mru = negotiated.peer_mru.min(self.config.mtu);
+                    s.map.mtu = peer_mru;
+                    s.map.mss = peer_mru.saturating_sub(40);
+                    s.map.flags = (if negotiated.peer_acfc { FLAG_ACFC } else { 0 })
+                        | (if negotiated.peer_pfc { FLAG_PFC } else { 0 });
+                    s.routed = true;
+                    out.push(Command::ProjectRoute { session: sid, addr });
+                    out.push(Command::ProgramSession(s.map));
+                    out.push(Command::SessionUp {
+                        session: sid,
+                        user: s.user.clone(),
+                        addr,
+                        local: s.map.key.local.into(),
+                        peer: s.map.key.peer.into(),
+                    });
+                }
+                LinkOutput::Down(reason) => {
+                    let reason = self.pending.remove(&sid).unwrap_or(EndReason::Link(reason));
+                    self.end(sid, reason, true, out);
+                }
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Ends a session: maps, route, lease, slot, timers; a CDN unless the control side already
+    /// ended the call; one `SessionDown`. Idempotent.
+    fn end(&mut self, sid: SessionId, reason: EndReason, send_cdn: bool, out: &mut Vec<Command>) {
+        let Some(s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.pending.remove(&sid);
+        self.by_key.remove(&s.map.key);
+        out.push(Command::RemoveSession(s.map));
+        if s.routed
+            && let Some(addr) = s.addr
+        {
+            out.push(Command::WithdrawRoute { addr });
+        }
+        if let Some(addr) = s.addr {
+            self.pools.release(addr);
+        }
+        self.free_slots.push(s.map.slot);
+        for t in [
+            LinkTimer::Lcp,
+            LinkTimer::Auth,
+            LinkTimer::Ipcp,
+            LinkTimer::Ccp,
+            LinkTimer::Echo,
+        ] {
+            out.push(Command::CancelTimer(TimerKey::Link(sid, t)));
+        }
+        let call_id = u16::from_be_bytes(s.map.key.call_id);
+        if let Some(c) = self.conns.get_mut(&s.conn) {
+            c.calls.remove(&call_id);
+            if send_cdn {
+                let result = match &reason {
+                    EndReason::Link(DownReason::EchoTimeout) => pptp::result::CDN_LOST_CARRIER,
+                    EndReason::Link(DownReason::Closed) => pptp::result::CDN_ADMIN_SHUTDOWN,
+                    EndReason::Link(DownReason::Lcp(_)) => pptp::result::CDN_REQUEST,
+                    _ => pptp::result::CDN_GENERAL_ERROR,
+                };
+                let o = c.machine.clear_call(call_id, result);
+                self.conn_outputs(s.conn, o, out);
+            }
+        }
+        out.push(Command::SessionDown {
+            session: sid,
+            user: s.user,
+            reason,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::{
+        auth::mschap,
+        pool::{Policy, PoolConfig},
+        wire::{
+            cp::{CpPacket, code},
+            ppp::proto,
+            pptp::{
+                CallClearRequest, ControlMessage, OutgoingCallRequest, PROTOCOL_VERSION,
+                StartControlConnectionRequest, Text,
+            },
+        },
+    };
+
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+    /// What the shell would hold after executing the commands: programmed sessions, routes.
+    #[derive(Default)]
+    struct Ledger {
+        sessions: BTreeMap<[u8; 12], Session>,
+        routes: BTreeSet<Ipv4Addr>,
+        ups: usize,
+        downs: Vec<EndReason>,
+        refused: usize,
+    }
+
+    impl Ledger {
+        fn apply(&mut self, cmds: &[Command]) {
+            for c in cmds {
+                let k = |s: &Session| {
+                    let mut b = [0u8; 12];
+                    b[..4].copy_from_slice(&s.key.local);
+                    b[4..8].copy_from_slice(&s.key.peer);
+                    b[8..10].copy_from_slice(&s.key.call_id);
+                    b
+                };
+                match c {
+                    Command::ProgramSession(s) => {
+                        self.sessions.insert(k(s), *s);
+                    }
+                    Command::RemoveSession(s) => {
+                        assert!(
+                            self.sessions.remove(&k(s)).is_some(),
+                            "removing a session never programmed"
+                        );
+                    }
+                    Command::ProjectRoute { addr, .. } => {
+                        // Replace semantics: projecting twice is fine, but the core never should.
+                        assert!(self.routes.insert(*addr), "route {addr} projected twice");
+                    }
+                    Command::WithdrawRoute { addr } => {
+                        assert!(
+                            self.routes.remove(addr),
+                            "withdrawing route {addr} never projected"
+                        );
+                    }
+                    Command::SessionUp { .. } => self.ups += 1,
+                    Command::SessionDown { reason, .. } => self.downs.push(reason.clone()),
+                    Command::CallRefused { .. } => self.refused += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    struct Client {
+        conn: ConnId,
+        peer: Ipv4Addr,
+        call_id: u16,
+        our_call_id: u16,
+        user: String,
+        password: String,
+    }
+
+    fn gateway(pool: &str) -> Gateway {
+        let secrets = Secrets::parse(
+            "alice * s3cret *\nbob * hunter2 *\ncarol * pw 10.99.9.9\n",
+            "pptpgw",
+        )
+        .unwrap();
+        let pools = Pools::new(
+            vec![PoolConfig {
+                name: "default".into(),
+                ranges: vec![pool.parse().unwrap()],
+                next: None,
+            }],
+            Policy::LowestFree,
+            &[],
+            &[],
+            &[("carol".into(), Ipv4Addr::new(10, 99, 9, 9))],
+        )
+        .unwrap();
+        Gateway::new(GatewayConfig::default(), secrets, pools, 99)
+    }
+
+    fn control(m: impl Into<ControlMessage>) -> Vec<u8> {
+        m.into().to_bytes()
+    }
+
+    fn frames(cmds: &[Command], protocol: u16) -> Vec<Vec<u8>> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::SendPpp { frame, .. } => {
+                    let (f, _) = PppFrame::parse(frame).unwrap();
+                    (f.protocol == protocol).then(|| f.info.to_vec())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ppp(protocol: u16, info: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        PppFrame { protocol, info }.emit(Compression::default(), &mut v);
+        v
+    }
+
+    impl Client {
+        fn new(conn: ConnId, peer_last: u8, user: &str, password: &str) -> Self {
+            Client {
+                conn,
+                peer: Ipv4Addr::new(198, 51, 100, peer_last),
+                call_id: 0x80 + conn as u16,
+                our_call_id: 0,
+                user: user.into(),
+                password: password.into(),
+            }
+        }
+
+        fn gre(&self, g: &mut Gateway, l: &mut Ledger, protocol: u16, info: &[u8]) -> Vec<Command> {
+            let payload = ppp(protocol, info);
+            let out = g.handle(Event::Gre {
+                local: LOCAL,
+                peer: self.peer,
+                call_id: self.our_call_id,
+                payload: &payload,
+            });
+            l.apply(&out);
+            out
+        }
+
+        /// Dials and negotiates like pppd; returns the commands of the last step.
+        fn dial(&mut self, g: &mut Gateway, l: &mut Ledger) -> Vec<Command> {
+            let out = g.handle(Event::Accepted {
+                conn: self.conn,
+                local: LOCAL,
+                peer: self.peer,
+            });
+            l.apply(&out);
+            let sccrq = control(StartControlConnectionRequest {
+                protocol_version: PROTOCOL_VERSION,
+                host_name: Text::new("local"),
+                ..Default::default()
+            });
+            let out = g.handle(Event::ControlBytes {
+                conn: self.conn,
+                bytes: &sccrq,
+            });
+            l.apply(&out);
+            let ocrq = control(OutgoingCallRequest {
+                call_id: self.call_id,
+                packet_recv_window_size: 3,
+                ..Default::default()
+            });
+            let out = g.handle(Event::ControlBytes {
+                conn: self.conn,
+                bytes: &ocrq,
+            });
+            l.apply(&out);
+            let Some(ocrp) = out.iter().find_map(|c| match c {
+                Command::SendControl { bytes, .. } => match ControlMessage::parse(bytes) {
+                    Ok(ControlMessage::OutgoingCallReply(r)) => Some(r),
+                    _ => None,
+                },
+                _ => None,
+            }) else {
+                return out;
+            };
+            if ocrp.result_code != pptp::result::OCRP_CONNECTED {
+                return out;
+            }
+            self.our_call_id = ocrp.call_id;
+            let our_lcp = frames(&out, proto::LCP).remove(0);
+            self.gre(
+                g,
+                l,
+                proto::LCP,
+                &[
+                    1, 1, 0, 20, 2, 6, 0, 0, 0, 0, 5, 6, 0x3c, 0x5a, 0x1e, 0x47, 7, 2, 8, 2,
+                ],
+            );
+            let mut ack = our_lcp.clone();
+            ack[0] = code::CONFIGURE_ACK;
+            let out = self.gre(g, l, proto::LCP, &ack);
+            let challenge = frames(&out, proto::CHAP).remove(0);
+            let mut c16 = [0u8; 16];
+            c16.copy_from_slice(&challenge[5..21]);
+            let peer = [3u8; 16];
+            let nt = mschap::generate_nt_response(
+                &c16,
+                &peer,
+                self.user.as_bytes(),
+                &mschap::nt_password_hash(&self.password),
+            );
+            let mut body = vec![49];
+            body.extend_from_slice(&peer);
+            body.extend_from_slice(&[0; 8]);
+            body.extend_from_slice(&nt);
+            body.push(0);
+            body.extend_from_slice(self.user.as_bytes());
+            let out = self.gre(
+                g,
+                l,
+                proto::CHAP,
+                &CpPacket {
+                    code: 2,
+                    identifier: challenge[1],
+                    data: &body,
+                }
+                .to_bytes(),
+            );
+            let Some(our_ipcp) = frames(&out, proto::IPCP).into_iter().next() else {
+                return out;
+            };
+            let addr_req = |a: [u8; 4], id: u8| {
+                CpPacket {
+                    code: 1,
+                    identifier: id,
+                    data: &[3, 6, a[0], a[1], a[2], a[3]],
+                }
+                .to_bytes()
+            };
+            let out = self.gre(g, l, proto::IPCP, &addr_req([0; 4], 1));
+            let nak = frames(&out, proto::IPCP)
+                .into_iter()
+                .find(|f| f[0] == code::CONFIGURE_NAK);
+            let Some(nak) = nak else { return out };
+            let addr = [nak[6], nak[7], nak[8], nak[9]];
+            self.gre(g, l, proto::IPCP, &addr_req(addr, 2));
+            let mut ack = our_ipcp.clone();
+            ack[0] = code::CONFIGURE_ACK;
+            self.gre(g, l, proto::IPCP, &ack)
+        }
+
+        fn hang_up(&self, g: &mut Gateway, l: &mut Ledger) -> Vec<Command> {
+            let ccrq = control(CallClearRequest {
+                call_id: self.call_id,
+                ..Default::default()
+            });
+            let mut out = g.handle(Event::ControlBytes {
+                conn: self.conn,
+                bytes: &ccrq,
+            });
+            out.extend(g.handle(Event::ControlClosed { conn: self.conn }));
+            l.apply(&out);
+            out
+        }
+    }
+
+    fn up_addr(cmds: &[Command]) -> Option<Ipv4Addr> {
+        cmds.iter().find_map(|c| match c {
+            Command::SessionUp { addr, .. } => Some(*addr),
+            _ => None,
+        })
+    }
+
+    fn clean(g: &Gateway, l: &Ledger) {
+        assert!(
+            l.sessions.is_empty(),
+            "sessions left in the maps: {:?}",
+            l.sessions.len()
+        );
+        assert!(l.routes.is_empty(), "routes left: {:?}", l.routes);
+        assert_eq!(g.leased(), 0, "leases left");
+        assert_eq!(g.session_count(), 0);
+    }
+
+    #[test]
+    fn a_call_comes_up_programmed_and_routed_and_goes_away_cleanly() {
+        let mut g = gateway("10.99.0.10-10.99.0.13");
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let out = c.dial(&mut g, &mut l);
+        assert_eq!(up_addr(&out), Some(Ipv4Addr::new(10, 99, 0, 10)));
+        let s = l.sessions.values().next().unwrap();
+        assert_eq!(
+            (s.state, s.assigned, s.peer_call_id),
+            (STATE_UP, [10, 99, 0, 10], 0x81u16.to_be_bytes())
+        );
+        assert_eq!(s.key.local, LOCAL.octets(), "keyed by the dialled address");
+        assert_eq!(
+            l.routes.iter().copied().collect::<Vec<_>>(),
+            vec![Ipv4Addr::new(10, 99, 0, 10)]
+        );
+        let out = c.hang_up(&mut g, &mut l);
+        assert!(out.iter().any(|c| matches!(c, Command::SendControl { bytes, .. }
+            if matches!(ControlMessage::parse(bytes), Ok(ControlMessage::CallDisconnectNotify(_))))));
+        assert_eq!(l.downs, vec![EndReason::Control(ClearReason::ClientClear)]);
+        clean(&g, &l);
+    }
+
+    #[test]
+    fn every_teardown_path_releases_everything() {
+        // TCP loss, operator kill (LCP Terminate then CDN), echo timeout, shutdown.
+        for path in 0..4 {
+            let mut g = gateway("10.99.0.10-10.99.0.13");
+            let mut l = Ledger::default();
+            let mut c = Client::new(1, 7, "alice", "s3cret");
+            assert!(up_addr(&c.dial(&mut g, &mut l)).is_some());
+            let sid = 1;
+            match path {
+                0 => l.apply(&g.handle(Event::ControlClosed { conn: 1 })),
+                1 => {
+                    let out = g.handle(Event::Kill { session: sid });
+                    l.apply(&out);
+                    assert_eq!(frames(&out, proto::LCP)[0][0], code::TERMINATE_REQUEST);
+                    let out = c.gre(&mut g, &mut l, proto::LCP, &[6, 2, 0, 4]);
+                    assert!(out.iter().any(|c| matches!(c, Command::SendControl { bytes, .. }
+                        if matches!(ControlMessage::parse(bytes), Ok(ControlMessage::CallDisconnectNotify(n)) if n.result_code == pptp::result::CDN_ADMIN_SHUTDOWN))));
+                }
+                2 => {
+                    for _ in 0..8 {
+                        l.apply(&g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Echo))));
+                    }
+                    l.apply(&g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Lcp))));
+                    l.apply(&g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Lcp))));
+                    l.apply(&g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Lcp))));
+                }
+                _ => {
+                    let out = g.handle(Event::Shutdown);
+                    l.apply(&out);
+                    l.apply(&g.handle(Event::Timer(TimerKey::Control(1, connection::Timer::Stop))));
+                }
+            }
+            assert_eq!(l.downs.len(), 1, "path {path}: {:?}", l.downs);
+            clean(&g, &l);
+        }
+    }
+
+    #[test]
+    fn recycled_addresses_and_exhaustion() {
+        let mut g = gateway("10.99.0.10-10.99.0.13");
+        let mut l = Ledger::default();
+        let mut conn = 0;
+        // 10 rounds of 4 concurrent sessions, dropped and redialled; every dial gets an address.
+        for round in 0..10 {
+            let mut clients: Vec<Client> = (0..4)
+                .map(|i| {
+                    conn += 1;
+                    Client::new(conn, 10 + i, "alice", "s3cret")
+                })
+                .collect();
+            for c in clients.iter_mut() {
+                assert!(up_addr(&c.dial(&mut g, &mut l)).is_some(), "round {round}");
+            }
+            assert_eq!(l.routes.len(), 4);
+            // The 5th concurrent client is refused cleanly; the others keep their sessions.
+            if round == 0 {
+                conn += 1;
+                let mut fifth = Client::new(conn, 99, "bob", "hunter2");
+                let out = fifth.dial(&mut g, &mut l);
+                assert!(up_addr(&out).is_none());
+                assert_eq!(
+                    frames(&out, proto::LCP).first().map(|f| f[0]),
+                    Some(code::TERMINATE_REQUEST)
+                );
+                fifth.gre(&mut g, &mut l, proto::LCP, &[6, 2, 0, 4]);
+                assert_eq!(l.downs.last(), Some(&EndReason::PoolExhausted));
+                l.apply(&g.handle(Event::ControlClosed { conn }));
+                assert_eq!(l.routes.len(), 4);
+            }
+            // Half leave cleanly, half vanish (TCP gone without CCRQ).
+            for (i, c) in clients.iter().enumerate() {
+                if i % 2 == 0 {
+                    c.hang_up(&mut g, &mut l);
+                } else {
+                    l.apply(&g.handle(Event::ControlClosed { conn: c.conn }));
+                }
+            }
+        }
+        assert_eq!(l.ups, 40);
+        clean(&g, &l);
+    }
+
+    #[test]
+    fn wrong_password_and_static_addresses() {
+        let mut g = gateway("10.99.0.10-10.99.0.13");
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "nope");
+        let out = c.dial(&mut g, &mut l);
+        assert!(up_addr(&out).is_none());
+        // The harness answers the challenge once (wrongly) and not the E=691 retry: the retry
+        // times out, LCP terminates, and the call ends with nothing left behind.
+        for _ in 0..40 {
+            l.apply(&g.handle(Event::Timer(TimerKey::Link(1, LinkTimer::Auth))));
+            l.apply(&g.handle(Event::Timer(TimerKey::Link(1, LinkTimer::Lcp))));
+        }
+        assert_eq!(l.downs.len(), 1, "{:?}", l.downs);
+        l.apply(&g.handle(Event::ControlClosed { conn: 1 }));
+        clean(&g, &l);
+
+        let mut carol = Client::new(2, 8, "carol", "pw");
+        assert_eq!(
+            up_addr(&carol.dial(&mut g, &mut l)),
+            Some(Ipv4Addr::new(10, 99, 9, 9))
+        );
+        carol.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+    }
+}
