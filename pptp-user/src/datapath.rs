@@ -163,6 +163,24 @@ impl Datapath {
         Ok(())
     }
 
+    /// Updates a programmed session (state, address, MTU...) without touching its sequence state
+    /// or counters.
+    pub fn update_session(&mut self, session: &Session) -> anyhow::Result<()> {
+        let mut sessions: HashMap<&mut MapData, SessionKey, Session> =
+            HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;
+        sessions
+            .insert(session.key, session, 0)
+            .context("update SESSIONS")?;
+        if session.assigned != [0; 4] {
+            let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =
+                HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
+            clients
+                .insert(session.assigned, session.key, 0)
+                .context("insert CLIENTS")?;
+        }
+        Ok(())
+    }
+
     /// Removes a session's lookups (idempotent: what is not there is not an error).
     pub fn remove_session(&mut self, session: &Session) -> anyhow::Result<()> {
         let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =

@@ -9,5 +9,6 @@ pub mod ppp;
 pub mod route;
 pub mod secrets;
 pub mod seqspace;
+pub mod server;
 pub mod slowpath;
 pub mod wire;

@@ -4,9 +4,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
-use pptp_common::stats::{DropReason, Stat};
-use pptp_user::datapath::{Counters, Datapath};
-use tokio::signal::unix::{SignalKind, signal};
+use pptp_user::{
+    gateway::{Gateway, GatewayConfig},
+    pool::{Policy, PoolConfig, Pools, Range},
+    ppp::link::LinkConfig,
+    secrets::Secrets,
+    server::ServerConfig,
+};
 
 #[derive(Parser)]
 #[command(
@@ -21,23 +25,40 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the data path, attach it, and run until SIGINT/SIGTERM; everything attached is
-    /// detached on exit.
-    Run {
-        /// WAN interface(s) for XDP decapsulation. Default: the interface of the IPv4 default route.
-        #[arg(long = "wan")]
-        wan: Vec<String>,
-        /// Interface whose egress gets the TC encapsulation program.
-        #[arg(long = "tc")]
-        tc: Option<String>,
-        #[arg(long, value_enum, default_value_t = Mode::Auto)]
-        xdp_mode: Mode,
-        /// Seconds between counter lines in the log (0: only at exit).
-        #[arg(long, default_value_t = 10)]
-        stats_interval: u64,
-    },
+    /// Run the concentrator until SIGINT/SIGTERM (a second signal exits at once); clients are told,
+    /// and routes, maps, `pptp0` and programs are removed on the way out.
+    Run(RunArgs),
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// WAN interface(s) for XDP decapsulation. Default: the interface of the IPv4 default route.
+    #[arg(long = "wan")]
+    wan: Vec<String>,
+    /// Addresses to accept PPTP control connections on.
+    #[arg(long = "listen", default_value = "0.0.0.0:1723")]
+    listen: Vec<std::net::SocketAddr>,
+    /// Users, in pppd's chap-secrets format (plain or `nthash:` secrets, optional static address).
+    #[arg(long, default_value = "/etc/ppp/chap-secrets")]
+    secrets: std::path::PathBuf,
+    /// Our name in the secrets file's second column and in CHAP challenges.
+    #[arg(long, default_value = "pptpgw")]
+    name: String,
+    /// Client address pool: ranges (`A-B`) or CIDRs, comma-separated.
+    #[arg(long, default_value = "10.99.0.10-10.99.0.250")]
+    pool: String,
+    /// Our end of every client's point-to-point link.
+    #[arg(long, default_value = "10.99.0.1")]
+    tunnel_local: std::net::Ipv4Addr,
+    /// DNS servers handed to clients (up to two).
+    #[arg(long)]
+    dns: Vec<std::net::Ipv4Addr>,
+    /// Tunnel MTU (the MRU we ask clients for; TCP MSS is clamped to MTU − 40).
+    #[arg(long, default_value_t = 1400)]
+    mtu: u16,
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    xdp_mode: Mode,
+}
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
     Auto,
@@ -65,63 +86,74 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Run {
-            wan,
-            tc,
-            xdp_mode,
-            stats_interval,
-        } => run(wan, tc, xdp_mode.into(), stats_interval).await,
+        Command::Run(args) => run(args).await,
     }
 }
 
-async fn run(
-    mut wan: Vec<String>,
-    tc: Option<String>,
-    mode: XdpMode,
-    stats_interval: u64,
-) -> anyhow::Result<()> {
-    if wan.is_empty() {
-        wan.push(default_route_interface().context("no --wan given")?);
+async fn run(mut args: RunArgs) -> anyhow::Result<()> {
+    if args.wan.is_empty() {
+        args.wan
+            .push(default_route_interface().context("no --wan given")?);
     }
-    let mut dp = Datapath::load()?;
-    for iface in &wan {
-        dp.attach_xdp(iface, mode)?;
-        tracing::info!(iface, "XDP decapsulation attached");
-    }
-    if let Some(iface) = &tc {
-        dp.attach_tc_egress(iface)?;
-        tracing::info!(iface, "TC encapsulation attached");
-    }
-    tracing::info!("pptpgw running; SIGINT or SIGTERM to stop");
-
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let period = Duration::from_secs(stats_interval.max(1));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = tick.tick(), if stats_interval > 0 => log_counters(&dp.counters()?),
-        }
-    }
-    log_counters(&dp.counters()?);
-    drop(dp);
-    tracing::info!("data path detached; exiting");
-    Ok(())
-}
-
-fn log_counters(c: &Counters) {
-    let stats: Vec<String> = Stat::ALL
-        .iter()
-        .map(|s| format!("{}={}", s.name(), c.get(*s)))
+    let text = std::fs::read_to_string(&args.secrets)
+        .with_context(|| format!("--secrets {}: cannot read", args.secrets.display()))?;
+    let secrets = Secrets::parse(&text, &args.name)
+        .with_context(|| format!("--secrets {}", args.secrets.display()))?;
+    let ranges = args
+        .pool
+        .split(',')
+        .map(|r| r.parse::<Range>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--pool: {e}"))?;
+    let statics: Vec<(String, std::net::Ipv4Addr)> = secrets
+        .static_addresses()
+        .map(|(u, a)| (u.to_string(), a))
         .collect();
-    let drops: Vec<String> = DropReason::ALL
-        .iter()
-        .filter(|r| c.dropped(**r) > 0)
-        .map(|r| format!("{}={}", r.name(), c.dropped(*r)))
-        .collect();
-    tracing::info!(stats = %stats.join(" "), drops = %drops.join(" "), "counters");
+    let pools = Pools::new(
+        vec![PoolConfig {
+            name: "default".into(),
+            ranges,
+            next: None,
+        }],
+        Policy::LowestFree,
+        &[],
+        &[args.tunnel_local],
+        &statics,
+    )
+    .map_err(|e| anyhow::anyhow!("--pool: {e}"))?;
+    let mut dns = [None, None];
+    for (slot, d) in dns.iter_mut().zip(&args.dns) {
+        *slot = Some(*d);
+    }
+    let mut link = LinkConfig::default();
+    link.lcp.mru = args.mtu;
+    link.auth.name = args.name.clone();
+    let gw_config = GatewayConfig {
+        link,
+        tunnel_local: args.tunnel_local,
+        dns,
+        mtu: args.mtu,
+        ..GatewayConfig::default()
+    };
+    let seed = {
+        let mut b = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+            .context("read /dev/urandom")?;
+        u64::from_le_bytes(b)
+    };
+    tracing::info!(users = secrets.len(), pool = %args.pool, "configuration loaded");
+    let gateway = Gateway::new(gw_config, secrets, pools, seed);
+    let server = ServerConfig {
+        listen: args.listen,
+        wan: args.wan,
+        xdp_mode: args.xdp_mode.into(),
+        pptp0: "pptp0".into(),
+        mtu: args.mtu,
+        tunnel_local: args.tunnel_local,
+        shutdown_grace: Duration::from_secs(5),
+    };
+    pptp_user::server::run(server, gateway).await
 }
 
 /// The interface of the IPv4 default route, from /proc/net/route (a fallback for `run` without

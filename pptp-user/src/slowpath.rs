@@ -40,6 +40,12 @@ pub struct GreSocket {
     fd: OwnedFd,
 }
 
+impl std::os::fd::AsRawFd for GreSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 fn check(rc: libc::c_int, what: &str) -> io::Result<libc::c_int> {
     if rc < 0 {
         let e = io::Error::last_os_error();
@@ -65,10 +71,6 @@ impl GreSocket {
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Self { fd })
-    }
-
-    pub fn as_raw_fd(&self) -> i32 {
-        self.fd.as_raw_fd()
     }
 
     /// Sends `header` + `payload` to `peer`, sourced from (and routed from) `local`.

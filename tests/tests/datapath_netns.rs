@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, TcAttachType, XdpMode};
+use aya::programs::XdpMode;
 use pptp_common::stats::{DropReason, Stat};
 use pptp_tests::{
     frames::*,
@@ -126,55 +126,66 @@ fn veth_verdicts_and_counters() {
     drop(dp);
 }
 
-/// Programs attached to `ifname` in the calling thread's namespace: (XDP attached, TCX egress count).
-fn attached(ns: &Netns, ifname: &str) -> (bool, usize) {
+/// (XDP attached to `ifname`, `pptp0` present) in the namespace.
+fn attached(ns: &Netns, ifname: &str) -> (bool, bool) {
     let out = ns.ip(&["-d", "link", "show", ifname]);
     let xdp = String::from_utf8_lossy(&out.stdout).contains("prog/xdp");
-    let tcx = ns.enter(|| {
-        SchedClassifier::query_tcx(ifname, TcAttachType::Egress)
-            .map(|(_rev, progs)| progs.len())
-            .expect("query tcx")
-    });
-    (xdp, tcx)
+    let links = ns.ip(&["link", "show"]);
+    (
+        xdp,
+        String::from_utf8_lossy(&links.stdout).contains("pptp0"),
+    )
 }
 
 #[test]
-fn pptpgw_run_detaches_everything_on_sigterm() {
+fn pptpgw_run_cleans_up_everything_on_sigterm() {
     require_root();
     let gw = Netns::new("gwbin");
     let peer = Netns::new("peerbin");
     veth_pair(&gw, "wan0", &peer, "wp0", 2);
-    assert_eq!(attached(&gw, "wan0"), (false, 0));
+    gw.ip(&["addr", "add", "192.0.2.1/24", "dev", "wan0"]);
+    // A stale route of ours from a "previous run", which start-up reconciliation must remove.
+    gw.ip(&[
+        "route",
+        "add",
+        "10.99.0.77/32",
+        "dev",
+        "wan0",
+        "proto",
+        "241",
+    ]);
+    assert_eq!(attached(&gw, "wan0"), (false, false));
+    let dir = std::env::temp_dir().join(format!("pptpgw-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets = dir.join("chap-secrets");
+    std::fs::write(&secrets, "alice * s3cret *\n").unwrap();
 
     let mut child = gw
         .command(pptpgw_bin())
-        .args([
-            "run",
-            "--wan",
-            "wan0",
-            "--tc",
-            "wan0",
-            "--xdp-mode",
-            "native",
-        ])
+        .args(["run", "--wan", "wan0", "--xdp-mode", "native", "--secrets"])
+        .arg(&secrets)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pptpgw");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut state = attached(&gw, "wan0");
-    while state != (true, 1) && Instant::now() < deadline {
+    while state != (true, true) && Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("pptpgw exited early: {status}");
+            let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+            panic!("pptpgw exited early: {status}: {err}");
         }
         std::thread::sleep(Duration::from_millis(100));
         state = attached(&gw, "wan0");
     }
-    if state != (true, 1) {
+    if state != (true, true) {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("pptpgw did not attach within 20 s: {state:?}");
+        panic!("pptpgw did not come up within 20 s: {state:?}");
     }
+    let routes =
+        String::from_utf8_lossy(&gw.ip(&["route", "show", "proto", "241"]).stdout).into_owned();
+    assert!(routes.is_empty(), "stale route reconciled away: {routes}");
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -191,7 +202,12 @@ fn pptpgw_run_detaches_everything_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success(), "pptpgw exit {status}: {stderr}");
-    assert!(stderr.contains("data path detached"), "{stderr}");
-    assert_eq!(attached(&gw, "wan0"), (false, 0), "something left attached");
+    assert!(stderr.contains("pptpgw stopped"), "{stderr}");
+    assert_eq!(
+        attached(&gw, "wan0"),
+        (false, false),
+        "something left behind: {stderr}"
+    );
 }

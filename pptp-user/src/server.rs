@@ -1,0 +1,424 @@
+//! The tokio shell around the gateway core: it owns the sockets, the eBPF maps, `pptp0` and the
+//! routes, turns what happens on them into core events, and carries out the core's commands.
+//! One task owns the core; connection readers and the GRE socket feed it through a channel.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::programs::XdpMode;
+use pptp_common::session::{DatapathConfig, SessionKey};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _, unix::AsyncFd},
+    net::{TcpListener, tcp::OwnedWriteHalf},
+    sync::mpsc,
+    time::Instant,
+};
+
+use crate::{
+    datapath::Datapath,
+    gateway::{Command, ConnId, Event, Gateway, TimerKey},
+    netdev, route,
+    seqspace::SeqSpace,
+    slowpath::{GreSocket, RecvError},
+    wire::gre::GreHeader,
+};
+
+/// What the shell needs besides the core's own configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub wan: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub pptp0: String,
+    pub mtu: u16,
+    /// Also put this address on `pptp0` (the clients' point-to-point peer), so it answers pings.
+    pub tunnel_local: Ipv4Addr,
+    pub shutdown_grace: Duration,
+}
+
+enum Input {
+    Accepted {
+        conn: ConnId,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+        writer: OwnedWriteHalf,
+    },
+    Bytes {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Gre {
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+        call_id: u16,
+        payload: Vec<u8>,
+    },
+    RouteFailed {
+        session: u64,
+    },
+}
+
+/// Timers as deadlines; the loop sleeps until the earliest.
+#[derive(Default)]
+struct Timers {
+    by_key: HashMap<TimerKey, Instant>,
+    by_time: BTreeMap<(Instant, TimerKey), ()>,
+}
+
+impl Timers {
+    fn set(&mut self, key: TimerKey, after: Duration) {
+        self.cancel(key);
+        let at = Instant::now() + after;
+        self.by_key.insert(key, at);
+        self.by_time.insert((at, key), ());
+    }
+    fn cancel(&mut self, key: TimerKey) {
+        if let Some(at) = self.by_key.remove(&key) {
+            self.by_time.remove(&(at, key));
+        }
+    }
+    fn next(&self) -> Option<Instant> {
+        self.by_time.keys().next().map(|(at, _)| *at)
+    }
+    fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
+        let (&(at, key), _) = self.by_time.iter().next()?;
+        if at > now {
+            return None;
+        }
+        self.by_time.remove(&(at, key));
+        self.by_key.remove(&key);
+        Some(key)
+    }
+}
+
+struct Shell {
+    dp: Datapath,
+    seq: SeqSpace,
+    gre: Arc<AsyncFd<GreSocket>>,
+    writers: HashMap<ConnId, OwnedWriteHalf>,
+    programmed: HashSet<SessionKey>,
+    timers: Timers,
+    rt: rtnetlink::Handle,
+    pptp0_ifindex: u32,
+    tx: mpsc::UnboundedSender<Input>,
+}
+
+impl Shell {
+    async fn execute(&mut self, cmds: Vec<Command>) {
+        for c in cmds {
+            match c {
+                Command::SendControl { conn, bytes } => {
+                    if let Some(w) = self.writers.get_mut(&conn)
+                        && let Err(e) = w.write_all(&bytes).await
+                    {
+                        tracing::info!(conn, error = %e, "control write failed");
+                    }
+                }
+                Command::CloseControl { conn } => {
+                    if let Some(mut w) = self.writers.remove(&conn) {
+                        let _ = w.shutdown().await;
+                    }
+                }
+                Command::SendPpp {
+                    key,
+                    peer_call_id,
+                    slot,
+                    frame,
+                    ..
+                } => {
+                    let seq = self.seq.next_tx(slot);
+                    let ack = self.seq.rx_highest(slot);
+                    if let Some(a) = ack {
+                        self.seq.set_ack_sent(slot, a);
+                    }
+                    let h = GreHeader {
+                        call_id: peer_call_id,
+                        seq,
+                        ack,
+                    };
+                    if let Err(e) =
+                        self.gre
+                            .get_ref()
+                            .send(key.local.into(), key.peer.into(), &h, &frame)
+                    {
+                        tracing::info!(peer = %Ipv4Addr::from(key.peer), error = %e, "GRE send failed");
+                    }
+                }
+                Command::SetTimer(k, d) => self.timers.set(k, d),
+                Command::CancelTimer(k) => self.timers.cancel(k),
+                Command::ProgramSession(s) => {
+                    let r = if self.programmed.insert(s.key) {
+                        self.dp.install_session(&s)
+                    } else {
+                        self.dp.update_session(&s)
+                    };
+                    if let Err(e) = r {
+                        tracing::error!(error = %format!("{e:#}"), "programming a session failed");
+                    }
+                }
+                Command::RemoveSession(s) => {
+                    self.programmed.remove(&s.key);
+                    if let Err(e) = self.dp.remove_session(&s) {
+                        tracing::error!(error = %format!("{e:#}"), "removing a session failed");
+                    }
+                }
+                Command::ProjectRoute { session, addr } => {
+                    let mut ok = false;
+                    for attempt in 0..3 {
+                        match route::project(&self.rt, addr, self.pptp0_ifindex).await {
+                            Ok(()) => {
+                                ok = true;
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(session, %addr, attempt, error = %format!("{e:#}"), "route projection failed")
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                    }
+                    if !ok {
+                        let _ = self.tx.send(Input::RouteFailed { session });
+                    }
+                }
+                Command::WithdrawRoute { addr } => {
+                    if let Err(e) = route::withdraw(&self.rt, addr, self.pptp0_ifindex).await {
+                        tracing::warn!(%addr, error = %format!("{e:#}"), "route withdrawal failed");
+                    }
+                }
+                Command::SessionUp {
+                    session,
+                    user,
+                    addr,
+                    local,
+                    peer,
+                } => {
+                    tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, "session up");
+                }
+                Command::SessionDown {
+                    session,
+                    user,
+                    reason,
+                } => {
+                    tracing::info!(
+                        session,
+                        user = user.as_deref().unwrap_or("-"),
+                        ?reason,
+                        "session down"
+                    );
+                }
+                Command::CallRefused { conn, peer, why } => {
+                    tracing::info!(conn, %peer, why, "call refused")
+                }
+            }
+        }
+    }
+}
+
+/// Runs the gateway until SIGINT/SIGTERM, then tells clients, and removes routes, maps, `pptp0`
+/// and programs.
+pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<()> {
+    let (conn, rt, _) = rtnetlink::new_connection().context("rtnetlink")?;
+    tokio::spawn(conn);
+    let removed = route::reconcile(&rt, &[]).await?;
+    if removed > 0 {
+        tracing::info!(removed, "removed stale routes of a previous run");
+    }
+    let pptp0 = netdev::create(&rt, &config.pptp0, u32::from(config.mtu)).await?;
+    add_address(&config.pptp0, config.tunnel_local)?;
+    let mut dp = Datapath::load()?;
+    for w in &config.wan {
+        dp.attach_xdp(w, config.xdp_mode)?;
+    }
+    dp.attach_encap(&pptp0.peer_name)?;
+    dp.attach_pass(&pptp0.name)?;
+    dp.set_config(&DatapathConfig {
+        pptp0_peer_ifindex: pptp0.peer_ifindex,
+        pptp0_mac: pptp0.mac,
+        pptp0_peer_mac: pptp0.peer_mac,
+        enabled: 1,
+    })?;
+    let seq = dp.seq_space()?;
+    // SAFETY: the socket owns its descriptor for its whole life and always reports the same one.
+    let gre = Arc::new(
+        unsafe {
+            AsyncFd::register_with_interest(GreSocket::open()?, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| anyhow::anyhow!("register the GRE socket: {e}"))?,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+
+    for addr in &config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        tracing::info!(%addr, "listening");
+        let tx = tx.clone();
+        tokio::spawn(accept_loop(listener, tx));
+    }
+    {
+        let gre = gre.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(mut guard) = gre.readable().await else {
+                    return;
+                };
+                loop {
+                    match guard.get_inner().recv() {
+                        Ok(r) => {
+                            let _ = tx.send(Input::Gre {
+                                local: r.local,
+                                peer: r.peer,
+                                call_id: r.header.call_id,
+                                payload: r.payload,
+                            });
+                        }
+                        Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "slow-path packet dropped"),
+                    }
+                }
+            }
+        });
+    }
+    let mut shell = Shell {
+        dp,
+        seq,
+        gre,
+        writers: HashMap::new(),
+        programmed: HashSet::new(),
+        timers: Timers::default(),
+        rt: rt.clone(),
+        pptp0_ifindex: pptp0.ifindex,
+        tx,
+    };
+    tracing::info!(pptp0 = %pptp0.name, wan = ?config.wan, "pptpgw running");
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut stopping: Option<Instant> = None;
+    loop {
+        let wake = shell
+            .timers
+            .next()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let deadline = stopping.map(|t| t + config.shutdown_grace);
+        tokio::select! {
+            // The first signal stops gracefully; a second exits at once (the next start reconciles).
+            _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
+                if stopping.is_some() {
+                    break;
+                }
+                stopping = Some(Instant::now());
+                let c = gateway.handle(Event::Shutdown);
+                shell.execute(c).await;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(wake)), if deadline.is_some() && gateway.session_count() > 0 => break,
+            _ = tokio::time::sleep_until(wake) => {
+                while let Some(k) = shell.timers.pop_due(Instant::now()) {
+                    let c = gateway.handle(Event::Timer(k));
+                    shell.execute(c).await;
+                }
+            }
+            Some(input) = rx.recv() => {
+                let cmds = match input {
+                    Input::Accepted { conn, local, peer, writer } => {
+                        shell.writers.insert(conn, writer);
+                        gateway.handle(Event::Accepted { conn, local, peer })
+                    }
+                    Input::Bytes { conn, bytes } => gateway.handle(Event::ControlBytes { conn, bytes: &bytes }),
+                    Input::Closed { conn } => gateway.handle(Event::ControlClosed { conn }),
+                    Input::Gre { local, peer, call_id, payload } => gateway.handle(Event::Gre { local, peer, call_id, payload: &payload }),
+                    Input::RouteFailed { session } => gateway.handle(Event::RouteFailed { session }),
+                };
+                shell.execute(cmds).await;
+            }
+        }
+        if stopping.is_some() && gateway.session_count() == 0 && shell.writers.is_empty() {
+            break;
+        }
+    }
+    // Leave nothing behind: routes of ours, maps (with the programs), pptp0.
+    let removed = route::reconcile(&rt, &[]).await.unwrap_or(0);
+    drop(shell);
+    netdev::delete(&rt, &config.pptp0).await?;
+    tracing::info!(
+        routes_removed = removed,
+        "pptpgw stopped; routes, pptp0 and programs removed"
+    );
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (SocketAddr::V4(peer), Ok(SocketAddr::V4(local))) = (peer, stream.local_addr()) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (mut read, writer) = stream.into_split();
+        if tx
+            .send(Input::Accepted {
+                conn,
+                local: *local.ip(),
+                peer: *peer.ip(),
+                writer,
+            })
+            .is_err()
+        {
+            return;
+        }
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                match read.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Input::Closed { conn });
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx
+                            .send(Input::Bytes {
+                                conn,
+                                bytes: buf[..n].to_vec(),
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn add_address(ifname: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+    // A /32 on pptp0: the clients' peer address answers, and no prefix route competes with the
+    // per-client /32 routes.
+    let status = std::process::Command::new("ip")
+        .args(["addr", "replace", &format!("{addr}/32"), "dev", ifname])
+        .status()
+        .context("run ip addr")?;
+    anyhow::ensure!(
+        status.success(),
+        "ip addr replace {addr}/32 dev {ifname} failed"
+    );
+    Ok(())
+}
