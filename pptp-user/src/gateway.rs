@@ -369,8 +369,14 @@ impl Gateway {
                         .get_mut(&conn)
                         .and_then(|c| c.calls.remove(&call_id));
                     if let Some(sid) = sid {
-                        // The control side already ended the call (no CDN owed).
-                        self.end(sid, EndReason::Control(reason), false, out);
+                        // The control side already ended the call (no CDN owed). A link that was
+                        // already terminating knows the better reason (e.g. MPPE required).
+                        let why = self
+                            .sessions
+                            .get(&sid)
+                            .and_then(|s| s.link.terminating_because().cloned())
+                            .map_or(EndReason::Control(reason), EndReason::Link);
+                        self.end(sid, why, false, out);
                     }
                 }
                 connection::Output::Close(reason) => {

@@ -349,6 +349,18 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
             break;
         }
     }
+    if let Ok(c) = shell.dp.counters() {
+        let stats: Vec<String> = pptp_common::stats::Stat::ALL
+            .iter()
+            .map(|s| format!("{}={}", s.name(), c.get(*s)))
+            .collect();
+        let drops: Vec<String> = pptp_common::stats::DropReason::ALL
+            .iter()
+            .filter(|r| c.dropped(**r) > 0)
+            .map(|r| format!("{}={}", r.name(), c.dropped(*r)))
+            .collect();
+        tracing::info!(stats = %stats.join(" "), drops = %drops.join(" "), "data path counters");
+    }
     // Leave nothing behind: routes of ours, maps (with the programs), pptp0.
     let removed = route::reconcile(&rt, &[]).await.unwrap_or(0);
     drop(shell);

@@ -177,6 +177,13 @@ impl Link {
         self.lcp.negotiated()
     }
 
+    /// Why the link is terminating, once that is known (before `Down` is reported): the session
+    /// uses it when the control connection clears the call first, as pptp-linux does right after
+    /// its LCP Terminate-Request.
+    pub fn terminating_because(&self) -> Option<&DownReason> {
+        self.down.as_ref()
+    }
+
     /// A PPP frame from the client (through the slow path).
     pub fn receive(
         &mut self,
