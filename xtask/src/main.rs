@@ -245,7 +245,11 @@ fn interop() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&share);
     std::fs::create_dir_all(&share)?;
     std::fs::write(share.join("job.sh"), include_str!("jobs/interop.sh"))?;
-    std::fs::write(share.join("methods"), "mschapv2 chapmd5 pap mppe\n")?;
+    std::fs::write(
+        share.join("methods"),
+        "mschapv2 chapmd5 pap mppe tt1 tt2 tt3\n",
+    )?;
+    std::fs::write(share.join("iperf"), "")?;
     std::fs::write(share.join("chap-secrets"), "alice * s3cret *\n")?;
     let ns = format!("pptpgw-interop-{}", std::process::id());
     sh(&["ip", "netns", "add", &ns])?;
@@ -275,6 +279,13 @@ fn interop() -> anyhow::Result<()> {
             .spawn()
             .context("spawn pptpgw")?;
         std::thread::sleep(std::time::Duration::from_secs(2));
+        // iperf3 server on the gateway's tunnel address (twice: upload, then download).
+        let mut iperf = Command::new("ip")
+            .args(["netns", "exec", &ns, "iperf3", "-s", "-B", "10.99.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("spawn iperf3 -s")?;
         let started = Instant::now();
         let rc = vm::run_job(
             &image,
@@ -287,11 +298,22 @@ fn interop() -> anyhow::Result<()> {
             "VM job finished after {:.0} s",
             started.elapsed().as_secs_f64()
         );
+        let _ = iperf.kill();
+        let _ = iperf.wait();
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(gw.id() as i32, libc::SIGTERM) };
         let status = gw.wait()?;
         let log = std::fs::read_to_string(share.join("pptpgw.log"))?;
-        for m in ["mschapv2", "chapmd5", "pap", "mppe"] {
+        for f in ["iperf-up.txt", "iperf-down.txt"] {
+            let text = std::fs::read_to_string(share.join(f)).unwrap_or_default();
+            for l in text
+                .lines()
+                .filter(|l| l.contains("sender") || l.contains("receiver"))
+            {
+                println!("{f}: {}", l.trim());
+            }
+        }
+        for m in ["mschapv2", "chapmd5", "pap", "mppe", "tt1", "tt2", "tt3"] {
             let ping = std::fs::read_to_string(share.join(format!("{m}.ping"))).unwrap_or_default();
             println!(
                 "{m}: {}",
