@@ -74,6 +74,10 @@ pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Ppt
         // The encapsulation program's FIB lookup treats pptp0p as the input device.
         write_sysctl(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "1")?;
     }
+    // The kernel must finish checksums before a packet leaves pptp0: the XDP program on the peer
+    // sees bytes, not skb metadata, so an offloaded (partial) TCP checksum would reach the
+    // client unfinished and the client would drop the segment (pings work, TCP does not).
+    disable_tx_checksum(name)?;
     let mut out = Vec::new();
     for ifname in [name, peer_name.as_str()] {
         let m = find(handle, ifname)
@@ -112,5 +116,44 @@ pub async fn delete(handle: &Handle, name: &str) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("delete {name}"))?;
     }
+    Ok(())
+}
+
+/// `ethtool -K IFNAME tx off` (ETHTOOL_STXCSUM through SIOCETHTOOL).
+fn disable_tx_checksum(ifname: &str) -> anyhow::Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    // SAFETY: all-zero is a valid ifreq.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    anyhow::ensure!(
+        name.len() < ifr.ifr_name.len(),
+        "interface name {ifname} too long"
+    );
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: plain socket(2) for the ioctl; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    anyhow::ensure!(
+        fd >= 0,
+        "socket for ethtool: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `ifr` names the interface and points at `value`, both alive for the call.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &raw mut ifr) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the descriptor opened above.
+    unsafe { libc::close(fd) };
+    anyhow::ensure!(rc == 0, "turn off TX checksum offload on {ifname}: {err}");
     Ok(())
 }
