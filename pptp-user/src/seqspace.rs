@@ -97,9 +97,78 @@ impl SeqSpace {
     }
 }
 
+impl SeqSpace {
+    /// `bpf_ktime_get_ns` of the session's last data packet towards the client.
+    pub fn last_tx_ns(&self, slot: u32) -> Option<u64> {
+        let s = self.slot(slot)?;
+        // SAFETY: as above; 8-byte aligned u64 read atomically.
+        Some(unsafe { AtomicU64::from_ptr(&raw mut (*s).last_tx_ns) }.load(Ordering::Acquire))
+    }
+
+    /// Records that the controller sent something at `now_ns` (monotonic, like bpf_ktime_get_ns).
+    pub fn set_last_tx_ns(&self, slot: u32, now_ns: u64) {
+        if let Some(s) = self.slot(slot) {
+            // SAFETY: as above.
+            unsafe { AtomicU64::from_ptr(&raw mut (*s).last_tx_ns) }
+                .store(now_ns, Ordering::Release);
+        }
+    }
+}
+
+/// The ack an idle direction owes: the client's data must be acknowledged within a few hundred
+/// milliseconds even when nothing flows back to piggyback it on (Windows and pptp-linux wait
+/// ~0.5 s before acting on a missing ack). Due when something received is not yet acked and we
+/// have sent nothing for `idle_ns`.
+pub fn ack_due(
+    rx_highest: Option<u32>,
+    ack_sent: u32,
+    last_tx_ns: u64,
+    now_ns: u64,
+    idle_ns: u64,
+) -> Option<u32> {
+    let rx = rx_highest?;
+    (rx != ack_sent && now_ns.saturating_sub(last_tx_ns) >= idle_ns).then_some(rx)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: all-zero is a valid timespec; clock_gettime only writes it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 impl Drop for SeqSpace {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `map` mapped.
         unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn ack_is_due_only_for_unacked_data_on_an_idle_direction() {
+        // Nothing received: nothing to ack.
+        assert_eq!(ack_due(None, 0, 0, 10_000 * MS, 250 * MS), None);
+        // Received 7, acked 7 already (piggybacked): nothing.
+        assert_eq!(ack_due(Some(7), 7, 0, 10_000 * MS, 250 * MS), None);
+        // Received 8, we sent something 100 ms ago: wait (the next data packet may carry it).
+        assert_eq!(ack_due(Some(8), 7, 9_900 * MS, 10_000 * MS, 250 * MS), None);
+        // Idle for 250 ms: ack-only packet with 8.
+        assert_eq!(
+            ack_due(Some(8), 7, 9_750 * MS, 10_000 * MS, 250 * MS),
+            Some(8)
+        );
+        // Sequence numbers wrap; "different" is what matters.
+        assert_eq!(
+            ack_due(Some(0), u32::MAX, 0, 10_000 * MS, 250 * MS),
+            Some(0)
+        );
     }
 }

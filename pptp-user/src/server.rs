@@ -3,7 +3,7 @@
 //! One task owns the core; connection readers and the GRE socket feed it through a channel.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -27,6 +27,9 @@ use crate::{
     slowpath::{GreSocket, RecvError},
     wire::gre::GreHeader,
 };
+
+/// How long a direction may stay silent before an owed ack goes out on its own.
+const IDLE_ACK_NS: u64 = 250_000_000;
 
 /// What the shell needs besides the core's own configuration.
 #[derive(Clone, Debug)]
@@ -104,7 +107,8 @@ struct Shell {
     seq: SeqSpace,
     gre: Arc<AsyncFd<GreSocket>>,
     writers: HashMap<ConnId, OwnedWriteHalf>,
-    programmed: HashSet<SessionKey>,
+    /// Programmed sessions, for the idle-ack scan.
+    programmed: HashMap<SessionKey, pptp_common::session::Session>,
     timers: Timers,
     rt: rtnetlink::Handle,
     pptp0_ifindex: u32,
@@ -112,6 +116,43 @@ struct Shell {
 }
 
 impl Shell {
+    /// Sends ack-only packets for sessions whose client sent data we have not acknowledged and
+    /// towards which nothing has gone for a while.
+    fn send_idle_acks(&self) {
+        let now = crate::seqspace::monotonic_ns();
+        for s in self.programmed.values() {
+            let slot = s.slot;
+            let (Some(ack_sent), Some(last_tx)) =
+                (self.seq.ack_sent(slot), self.seq.last_tx_ns(slot))
+            else {
+                continue;
+            };
+            let Some(ack) = crate::seqspace::ack_due(
+                self.seq.rx_highest(slot),
+                ack_sent,
+                last_tx,
+                now,
+                IDLE_ACK_NS,
+            ) else {
+                continue;
+            };
+            let h = GreHeader {
+                call_id: u16::from_be_bytes(s.peer_call_id),
+                seq: None,
+                ack: Some(ack),
+            };
+            if self
+                .gre
+                .get_ref()
+                .send(s.key.local.into(), s.key.peer.into(), &h, &[])
+                .is_ok()
+            {
+                self.seq.set_ack_sent(slot, ack);
+                self.seq.set_last_tx_ns(slot, now);
+            }
+        }
+    }
+
     async fn execute(&mut self, cmds: Vec<Command>) {
         for c in cmds {
             match c {
@@ -155,7 +196,7 @@ impl Shell {
                 Command::SetTimer(k, d) => self.timers.set(k, d),
                 Command::CancelTimer(k) => self.timers.cancel(k),
                 Command::ProgramSession(s) => {
-                    let r = if self.programmed.insert(s.key) {
+                    let r = if self.programmed.insert(s.key, s).is_none() {
                         self.dp.install_session(&s)
                     } else {
                         self.dp.update_session(&s)
@@ -296,7 +337,7 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
         seq,
         gre,
         writers: HashMap::new(),
-        programmed: HashSet::new(),
+        programmed: HashMap::new(),
         timers: Timers::default(),
         rt: rt.clone(),
         pptp0_ifindex: pptp0.ifindex,
@@ -308,6 +349,8 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut stopping: Option<Instant> = None;
+    let mut ack_tick = tokio::time::interval(Duration::from_millis(100));
+    ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let wake = shell
             .timers
@@ -331,6 +374,7 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
                     shell.execute(c).await;
                 }
             }
+            _ = ack_tick.tick() => shell.send_idle_acks(),
             Some(input) = rx.recv() => {
                 let cmds = match input {
                     Input::Accepted { conn, local, peer, writer } => {
