@@ -150,17 +150,7 @@ impl Datapath {
                 0,
             )
             .with_context(|| format!("reset SESSION_STATS[{slot}]"))?;
-        let mut sessions: HashMap<&mut MapData, SessionKey, Session> =
-            HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;
-        sessions
-            .insert(session.key, session, 0)
-            .context("insert SESSIONS")?;
-        let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =
-            HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
-        clients
-            .insert(session.assigned, session.key, 0)
-            .context("insert CLIENTS")?;
-        Ok(())
+        self.update_session(session)
     }
 
     /// Updates a programmed session (state, address, MTU...) without touching its sequence state
