@@ -19,7 +19,7 @@ use pptp_common::session::{
 
 use crate::{
     control::connection::{self, Admission, ClearReason, CloseReason, Connection, ControlConfig},
-    pool::{AllocError, Pools},
+    pool::Pools,
     ppp::{
         ipcp::IpcpConfig,
         link::{DownReason, Link, LinkConfig, LinkOutput, LinkTimer},
@@ -522,13 +522,7 @@ impl Gateway {
                         Err(e) => {
                             tracing::warn!(session = sid, user = ?s.user, error = %e, "no address for the client");
                             let o = s.link.refuse_network(DownReason::Closed);
-                            let reason = match e {
-                                AllocError::InUse(_) => EndReason::PoolExhausted,
-                                AllocError::Exhausted(_) | AllocError::NoSuchPool(_) => {
-                                    EndReason::PoolExhausted
-                                }
-                            };
-                            self.pending.insert(sid, reason);
+                            self.pending.insert(sid, EndReason::PoolExhausted);
                             self.link_outputs(sid, o, out);
                         }
                     }

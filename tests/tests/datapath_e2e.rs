@@ -11,11 +11,12 @@ use std::{
 
 use aya::programs::XdpMode;
 use pptp_common::{
-    session::{DatapathConfig, MODE_PLAIN, STATE_UP, Session, SessionKey},
+    session::{DatapathConfig, STATE_UP},
     stats::Stat,
 };
 use pptp_tests::{
     frames::*,
+    kernel,
     netns::{Netns, run_ok, veth_pair},
     require_root,
     sockets::{GreReceiver, PacketSender},
@@ -68,22 +69,7 @@ fn client_to_server_and_back_through_xdp() {
         "wan0",
     ]);
 
-    let session = Session {
-        slot: 0,
-        assigned: ASSIGNED.octets(),
-        key: SessionKey {
-            local: GW_WAN.octets(),
-            peer: CLIENT_OUTER.octets(),
-            call_id: 0x4000u16.to_be_bytes(),
-            _pad: [0; 2],
-        },
-        peer_call_id: 0x0080u16.to_be_bytes(),
-        mtu: 1400,
-        mss: 1360,
-        state: STATE_UP,
-        mode: MODE_PLAIN,
-        ..Session::default()
-    };
+    let session = kernel::session(0, GW_WAN, CLIENT_OUTER, 0x4000, ASSIGNED, STATE_UP);
     let (dp, pptp0) = gw.enter(|| {
         rt().block_on(async {
             let (conn, handle, _) = rtnetlink::new_connection().unwrap();

@@ -5,10 +5,14 @@ use std::net::Ipv4Addr;
 
 use pptp_common::{
     maps::PROG_XDP_DECAP,
-    session::{DatapathConfig, MODE_PLAIN, STATE_NEGOTIATING, STATE_UP, Session, SessionKey},
+    session::{DatapathConfig, STATE_NEGOTIATING, STATE_UP, Session},
     stats::{DropReason, Stat},
 };
-use pptp_tests::{frames::*, kernel::xdp_run, require_root};
+use pptp_tests::{
+    frames::*,
+    kernel::{self, xdp_run},
+    require_root,
+};
 use pptp_user::datapath::{Counters, Datapath};
 
 const XDP_DROP: u32 = 1;
@@ -27,22 +31,7 @@ const CALL_ID: u16 = 0x4000;
 const SLOT: u32 = 7;
 
 fn session(state: u8) -> Session {
-    Session {
-        slot: SLOT,
-        assigned: ASSIGNED.octets(),
-        key: SessionKey {
-            local: SERVER.octets(),
-            peer: CLIENT.octets(),
-            call_id: CALL_ID.to_be_bytes(),
-            _pad: [0; 2],
-        },
-        peer_call_id: 0x0080u16.to_be_bytes(),
-        mtu: 1400,
-        mss: 1360,
-        state,
-        mode: MODE_PLAIN,
-        ..Session::default()
-    }
+    kernel::session(SLOT, SERVER, CLIENT, CALL_ID, ASSIGNED, state)
 }
 
 fn gre_frame(

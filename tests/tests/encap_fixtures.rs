@@ -6,12 +6,12 @@ use std::net::Ipv4Addr;
 
 use pptp_common::{
     maps::{PROG_XDP_DECAP, PROG_XDP_ENCAP},
-    session::{DatapathConfig, MODE_PLAIN, STATE_NEGOTIATING, STATE_UP, Session, SessionKey},
+    session::{DatapathConfig, STATE_NEGOTIATING, STATE_UP, Session},
     stats::{DropReason, Stat},
 };
 use pptp_tests::{
     frames::*,
-    kernel::xdp_run,
+    kernel::{self, xdp_run},
     netns::{Netns, fmt_mac, veth_pair},
     require_root,
 };
@@ -30,22 +30,7 @@ const ROUTER_A_MAC: [u8; 6] = [2, 0, 0, 0, 0xa, 0xfe];
 const ROUTER_B_MAC: [u8; 6] = [2, 0, 0, 0, 0xb, 0xfe];
 
 fn session(slot: u32, local: Ipv4Addr, assigned: Ipv4Addr, call_id: u16, state: u8) -> Session {
-    Session {
-        slot,
-        assigned: assigned.octets(),
-        key: SessionKey {
-            local: local.octets(),
-            peer: CLIENT.octets(),
-            call_id: call_id.to_be_bytes(),
-            _pad: [0; 2],
-        },
-        peer_call_id: 0x0080u16.to_be_bytes(),
-        mtu: 1400,
-        mss: 1360,
-        state,
-        mode: MODE_PLAIN,
-        ..Session::default()
-    }
+    kernel::session(slot, local, CLIENT, call_id, assigned, state)
 }
 
 fn run(dp: &Datapath, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -53,8 +38,8 @@ fn run(dp: &Datapath, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
     (verdict, out)
 }
 
-fn to_client(dst: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
-    let _ = dst;
+/// A frame as `pptp0` sends it to its peer (the MACs do not matter to the program).
+fn to_client(inner: &[u8]) -> Vec<u8> {
     ethernet([2, 0, 0, 0, 9, 2], [2, 0, 0, 0, 9, 1], ETH_P_IP, inner)
 }
 
@@ -143,10 +128,7 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         // Nothing received from the client yet: not up for data.
         let inner = ipv4(FAR, ASSIGNED, IPPROTO_UDP, &udp(53, 5000, b"answer"));
         let before = dp.counters().unwrap();
-        assert_eq!(
-            run(&dp, PROG_XDP_ENCAP, &to_client(ASSIGNED, &inner)).0,
-            XDP_DROP
-        );
+        assert_eq!(run(&dp, PROG_XDP_ENCAP, &to_client(&inner)).0, XDP_DROP);
         assert_eq!(
             dp.counters().unwrap().dropped(DropReason::SessionNotUp)
                 - before.dropped(DropReason::SessionNotUp),
@@ -169,7 +151,7 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         run(&dp, PROG_XDP_DECAP, &frame);
 
         for seq in 0..2u32 {
-            let (verdict, out) = run(&dp, PROG_XDP_ENCAP, &to_client(ASSIGNED, &inner));
+            let (verdict, out) = run(&dp, PROG_XDP_ENCAP, &to_client(&inner));
             assert_eq!(verdict, XDP_REDIRECT);
             let mut gre = vec![0x30, 0x81, 0x88, 0x0b];
             gre.extend_from_slice(&((4 + inner.len()) as u16).to_be_bytes());
@@ -218,7 +200,7 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         );
         run(&dp, PROG_XDP_DECAP, &frame);
         let inner_b = ipv4(FAR, ASSIGNED_B, IPPROTO_UDP, &udp(53, 5000, b"b"));
-        let (verdict, out) = run(&dp, PROG_XDP_ENCAP, &to_client(ASSIGNED_B, &inner_b));
+        let (verdict, out) = run(&dp, PROG_XDP_ENCAP, &to_client(&inner_b));
         assert_eq!(verdict, XDP_REDIRECT);
         assert_eq!(&out[0..6], &ROUTER_B_MAC, "next hop of uplink B");
         assert_eq!(&out[6..12], &mac_b, "from uplink B");
@@ -233,7 +215,7 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         let (verdict, out) = run(
             &dp,
             PROG_XDP_ENCAP,
-            &to_client(ASSIGNED, &ipv4(FAR, ASSIGNED, 6, &syn)),
+            &to_client(&ipv4(FAR, ASSIGNED, 6, &syn)),
         );
         assert_eq!(verdict, XDP_REDIRECT);
         let tcp = &out[14 + 20 + 16 + 4 + 20..];
@@ -244,23 +226,17 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         let drops: Vec<(&str, Vec<u8>, DropReason)> = vec![
             (
                 "no session",
-                to_client(
-                    ASSIGNED,
-                    &ipv4(
-                        FAR,
-                        Ipv4Addr::new(10, 99, 0, 99),
-                        IPPROTO_UDP,
-                        &udp(1, 2, b"x"),
-                    ),
-                ),
+                to_client(&ipv4(
+                    FAR,
+                    Ipv4Addr::new(10, 99, 0, 99),
+                    IPPROTO_UDP,
+                    &udp(1, 2, b"x"),
+                )),
                 DropReason::NoSession,
             ),
             (
                 "too big",
-                to_client(
-                    ASSIGNED,
-                    &ipv4(FAR, ASSIGNED, IPPROTO_UDP, &udp(1, 2, &[0; 1400])),
-                ),
+                to_client(&ipv4(FAR, ASSIGNED, IPPROTO_UDP, &udp(1, 2, &[0; 1400]))),
                 DropReason::TooBig,
             ),
             (
@@ -327,10 +303,7 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
             let v = run(
                 &dp,
                 PROG_XDP_ENCAP,
-                &to_client(
-                    assigned,
-                    &ipv4(FAR, assigned, IPPROTO_UDP, &udp(1, 2, b"x")),
-                ),
+                &to_client(&ipv4(FAR, assigned, IPPROTO_UDP, &udp(1, 2, b"x"))),
             )
             .0;
             assert_eq!(v, XDP_DROP, "{reason:?}");
@@ -344,9 +317,6 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         // A session still negotiating gets no data.
         dp.install_session(&session(3, DIALLED_A, ASSIGNED, 0x4000, STATE_NEGOTIATING))
             .unwrap();
-        assert_eq!(
-            run(&dp, PROG_XDP_ENCAP, &to_client(ASSIGNED, &inner)).0,
-            XDP_DROP
-        );
+        assert_eq!(run(&dp, PROG_XDP_ENCAP, &to_client(&inner)).0, XDP_DROP);
     });
 }
