@@ -318,8 +318,8 @@ fn interop() -> anyhow::Result<()> {
             println!(
                 "{m}: {}",
                 ping.lines()
-                    .find(|l| l.contains("packets transmitted"))
-                    .unwrap_or("no ping result")
+                    .find(|l| l.contains("packets transmitted") || l.contains("refused"))
+                    .unwrap_or("no result")
             );
         }
         let counters = log
