@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     pub nbns: [Option<Ipv4Addr>; 2],
     /// The largest inner packet towards clients, before the client's MRU lowers it.
     pub mtu: u16,
+    /// Clamp the MSS of TCP SYNs both ways to the tunnel MTU − 40.
+    pub mss_clamp: bool,
     pub max_sessions: usize,
 }
 
@@ -59,6 +61,7 @@ impl Default for GatewayConfig {
             dns: [None, None],
             nbns: [None, None],
             mtu: 1400,
+            mss_clamp: true,
             max_sessions: 100_000,
         }
     }
@@ -213,6 +216,15 @@ impl Gateway {
             seed,
             shutting_down: false,
             pending: HashMap::new(),
+        }
+    }
+
+    /// The MSS clamp for a tunnel MTU (0: no clamping, as the data path reads it).
+    fn mss(&self, mtu: u16) -> u16 {
+        if self.config.mss_clamp {
+            mtu.saturating_sub(40)
+        } else {
+            0
         }
     }
 
@@ -441,7 +453,7 @@ impl Gateway {
             key: key(call_id),
             peer_call_id: peer_call_id.to_be_bytes(),
             mtu: self.config.mtu,
-            mss: self.config.mtu - 40,
+            mss: self.mss(self.config.mtu),
             state: STATE_NEGOTIATING,
             mode: MODE_PLAIN,
             ..Session::default()
@@ -533,7 +545,11 @@ impl Gateway {
                     s.map.state = STATE_UP;
                     let peer_mru = negotiated.peer_mru.min(self.config.mtu);
                     s.map.mtu = peer_mru;
-                    s.map.mss = peer_mru.saturating_sub(40);
+                    s.map.mss = if self.config.mss_clamp {
+                        peer_mru.saturating_sub(40)
+                    } else {
+                        0
+                    };
                     s.map.flags = (if negotiated.peer_acfc { FLAG_ACFC } else { 0 })
                         | (if negotiated.peer_pfc { FLAG_PFC } else { 0 });
                     s.routed = true;

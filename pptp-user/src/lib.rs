@@ -1,5 +1,6 @@
 //! pptpgw controller library: everything `pptpgw` does, usable from tests and tools.
 pub mod auth;
+pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod gateway;

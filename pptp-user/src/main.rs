@@ -1,12 +1,18 @@
 //! `pptpgw`: the PPTP concentrator's controller and CLI.
-use std::time::Duration;
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use pptp_user::{
+    config::{Config, ConfigError, DEFAULT_TOML, XdpModeName},
+    control::connection::ControlConfig,
     gateway::{Gateway, GatewayConfig},
-    pool::{Policy, PoolConfig, Pools, Range},
+    pool::Pools,
     ppp::link::LinkConfig,
     secrets::Secrets,
     server::ServerConfig,
@@ -28,37 +34,34 @@ enum Command {
     /// Run the concentrator until SIGINT/SIGTERM (a second signal exits at once); clients are told,
     /// and routes, maps, `pptp0` and programs are removed on the way out.
     Run(RunArgs),
+    /// Validate a configuration file (and the secrets file it names) without running anything.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the built-in default configuration (a commented example of every field).
+    DefaultConfig,
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// WAN interface(s) for XDP decapsulation. Default: the interface of the IPv4 default route.
+    /// Configuration file (TOML). Without it, the built-in default (`pptpgw default-config`).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `interfaces.wan`.
     #[arg(long = "wan")]
     wan: Vec<String>,
-    /// Addresses to accept PPTP control connections on.
-    #[arg(long = "listen", default_value = "0.0.0.0:1723")]
-    listen: Vec<std::net::SocketAddr>,
-    /// Users, in pppd's chap-secrets format (plain or `nthash:` secrets, optional static address).
-    #[arg(long, default_value = "/etc/ppp/chap-secrets")]
-    secrets: std::path::PathBuf,
-    /// Our name in the secrets file's second column and in CHAP challenges.
-    #[arg(long, default_value = "pptpgw")]
-    name: String,
-    /// Client address pool: ranges (`A-B`) or CIDRs, comma-separated.
-    #[arg(long, default_value = "10.99.0.10-10.99.0.250")]
-    pool: String,
-    /// Our end of every client's point-to-point link.
-    #[arg(long, default_value = "10.99.0.1")]
-    tunnel_local: std::net::Ipv4Addr,
-    /// DNS servers handed to clients (up to two).
+    /// Overrides `listen.addresses` and `listen.port` (`ADDRESS:PORT`, repeatable).
+    #[arg(long = "listen")]
+    listen: Vec<SocketAddrV4>,
+    /// Overrides `auth.secrets`.
     #[arg(long)]
-    dns: Vec<std::net::Ipv4Addr>,
-    /// Tunnel MTU (the MRU we ask clients for; TCP MSS is clamped to MTU − 40).
-    #[arg(long, default_value_t = 1400)]
-    mtu: u16,
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    xdp_mode: Mode,
+    secrets: Option<PathBuf>,
+    /// Overrides `interfaces.xdp_mode`.
+    #[arg(long, value_enum)]
+    xdp_mode: Option<Mode>,
 }
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
     Auto,
@@ -66,18 +69,26 @@ enum Mode {
     Generic,
 }
 
-impl From<Mode> for XdpMode {
+impl From<Mode> for XdpModeName {
     fn from(m: Mode) -> Self {
         match m {
-            Mode::Auto => XdpMode::Default,
-            Mode::Native => XdpMode::Driver,
-            Mode::Generic => XdpMode::Skb,
+            Mode::Auto => XdpModeName::Auto,
+            Mode::Native => XdpModeName::Native,
+            Mode::Generic => XdpModeName::Generic,
         }
     }
 }
 
+fn xdp_mode(m: XdpModeName) -> XdpMode {
+    match m {
+        XdpModeName::Auto => XdpMode::Default,
+        XdpModeName::Native => XdpMode::Driver,
+        XdpModeName::Generic => XdpMode::Skb,
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -85,55 +96,121 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Run(args) => run(args).await,
+        Command::CheckConfig { file } => check_config(&file),
+        Command::DefaultConfig => {
+            print!("{DEFAULT_TOML}");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pptpgw: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn run(mut args: RunArgs) -> anyhow::Result<()> {
-    if args.wan.is_empty() {
-        args.wan
-            .push(default_route_interface().context("no --wan given")?);
+/// Everything `run` needs from the files, validated.
+struct Loaded {
+    config: Config,
+    secrets: Secrets,
+    pools: Pools,
+}
+
+fn load(config: Config, secrets_override: Option<&Path>) -> anyhow::Result<Loaded> {
+    let mut config = config;
+    if let Some(s) = secrets_override {
+        config.auth.secrets = s.to_path_buf();
     }
-    let text = std::fs::read_to_string(&args.secrets)
-        .with_context(|| format!("--secrets {}: cannot read", args.secrets.display()))?;
-    let secrets = Secrets::parse(&text, &args.name)
-        .with_context(|| format!("--secrets {}", args.secrets.display()))?;
-    let ranges = args
-        .pool
-        .split(',')
-        .map(|r| r.parse::<Range>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("--pool: {e}"))?;
-    let statics: Vec<(String, std::net::Ipv4Addr)> = secrets
+    let local = pptp_user::netdev::local_ipv4_addresses().context("list local addresses")?;
+    config.validate(&local)?;
+    let path = &config.auth.secrets;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("auth.secrets", format!("{}: {e}", path.display())))?;
+    let secrets = Secrets::parse(&text, &config.auth.server_name)
+        .map_err(|e| ConfigError::new("auth.secrets", format!("{}: {e}", path.display())))?;
+    let statics: Vec<(String, Ipv4Addr)> = secrets
         .static_addresses()
         .map(|(u, a)| (u.to_string(), a))
         .collect();
-    let pools = Pools::new(
-        vec![PoolConfig {
-            name: "default".into(),
-            ranges,
-            next: None,
-        }],
-        Policy::LowestFree,
-        &[],
-        &[args.tunnel_local],
-        &statics,
-    )
-    .map_err(|e| anyhow::anyhow!("--pool: {e}"))?;
-    let mut dns = [None, None];
-    for (slot, d) in dns.iter_mut().zip(&args.dns) {
-        *slot = Some(*d);
+    let pools = config.pools(&local, &statics)?;
+    Ok(Loaded {
+        config,
+        secrets,
+        pools,
+    })
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    let loaded = load(Config::load(file)?, None)?;
+    let size: usize = loaded.pools.usage().iter().map(|u| u.size).sum();
+    println!(
+        "{}: ok ({} users, {} pools with {} addresses)",
+        file.display(),
+        loaded.secrets.len(),
+        loaded.config.pool.len(),
+        size
+    );
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::parse(DEFAULT_TOML)?,
+    };
+    if !args.wan.is_empty() {
+        config.interfaces.wan = args.wan.clone();
     }
+    if let Some(m) = args.xdp_mode {
+        config.interfaces.xdp_mode = m.into();
+    }
+    if !args.listen.is_empty() {
+        config.listen.addresses = args.listen.iter().map(|a| *a.ip()).collect();
+        config.listen.port = args.listen[0].port();
+    }
+    let Loaded {
+        config,
+        secrets,
+        pools,
+    } = load(config, args.secrets.as_deref())?;
+    let mut wan = config.interfaces.wan.clone();
+    if wan.is_empty() {
+        wan.push(default_route_interface().context("interfaces.wan is empty")?);
+    }
+    let t = &config.timers;
     let mut link = LinkConfig::default();
-    link.lcp.mru = args.mtu;
-    link.auth.name = args.name.clone();
+    link.lcp.mru = config.ppp.mtu;
+    link.lcp.auth = config.auth.methods.iter().map(|m| (*m).into()).collect();
+    link.auth.name = config.auth.server_name.clone();
+    link.auth.max_attempts = config.auth.max_attempts;
+    link.echo_interval = t.echo_interval;
+    link.echo_failures = t.echo_failures;
+    link.fsm = pptp_user::ppp::fsm::Config {
+        restart_timer: t.restart_timer,
+        max_terminate: t.max_terminate,
+        max_configure: t.max_configure,
+        max_failure: t.max_failure,
+    };
+    let mut control = ControlConfig {
+        host_name: config.auth.server_name.clone(),
+        ..ControlConfig::default()
+    };
+    control.start_timeout = t.control_start_timeout;
+    control.echo_interval = t.control_echo_interval;
     let gw_config = GatewayConfig {
+        control,
         link,
-        tunnel_local: args.tunnel_local,
-        dns,
-        mtu: args.mtu,
-        ..GatewayConfig::default()
+        pool: config.pools.default.clone(),
+        tunnel_local: config.ppp.tunnel_local,
+        dns: config.dns(),
+        nbns: config.wins(),
+        mtu: config.ppp.mtu,
+        mss_clamp: config.ppp.mss_clamp,
+        max_sessions: config.limits.max_sessions,
     };
     let seed = {
         let mut b = [0u8; 8];
@@ -142,16 +219,21 @@ async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             .context("read /dev/urandom")?;
         u64::from_le_bytes(b)
     };
-    tracing::info!(users = secrets.len(), pool = %args.pool, "configuration loaded");
+    tracing::info!(
+        config = %args.config.as_deref().map_or("(built-in default)".into(), |p| p.display().to_string()),
+        users = secrets.len(),
+        pools = config.pool.len(),
+        "configuration loaded"
+    );
     let gateway = Gateway::new(gw_config, secrets, pools, seed);
     let server = ServerConfig {
-        listen: args.listen,
-        wan: args.wan,
-        xdp_mode: args.xdp_mode.into(),
-        pptp0: "pptp0".into(),
-        mtu: args.mtu,
-        tunnel_local: args.tunnel_local,
-        shutdown_grace: Duration::from_secs(5),
+        listen: config.listen_addresses(),
+        wan,
+        xdp_mode: xdp_mode(config.interfaces.xdp_mode),
+        pptp0: config.interfaces.tunnel_device.clone(),
+        mtu: config.ppp.mtu,
+        tunnel_local: config.ppp.tunnel_local,
+        shutdown_grace: t.shutdown_grace,
     };
     pptp_user::server::run(server, gateway).await
 }

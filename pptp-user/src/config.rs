@@ -1,0 +1,633 @@
+//! The configuration file: one TOML document, documented field by field in
+//! `config/pptpgw.toml`, which is also the built-in default.
+//!
+//! Parsing (serde + toml) rejects unknown fields and wrong types with the line and the key;
+//! [`Config::validate`] then checks what types cannot say (pools, addresses, ranges), naming the
+//! field as `section.key` (or `pool[name].key`).
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::{
+    pool::{Policy, PoolConfig, Pools, Range},
+    wire::lcp::AuthProtocol,
+};
+
+/// The built-in default (the shipped example config, verbatim).
+pub const DEFAULT_TOML: &str = include_str!("../../config/pptpgw.toml");
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: Listen,
+    pub interfaces: Interfaces,
+    pub auth: Auth,
+    pub ppp: Ppp,
+    pub timers: Timers,
+    pub pools: PoolSettings,
+    pub pool: Vec<PoolEntry>,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: Listen::default(),
+            interfaces: Interfaces::default(),
+            auth: Auth::default(),
+            ppp: Ppp::default(),
+            timers: Timers::default(),
+            pools: PoolSettings::default(),
+            pool: vec![PoolEntry {
+                name: "default".into(),
+                ranges: vec!["10.99.0.10-10.99.0.250".into()],
+                next: None,
+            }],
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub addresses: Vec<Ipv4Addr>,
+    pub port: u16,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            addresses: vec![Ipv4Addr::UNSPECIFIED],
+            port: 1723,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpModeName {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Interfaces {
+    pub wan: Vec<String>,
+    pub xdp_mode: XdpModeName,
+    pub tunnel_device: String,
+}
+
+impl Default for Interfaces {
+    fn default() -> Self {
+        Self {
+            wan: Vec::new(),
+            xdp_mode: XdpModeName::Auto,
+            tunnel_device: "pptp0".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum AuthMethod {
+    #[serde(rename = "mschapv2")]
+    MsChapV2,
+    #[serde(rename = "chap-md5")]
+    ChapMd5,
+    #[serde(rename = "pap")]
+    Pap,
+}
+
+impl From<AuthMethod> for AuthProtocol {
+    fn from(m: AuthMethod) -> Self {
+        match m {
+            AuthMethod::MsChapV2 => AuthProtocol::MsChapV2,
+            AuthMethod::ChapMd5 => AuthProtocol::ChapMd5,
+            AuthMethod::Pap => AuthProtocol::Pap,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub methods: Vec<AuthMethod>,
+    pub secrets: PathBuf,
+    pub server_name: String,
+    pub max_attempts: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            methods: vec![AuthMethod::MsChapV2, AuthMethod::ChapMd5, AuthMethod::Pap],
+            secrets: "/etc/ppp/chap-secrets".into(),
+            server_name: "pptpgw".into(),
+            max_attempts: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ppp {
+    pub tunnel_local: Ipv4Addr,
+    pub mtu: u16,
+    pub mss_clamp: bool,
+    pub dns: Vec<Ipv4Addr>,
+    pub wins: Vec<Ipv4Addr>,
+}
+
+impl Default for Ppp {
+    fn default() -> Self {
+        Self {
+            tunnel_local: Ipv4Addr::new(10, 99, 0, 1),
+            mtu: 1400,
+            mss_clamp: true,
+            dns: Vec::new(),
+            wins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timers {
+    #[serde(deserialize_with = "duration")]
+    pub echo_interval: Duration,
+    pub echo_failures: u32,
+    #[serde(deserialize_with = "duration")]
+    pub restart_timer: Duration,
+    pub max_configure: u32,
+    pub max_terminate: u32,
+    pub max_failure: u32,
+    #[serde(deserialize_with = "duration")]
+    pub control_start_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub control_echo_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            echo_interval: Duration::from_secs(30),
+            echo_failures: 4,
+            restart_timer: Duration::from_secs(3),
+            max_configure: 10,
+            max_terminate: 2,
+            max_failure: 5,
+            control_start_timeout: Duration::from_secs(60),
+            control_echo_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyName {
+    LowestFree,
+    LeastRecentlyReleased,
+}
+
+impl From<PolicyName> for Policy {
+    fn from(p: PolicyName) -> Self {
+        match p {
+            PolicyName::LowestFree => Policy::LowestFree,
+            PolicyName::LeastRecentlyReleased => Policy::LeastRecentlyReleased,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    pub policy: PolicyName,
+    pub default: String,
+    pub client_ranges: Vec<String>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            policy: PolicyName::LowestFree,
+            default: "default".into(),
+            client_ranges: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEntry {
+    pub name: String,
+    pub ranges: Vec<String>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 100_000,
+        }
+    }
+}
+
+/// A configuration problem, naming the field.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// "250ms", "30s", "5m", "1h", or a number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+pub fn parse_duration(t: &str) -> Result<Duration, String> {
+    let t = t.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{t}` is not a duration (like \"250ms\", \"30s\", \"5m\")"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{t}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    Ok(d)
+}
+
+impl Config {
+    /// Parses a document: unknown keys, wrong types and malformed TOML are errors with the line.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let field = e
+                .span()
+                .and_then(|s| key_before(text, s.start))
+                .unwrap_or_else(|| "config".into());
+            ConfigError::new(field, e.message().trim_end())
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    /// The checks types cannot make. `local` are this host's addresses (a pool may not contain
+    /// them); pass an empty slice to skip that check.
+    pub fn validate(&self, local: &[Ipv4Addr]) -> Result<(), ConfigError> {
+        if self.listen.port == 0 {
+            return Err(ConfigError::new("listen.port", "must not be 0"));
+        }
+        if self.listen.addresses.is_empty() {
+            return Err(ConfigError::new(
+                "listen.addresses",
+                "empty: nothing to listen on (\"0.0.0.0\" means every address)",
+            ));
+        }
+        if self.listen.addresses.len() > 1 && self.listen.addresses.contains(&Ipv4Addr::UNSPECIFIED)
+        {
+            return Err(ConfigError::new(
+                "listen.addresses",
+                "0.0.0.0 already covers every address; list it alone",
+            ));
+        }
+        if self.auth.methods.is_empty() {
+            return Err(ConfigError::new(
+                "auth.methods",
+                "at least one method is needed",
+            ));
+        }
+        if self.auth.server_name.is_empty() {
+            return Err(ConfigError::new("auth.server_name", "must not be empty"));
+        }
+        if self.auth.max_attempts == 0 {
+            return Err(ConfigError::new("auth.max_attempts", "must be at least 1"));
+        }
+        if !(576..=1500).contains(&self.ppp.mtu) {
+            return Err(ConfigError::new(
+                "ppp.mtu",
+                format!("{} is outside 576..=1500", self.ppp.mtu),
+            ));
+        }
+        for (field, list) in [("ppp.dns", &self.ppp.dns), ("ppp.wins", &self.ppp.wins)] {
+            if list.len() > 2 {
+                return Err(ConfigError::new(field, "at most two servers"));
+            }
+        }
+        if self.timers.echo_interval.is_zero() {
+            return Err(ConfigError::new("timers.echo_interval", "must not be 0"));
+        }
+        if self.timers.restart_timer < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "timers.restart_timer",
+                "must be at least 100ms",
+            ));
+        }
+        if self.limits.max_sessions == 0 {
+            return Err(ConfigError::new(
+                "limits.max_sessions",
+                "must be at least 1",
+            ));
+        }
+        self.pools(local, &[])?;
+        Ok(())
+    }
+
+    /// Client outer ranges, parsed.
+    fn client_ranges(&self) -> Result<Vec<Range>, ConfigError> {
+        self.pools
+            .client_ranges
+            .iter()
+            .map(|r| {
+                r.parse::<Range>()
+                    .map_err(|e| ConfigError::new("pools.client_ranges", e))
+            })
+            .collect()
+    }
+
+    /// The address pools, validated (ranges, overlaps, chains, client ranges, local addresses,
+    /// static addresses of users).
+    pub fn pools(
+        &self,
+        local: &[Ipv4Addr],
+        statics: &[(String, Ipv4Addr)],
+    ) -> Result<Pools, ConfigError> {
+        if self.pool.is_empty() {
+            return Err(ConfigError::new("pool", "at least one [[pool]] is needed"));
+        }
+        let mut configs = Vec::new();
+        for p in &self.pool {
+            let field = format!("pool[{}].ranges", p.name);
+            if p.ranges.is_empty() {
+                return Err(ConfigError::new(field, "no ranges"));
+            }
+            let ranges = p
+                .ranges
+                .iter()
+                .map(|r| r.parse::<Range>().map_err(|e| ConfigError::new(&field, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            configs.push(PoolConfig {
+                name: p.name.clone(),
+                ranges,
+                next: p.next.clone(),
+            });
+        }
+        if !self.pool.iter().any(|p| p.name == self.pools.default) {
+            return Err(ConfigError::new(
+                "pools.default",
+                format!("no [[pool]] named `{}`", self.pools.default),
+            ));
+        }
+        let mut local = local.to_vec();
+        local.push(self.ppp.tunnel_local);
+        Pools::new(
+            configs,
+            self.pools.policy.into(),
+            &self.client_ranges()?,
+            &local,
+            statics,
+        )
+        .map_err(|e| ConfigError::new(pool_error_field(&e), e))
+    }
+
+    pub fn dns(&self) -> [Option<Ipv4Addr>; 2] {
+        [self.ppp.dns.first().copied(), self.ppp.dns.get(1).copied()]
+    }
+
+    pub fn wins(&self) -> [Option<Ipv4Addr>; 2] {
+        [
+            self.ppp.wins.first().copied(),
+            self.ppp.wins.get(1).copied(),
+        ]
+    }
+
+    pub fn listen_addresses(&self) -> Vec<SocketAddr> {
+        self.listen
+            .addresses
+            .iter()
+            .map(|a| SocketAddr::V4(SocketAddrV4::new(*a, self.listen.port)))
+            .collect()
+    }
+}
+
+fn pool_error_field(e: &crate::pool::PoolError) -> String {
+    use crate::pool::PoolError as E;
+    match e {
+        E::Overlap { b, .. } => format!("pool[{b}].ranges"),
+        E::InsideClientRange { pool, .. } | E::LocalAddress { pool, .. } | E::Empty { pool } => {
+            format!("pool[{pool}].ranges")
+        }
+        E::UnknownNext { pool, .. } | E::ChainLoops { pool } => format!("pool[{pool}].next"),
+        E::Duplicate { pool } => format!("pool[{pool}].name"),
+        E::BadStatic { .. } => "auth.secrets".into(),
+    }
+}
+
+/// The dotted key of the line holding byte `at` (`section.key`), for error messages.
+fn key_before(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line = text[line_start..line_end].trim();
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().to_string())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (section, key) {
+        (Some(s), Some(k)) => Some(format!("{s}.{k}")),
+        (None, Some(k)) => Some(k),
+        (Some(_), None) if line.starts_with('[') => Some(line.to_string()),
+        (Some(s), None) => Some(s),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_is_the_default_and_valid() {
+        let c = Config::parse(DEFAULT_TOML).unwrap();
+        assert_eq!(c, Config::default());
+        c.validate(&[]).unwrap();
+        assert_eq!(
+            c.listen_addresses(),
+            vec!["0.0.0.0:1723".parse::<SocketAddr>().unwrap()]
+        );
+        // An empty document is the default too.
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = Config::parse(
+            r#"
+[listen]
+addresses = ["192.0.2.1", "198.51.100.1"]
+port = 1724
+[interfaces]
+wan = ["eth0", "eth1"]
+xdp_mode = "generic"
+[auth]
+methods = ["pap"]
+secrets = "/tmp/s"
+[ppp]
+dns = ["192.0.2.53"]
+mtu = 1380
+[timers]
+echo_interval = "500ms"
+echo_failures = 2
+[pools]
+policy = "least-recently-released"
+default = "a"
+client_ranges = ["192.0.2.0/24"]
+[[pool]]
+name = "a"
+ranges = ["10.0.0.1-10.0.0.4"]
+next = "b"
+[[pool]]
+name = "b"
+ranges = ["10.0.1.0/30"]
+"#,
+        )
+        .unwrap();
+        c.validate(&[]).unwrap();
+        assert_eq!(c.timers.echo_interval, Duration::from_millis(500));
+        assert_eq!(c.interfaces.xdp_mode, XdpModeName::Generic);
+        assert_eq!(c.dns(), [Some(Ipv4Addr::new(192, 0, 2, 53)), None]);
+        assert_eq!(c.listen_addresses().len(), 2);
+        let pools = c.pools(&[], &[]).unwrap();
+        // 4 + the two hosts of a /30.
+        assert_eq!(pools.usage().iter().map(|u| u.size).sum::<usize>(), 6);
+    }
+
+    fn error(text: &str) -> ConfigError {
+        let c = match Config::parse(text) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        c.validate(&[Ipv4Addr::new(10, 0, 0, 9)])
+            .expect_err("config should be refused")
+    }
+
+    #[test]
+    fn bad_files_name_the_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("[ppp]\nmtu = \"big\"\n", "ppp.mtu", "invalid type"),
+            ("[ppp]\nmtu = 100\n", "ppp.mtu", "outside"),
+            ("[ppp]\nmut = 1400\n", "ppp.mut", "unknown field"),
+            ("[listen]\nport = 0\n", "listen.port", "0"),
+            (
+                "[listen]\naddresses = [\"10.0.0\"]\n",
+                "listen.addresses",
+                "invalid",
+            ),
+            (
+                "[auth]\nmethods = [\"eap\"]\n",
+                "auth.methods",
+                "unknown variant",
+            ),
+            (
+                "[timers]\necho_interval = \"3 weeks\"\n",
+                "timers.echo_interval",
+                "unit",
+            ),
+            (
+                "[[pool]]\nname = \"default\"\nranges = [\"10.0.0.0/33\"]\n",
+                "pool[default].ranges",
+                "10.0.0.0/33",
+            ),
+            (
+                "[[pool]]\nname = \"default\"\nranges = [\"10.0.0.0/30\"]\n[[pool]]\nname = \"b\"\nranges = [\"10.0.0.2-10.0.0.7\"]\n",
+                "pool[b].ranges",
+                "overlap",
+            ),
+            (
+                "[pools]\nclient_ranges = [\"10.0.0.0/24\"]\n[[pool]]\nname = \"default\"\nranges = [\"10.0.0.100-10.0.0.103\"]\n",
+                "pool[default].ranges",
+                "client address range",
+            ),
+            (
+                "[[pool]]\nname = \"default\"\nranges = [\"10.0.0.8/30\"]\n",
+                "pool[default].ranges",
+                "10.0.0.9",
+            ),
+            (
+                "[[pool]]\nname = \"default\"\nranges = [\"10.1.0.0/30\"]\nnext = \"nope\"\n",
+                "pool[default].next",
+                "nope",
+            ),
+            ("[pools]\ndefault = \"x\"\n", "pools.default", "x"),
+            (
+                "[ppp]\ndns = [\"1.1.1.1\", \"1.0.0.1\", \"8.8.8.8\"]\n",
+                "ppp.dns",
+                "two",
+            ),
+            ("[listen\n", "config", ""),
+        ];
+        for (text, field, reason) in cases {
+            let e = error(text);
+            assert_eq!(&e.field, field, "{text}: {e}");
+            assert!(e.reason.contains(reason), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1d").is_err());
+    }
+}
