@@ -32,6 +32,7 @@ pub struct Config {
     pub pools: PoolSettings,
     pub pool: Vec<PoolEntry>,
     pub limits: Limits,
+    pub api: Api,
 }
 
 impl Default for Config {
@@ -49,6 +50,25 @@ impl Default for Config {
                 next: None,
             }],
             limits: Limits::default(),
+            api: Api::default(),
+        }
+    }
+}
+
+/// The default control API socket (also the CLI verbs' default).
+pub const DEFAULT_API_SOCKET: &str = "/run/pptpgw/api.sock";
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Unix socket of the control API; an empty string turns the API off.
+    pub socket: PathBuf,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            socket: DEFAULT_API_SOCKET.into(),
         }
     }
 }
@@ -173,6 +193,8 @@ pub struct Timers {
     #[serde(deserialize_with = "duration")]
     pub control_echo_interval: Duration,
     #[serde(deserialize_with = "duration")]
+    pub control_echo_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
 }
 
@@ -187,6 +209,7 @@ impl Default for Timers {
             max_failure: 5,
             control_start_timeout: Duration::from_secs(60),
             control_echo_interval: Duration::from_secs(60),
+            control_echo_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
         }
     }

@@ -22,7 +22,7 @@ use crate::{
     pool::Pools,
     ppp::{
         ipcp::IpcpConfig,
-        link::{DownReason, Link, LinkConfig, LinkOutput, LinkTimer},
+        link::{DownReason, Link, LinkConfig, LinkOutput, LinkTimer, Phase},
     },
     secrets::Secrets,
     wire::{
@@ -158,6 +158,8 @@ pub enum Command {
         session: SessionId,
         user: Option<String>,
         reason: EndReason,
+        /// The data-path slot (its counters are read for the log line).
+        slot: u32,
     },
     /// A call refused at OCRQ (limits).
     CallRefused {
@@ -165,6 +167,59 @@ pub enum Command {
         peer: Ipv4Addr,
         why: &'static str,
     },
+}
+
+/// The controller's own counters (the data path's are in the eBPF maps).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GatewayStats {
+    pub control_connections: u64,
+    pub calls: u64,
+    pub calls_refused: u64,
+    pub sessions_up: u64,
+    /// Sessions ended, by reason (the `EndReason` label).
+    pub ended: BTreeMap<String, u64>,
+    /// Failed authentications by method.
+    pub auth_failures: BTreeMap<String, u64>,
+    pub pool_exhausted: u64,
+    /// IPv4 data frames that reached the slow path (the raw GRE socket); zero when the data path
+    /// carries everything.
+    pub slowpath_data_frames: u64,
+    pub slowpath_control_frames: u64,
+    /// GRE for no known call (wrong outer address, unknown call ID), and undecodable PPP.
+    pub slowpath_unknown_call: u64,
+    pub slowpath_malformed: u64,
+}
+
+/// One session as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SessionView {
+    pub id: SessionId,
+    pub user: Option<String>,
+    /// The client's outer address and the address it dialled.
+    pub peer: Ipv4Addr,
+    pub local: Ipv4Addr,
+    pub assigned: Option<Ipv4Addr>,
+    pub call_id: u16,
+    pub peer_call_id: u16,
+    pub state: &'static str,
+    pub slot: u32,
+}
+
+impl EndReason {
+    /// A short stable label for counters and logs.
+    pub fn label(&self) -> String {
+        match self {
+            EndReason::Link(DownReason::Lcp(r)) => format!("lcp_{r:?}").to_lowercase(),
+            EndReason::Link(DownReason::AuthFailed { .. }) => "auth_failed".into(),
+            EndReason::Link(DownReason::MppeRequired { .. }) => "mppe_required".into(),
+            EndReason::Link(DownReason::Ipcp(_)) => "ipcp_failed".into(),
+            EndReason::Link(DownReason::EchoTimeout) => "echo_timeout".into(),
+            EndReason::Link(DownReason::Closed) => "closed".into(),
+            EndReason::Control(r) => format!("control_{r:?}").to_lowercase(),
+            EndReason::PoolExhausted => "pool_exhausted".into(),
+            EndReason::RouteFailed => "route_failed".into(),
+        }
+    }
 }
 
 struct Conn {
@@ -199,6 +254,7 @@ pub struct Gateway {
     shutting_down: bool,
     /// A reason that overrides the link's when it goes down (the link only knows it was closed).
     pending: HashMap<SessionId, EndReason>,
+    pub stats: GatewayStats,
 }
 
 impl Gateway {
@@ -216,7 +272,34 @@ impl Gateway {
             seed,
             shutting_down: false,
             pending: HashMap::new(),
+            stats: GatewayStats::default(),
         }
+    }
+
+    /// Every session, in id order.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        self.sessions
+            .iter()
+            .map(|(&id, s)| SessionView {
+                id,
+                user: s.user.clone(),
+                peer: Ipv4Addr::from(s.map.key.peer),
+                local: Ipv4Addr::from(s.map.key.local),
+                assigned: s.addr,
+                call_id: u16::from_be_bytes(s.map.key.call_id),
+                peer_call_id: u16::from_be_bytes(s.map.peer_call_id),
+                state: match s.link.phase() {
+                    Phase::Opened if s.routed => "up",
+                    Phase::Terminate | Phase::Dead => "stopping",
+                    _ => "starting",
+                },
+                slot: s.map.slot,
+            })
+            .collect()
+    }
+
+    pub fn pool_usage(&self) -> Vec<crate::pool::Usage> {
+        self.pools.usage()
     }
 
     /// The MSS clamp for a tunnel MTU (0: no clamping, as the data path reads it).
@@ -246,6 +329,7 @@ impl Gateway {
                 } else {
                     Admission::Accept
                 };
+                self.stats.control_connections += 1;
                 let (machine, o) = Connection::new(self.config.control.clone(), admission);
                 self.conns.insert(
                     conn,
@@ -303,13 +387,20 @@ impl Gateway {
                     _pad: [0; 2],
                 };
                 let Some(&sid) = self.by_key.get(&key) else {
-                    tracing::debug!(%peer, call_id, "GRE for no call dropped");
+                    self.stats.slowpath_unknown_call += 1;
+                    tracing::debug!(%peer, %local, call_id, "GRE for no call dropped");
                     return out;
                 };
                 let Ok((frame, _)) = PppFrame::parse(payload) else {
+                    self.stats.slowpath_malformed += 1;
                     tracing::debug!(session = sid, "malformed PPP frame dropped");
                     return out;
                 };
+                if frame.protocol == crate::wire::ppp::proto::IPV4 {
+                    self.stats.slowpath_data_frames += 1;
+                } else {
+                    self.stats.slowpath_control_frames += 1;
+                }
                 let Some(s) = self.sessions.get_mut(&sid) else {
                     return out;
                 };
@@ -415,7 +506,9 @@ impl Gateway {
             return;
         };
         let (local, peer) = (c.local, c.peer);
+        self.stats.calls += 1;
         if self.sessions.len() >= self.config.max_sessions || self.shutting_down {
+            self.stats.calls_refused += 1;
             out.push(Command::CallRefused {
                 conn,
                 peer,
@@ -482,6 +575,31 @@ impl Gateway {
     }
 
     fn link_outputs(&mut self, sid: SessionId, outputs: Vec<LinkOutput>, out: &mut Vec<Command>) {
+        let start = out.len();
+        self.link_outputs_in_order(sid, outputs, out);
+        // When this batch brings the network up, the frames (the final IPCP Configure-Ack among
+        // them) leave after the session is programmed up and its route projected: the client
+        // may send data the moment it sees that Ack, and XDP drops data of a session not yet up.
+        let batch = &mut out[start..];
+        if batch
+            .iter()
+            .any(|c| matches!(c, Command::ProjectRoute { .. }))
+        {
+            let (mut frames, mut rest): (Vec<Command>, Vec<Command>) = batch
+                .iter()
+                .cloned()
+                .partition(|c| matches!(c, Command::SendPpp { .. }));
+            rest.append(&mut frames);
+            batch.clone_from_slice(&rest);
+        }
+    }
+
+    fn link_outputs_in_order(
+        &mut self,
+        sid: SessionId,
+        outputs: Vec<LinkOutput>,
+        out: &mut Vec<Command>,
+    ) {
         for o in outputs {
             let Some(s) = self.sessions.get_mut(&sid) else {
                 return;
@@ -555,6 +673,7 @@ impl Gateway {
                     s.routed = true;
                     out.push(Command::ProjectRoute { session: sid, addr });
                     out.push(Command::ProgramSession(s.map));
+                    self.stats.sessions_up += 1;
                     out.push(Command::SessionUp {
                         session: sid,
                         user: s.user.clone(),
@@ -614,10 +733,20 @@ impl Gateway {
                 self.conn_outputs(s.conn, o, out);
             }
         }
+        *self.stats.ended.entry(reason.label()).or_default() += 1;
+        match &reason {
+            EndReason::Link(DownReason::AuthFailed { .. }) => {
+                let method = s.link.negotiated().auth.map_or("none", |a| a.name());
+                *self.stats.auth_failures.entry(method.into()).or_default() += 1;
+            }
+            EndReason::PoolExhausted => self.stats.pool_exhausted += 1,
+            _ => {}
+        }
         out.push(Command::SessionDown {
             session: sid,
             user: s.user,
             reason,
+            slot: s.map.slot,
         });
     }
 }

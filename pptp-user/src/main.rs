@@ -9,7 +9,8 @@ use anyhow::Context as _;
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use pptp_user::{
-    config::{Config, ConfigError, DEFAULT_TOML, XdpModeName},
+    api::{self, Request, Selector},
+    config::{Config, ConfigError, DEFAULT_API_SOCKET, DEFAULT_TOML, XdpModeName},
     control::connection::ControlConfig,
     gateway::{Gateway, GatewayConfig},
     pool::Pools,
@@ -41,6 +42,39 @@ enum Command {
     },
     /// Print the built-in default configuration (a commented example of every field).
     DefaultConfig,
+    /// List sessions: user, addresses, call IDs, uptime, data-path counters.
+    Sessions {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// End sessions cleanly (LCP Terminate-Request, then Call-Disconnect-Notify).
+    Kill {
+        #[arg(long)]
+        id: Option<u64>,
+        #[arg(long)]
+        user: Option<String>,
+        /// The assigned address or the client's outer address.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Global counters: controller, data path, drop reasons, maps, pools (JSON).
+    Stats {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The running gateway's control API socket.
+    #[arg(long, default_value = DEFAULT_API_SOCKET)]
+    socket: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -60,6 +94,9 @@ struct RunArgs {
     /// Overrides `interfaces.xdp_mode`.
     #[arg(long, value_enum)]
     xdp_mode: Option<Mode>,
+    /// Overrides `api.socket`.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +140,26 @@ async fn main() -> ExitCode {
             print!("{DEFAULT_TOML}");
             Ok(())
         }
+        Command::Sessions { json, api } => sessions(&api.socket, json).await,
+        Command::Kill {
+            id,
+            user,
+            ip,
+            all,
+            api,
+        } => {
+            let selector = Selector { id, user, ip, all };
+            if selector.is_empty() {
+                Err(anyhow::anyhow!("kill: give --id, --user, --ip or --all"))
+            } else {
+                api::call(&api.socket, &Request::Kill(selector))
+                    .await
+                    .map(|v| println!("{}", v["killed"]))
+            }
+        }
+        Command::Stats { api } => api::call(&api.socket, &Request::Stats)
+            .await
+            .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,6 +258,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     control.start_timeout = t.control_start_timeout;
     control.echo_interval = t.control_echo_interval;
+    control.echo_timeout = t.control_echo_timeout;
     let gw_config = GatewayConfig {
         control,
         link,
@@ -234,8 +292,58 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mtu: config.ppp.mtu,
         tunnel_local: config.ppp.tunnel_local,
         shutdown_grace: t.shutdown_grace,
+        api_socket: args
+            .api_socket
+            .clone()
+            .or_else(|| Some(config.api.socket.clone()))
+            .filter(|p| !p.as_os_str().is_empty()),
     };
     pptp_user::server::run(server, gateway).await
+}
+
+async fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let v = api::call(socket, &Request::Sessions).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v["sessions"])?);
+        return Ok(());
+    }
+    println!(
+        "{:>5} {:<16} {:<15} {:<15} {:<15} {:>11} {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "ID",
+        "USER",
+        "CLIENT",
+        "DIALLED",
+        "ASSIGNED",
+        "CALL/PEER",
+        "STATE",
+        "UPTIME",
+        "RX_PKTS",
+        "RX_BYTES",
+        "TX_PKTS",
+        "TX_BYTES",
+        "DROPS"
+    );
+    for s in v["sessions"].as_array().into_iter().flatten() {
+        let str_of = |k: &str| s[k].as_str().unwrap_or("-").to_string();
+        let num = |k: &str| s[k].as_u64().unwrap_or(0);
+        println!(
+            "{:>5} {:<16} {:<15} {:<15} {:<15} {:>11} {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            num("id"),
+            str_of("user"),
+            str_of("peer"),
+            str_of("local"),
+            str_of("assigned"),
+            format!("{}/{}", num("call_id"), num("peer_call_id")),
+            str_of("state"),
+            format!("{:.0}s", s["uptime_s"].as_f64().unwrap_or(0.0)),
+            num("rx_packets"),
+            num("rx_bytes"),
+            num("tx_packets"),
+            num("tx_bytes"),
+            num("rx_dropped") + num("tx_dropped"),
+        );
+    }
+    Ok(())
 }
 
 /// The interface of the IPv4 default route, from /proc/net/route (a fallback for `run` without

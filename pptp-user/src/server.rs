@@ -20,6 +20,7 @@ use tokio::{
 };
 
 use crate::{
+    api,
     datapath::Datapath,
     gateway::{Command, ConnId, Event, Gateway, TimerKey},
     netdev, route,
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     /// Also put this address on `pptp0` (the clients' point-to-point peer), so it answers pings.
     pub tunnel_local: Ipv4Addr,
     pub shutdown_grace: Duration,
+    /// The control API's Unix socket (`None`: no API).
+    pub api_socket: Option<std::path::PathBuf>,
 }
 
 enum Input {
@@ -66,6 +69,10 @@ enum Input {
     },
     RouteFailed {
         session: u64,
+    },
+    Api {
+        request: api::Request,
+        reply: tokio::sync::oneshot::Sender<serde_json::Value>,
     },
 }
 
@@ -113,6 +120,8 @@ struct Shell {
     rt: rtnetlink::Handle,
     pptp0_ifindex: u32,
     tx: mpsc::UnboundedSender<Input>,
+    /// When each session came up (for uptime).
+    up_since: HashMap<u64, Instant>,
 }
 
 impl Shell {
@@ -149,6 +158,86 @@ impl Shell {
             {
                 self.seq.set_ack_sent(slot, ack);
                 self.seq.set_last_tx_ns(slot, now);
+            }
+        }
+    }
+
+    /// Answers a control API request.
+    async fn answer(&mut self, gateway: &mut Gateway, request: api::Request) -> serde_json::Value {
+        use serde_json::json;
+        match request {
+            api::Request::Stats => {
+                let views = gateway.sessions();
+                let up = views.iter().filter(|v| v.state == "up").count();
+                let mut datapath = serde_json::Map::new();
+                let mut drops = serde_json::Map::new();
+                if let Ok(c) = self.dp.counters() {
+                    for s in pptp_common::stats::Stat::ALL {
+                        datapath.insert(s.name().into(), c.get(s).into());
+                    }
+                    for r in pptp_common::stats::DropReason::ALL {
+                        drops.insert(r.name().into(), c.dropped(r).into());
+                    }
+                }
+                let (map_sessions, map_clients) = self.dp.session_entries().unwrap_or((0, 0));
+                let routes = route::list(&self.rt).await.map(|r| r.len()).unwrap_or(0);
+                let pools: Vec<_> = gateway
+                    .pool_usage()
+                    .into_iter()
+                    .map(|u| json!({"name": u.name, "size": u.size, "leased": u.leased}))
+                    .collect();
+                json!({
+                    "sessions": {"total": views.len(), "up": up, "starting": views.len() - up},
+                    "leases": gateway.leased(),
+                    "controller": gateway.stats,
+                    "datapath": datapath,
+                    "drops": drops,
+                    "maps": {"sessions": map_sessions, "clients": map_clients},
+                    "routes": routes,
+                    "pools": pools,
+                })
+            }
+            api::Request::Sessions => {
+                let list: Vec<_> = gateway
+                    .sessions()
+                    .into_iter()
+                    .map(|v| {
+                        let c = self.dp.session_stats(v.slot).unwrap_or_default();
+                        let uptime = self
+                            .up_since
+                            .get(&v.id)
+                            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                        let mut o = serde_json::to_value(&v).unwrap_or_default();
+                        if let Some(m) = o.as_object_mut() {
+                            m.insert("uptime_s".into(), json!((uptime * 10.0).round() / 10.0));
+                            m.insert("rx_packets".into(), c.rx_packets.into());
+                            m.insert("rx_bytes".into(), c.rx_bytes.into());
+                            m.insert("tx_packets".into(), c.tx_packets.into());
+                            m.insert("tx_bytes".into(), c.tx_bytes.into());
+                            m.insert("rx_dropped".into(), c.rx_dropped.into());
+                            m.insert("tx_dropped".into(), c.tx_dropped.into());
+                        }
+                        o
+                    })
+                    .collect();
+                json!({ "sessions": list })
+            }
+            api::Request::Kill(selector) => {
+                if selector.is_empty() {
+                    return json!({"error": "kill needs --id, --user, --ip or --all"});
+                }
+                let ids: Vec<u64> = gateway
+                    .sessions()
+                    .iter()
+                    .filter(|v| selector.matches(v))
+                    .map(|v| v.id)
+                    .collect();
+                for &id in &ids {
+                    tracing::info!(session = id, "killed by operator");
+                    let c = gateway.handle(Event::Kill { session: id });
+                    Box::pin(self.execute(c)).await;
+                }
+                json!({ "killed": ids })
             }
         }
     }
@@ -241,17 +330,33 @@ impl Shell {
                     local,
                     peer,
                 } => {
+                    self.up_since.insert(session, Instant::now());
                     tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, "session up");
                 }
                 Command::SessionDown {
                     session,
                     user,
                     reason,
+                    slot,
                 } => {
+                    // The slot's counters stay until the slot is reused by a new session.
+                    let c = self.dp.session_stats(slot).unwrap_or_default();
+                    let uptime = self
+                        .up_since
+                        .remove(&session)
+                        .map_or(0.0, |t| t.elapsed().as_secs_f64());
                     tracing::info!(
                         session,
                         user = user.as_deref().unwrap_or("-"),
-                        ?reason,
+                        reason = %reason.label(),
+                        detail = ?reason,
+                        uptime_s = format!("{uptime:.1}"),
+                        rx_packets = c.rx_packets,
+                        rx_bytes = c.rx_bytes,
+                        tx_packets = c.tx_packets,
+                        tx_bytes = c.tx_bytes,
+                        rx_dropped = c.rx_dropped,
+                        tx_dropped = c.tx_dropped,
                         "session down"
                     );
                 }
@@ -266,6 +371,11 @@ impl Shell {
 /// Runs the gateway until SIGINT/SIGTERM, then tells clients, and removes routes, maps, `pptp0`
 /// and programs.
 pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<()> {
+    // Signals first: a SIGTERM during start-up must still mean "stop cleanly", not the default
+    // action (which would leave pptp0 and the programs behind).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let (conn, rt, _) = rtnetlink::new_connection().context("rtnetlink")?;
     tokio::spawn(conn);
     let removed = route::reconcile(&rt, &[]).await?;
@@ -341,13 +451,16 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
         timers: Timers::default(),
         rt: rt.clone(),
         pptp0_ifindex: pptp0.ifindex,
-        tx,
+        tx: tx.clone(),
+        up_since: HashMap::new(),
     };
+    if let Some(path) = &config.api_socket {
+        let listener = api_listener(path)?;
+        tracing::info!(socket = %path.display(), "control API listening");
+        tokio::spawn(api_loop(listener, tx));
+    }
     tracing::info!(pptp0 = %pptp0.name, wan = ?config.wan, "pptpgw running");
 
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let mut stopping: Option<Instant> = None;
     let mut ack_tick = tokio::time::interval(Duration::from_millis(100));
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -385,6 +498,11 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
                     Input::Closed { conn } => gateway.handle(Event::ControlClosed { conn }),
                     Input::Gre { local, peer, call_id, payload } => gateway.handle(Event::Gre { local, peer, call_id, payload: &payload }),
                     Input::RouteFailed { session } => gateway.handle(Event::RouteFailed { session }),
+                    Input::Api { request, reply } => {
+                        let answer = shell.answer(&mut gateway, request).await;
+                        let _ = reply.send(answer);
+                        Vec::new()
+                    }
                 };
                 shell.execute(cmds).await;
             }
@@ -408,6 +526,9 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
     // Leave nothing behind: routes of ours, maps (with the programs), pptp0.
     let removed = route::reconcile(&rt, &[]).await.unwrap_or(0);
     drop(shell);
+    if let Some(path) = &config.api_socket {
+        let _ = std::fs::remove_file(path);
+    }
     netdev::delete(&rt, &config.pptp0).await?;
     tracing::info!(
         routes_removed = removed,
@@ -461,6 +582,63 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>) {
                     }
                 }
             }
+        });
+    }
+}
+
+/// Binds the API socket: its directory made if missing, a stale socket of a previous run
+/// replaced, the socket itself root-only (0600).
+fn api_listener(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove stale {}", path.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("bind the API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn api_loop(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<Input>) {
+    use tokio::io::AsyncBufReadExt as _;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read);
+            // One bounded request line.
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut limited = (&mut reader).take(64 * 1024);
+                limited.read_line(&mut line).await
+            })
+            .await;
+            let answer = match read {
+                Ok(Ok(_)) => match serde_json::from_str::<api::Request>(line.trim()) {
+                    Ok(request) => {
+                        let (reply, rx) = tokio::sync::oneshot::channel();
+                        if tx.send(Input::Api { request, reply }).is_err() {
+                            return;
+                        }
+                        rx.await
+                            .unwrap_or_else(|_| serde_json::json!({"error": "stopping"}))
+                    }
+                    Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
+                },
+                _ => return,
+            };
+            let mut text = answer.to_string();
+            text.push('\n');
+            let _ = write.write_all(text.as_bytes()).await;
         });
     }
 }

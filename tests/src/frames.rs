@@ -6,33 +6,7 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_GRE: u8 = 47;
 
-/// RFC 1071 Internet checksum.
-pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for chunk in bytes.chunks(2) {
-        let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4 header (no options, DF clear, TTL 64, valid checksum) followed by `payload`.
-pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 1, 0, 0, 64, protocol, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let c = checksum(&p);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
-}
+pub use pptp_client::packet::{checksum, ipv4};
 
 pub fn ethernet(dst: [u8; 6], src: [u8; 6], ether_type: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + payload.len());

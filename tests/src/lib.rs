@@ -5,6 +5,7 @@
 //! the machine clean. These tests need root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN); they fail,
 //! never skip, without it.
 pub mod frames;
+pub mod gateway;
 pub mod kernel;
 pub mod netns;
 pub mod sockets;
@@ -22,7 +23,16 @@ pub fn require_root() {
 /// Path of the `pptpgw` binary under test: `$PPTPGW_BIN` (set by `cargo xtask test`), else the
 /// binary next to this test executable's profile directory.
 pub fn pptpgw_bin() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("PPTPGW_BIN") {
+    binary("PPTPGW_BIN", "pptpgw")
+}
+
+/// Path of the project's PPTP client binary: `$PPTP_CLIENT_BIN`, else next to this test.
+pub fn pptp_client_bin() -> std::path::PathBuf {
+    binary("PPTP_CLIENT_BIN", "pptp-client")
+}
+
+fn binary(var: &str, name: &str) -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os(var) {
         return p.into();
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -30,11 +40,11 @@ pub fn pptpgw_bin() -> std::path::PathBuf {
     let bin = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("pptpgw"))
+        .map(|profile| profile.join(name))
         .expect("test executable path has a profile directory");
     assert!(
         bin.exists(),
-        "{} not built: run `cargo xtask test`, or `cargo build -p pptp-user` first",
+        "{} not built: run `cargo xtask test`, or `cargo build` first",
         bin.display()
     );
     bin

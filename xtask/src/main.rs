@@ -125,16 +125,20 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the test suite needs root (network namespaces, XDP/TC attach, BPF_PROG_TEST_RUN)");
     }
-    let status = cargo().args(["build", "-p", "pptp-user"]).status()?;
+    let status = cargo()
+        .args(["build", "-p", "pptp-user", "-p", "pptp-client"])
+        .status()?;
     if !status.success() {
-        bail!("cargo build -p pptp-user failed");
+        bail!("cargo build -p pptp-user -p pptp-client failed");
     }
     let bin = workspace_root().join("target/debug/pptpgw");
+    let client = workspace_root().join("target/debug/pptp-client");
     let status = cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .arg("--")
         .args(extra)
         .env("PPTPGW_BIN", &bin)
+        .env("PPTP_CLIENT_BIN", &client)
         .status()?;
     if !status.success() {
         bail!("tests failed");

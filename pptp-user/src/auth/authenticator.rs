@@ -127,15 +127,16 @@ pub struct Authenticator {
     last_reply: Option<(u8, Vec<u8>)>,
 }
 
-const CHAP_CHALLENGE: u8 = 1;
-const CHAP_RESPONSE: u8 = 2;
-const CHAP_SUCCESS: u8 = 3;
-const CHAP_FAILURE: u8 = 4;
-const PAP_REQUEST: u8 = 1;
-const PAP_ACK: u8 = 2;
-const PAP_NAK: u8 = 3;
+pub const CHAP_CHALLENGE: u8 = 1;
+pub const CHAP_RESPONSE: u8 = 2;
+pub const CHAP_SUCCESS: u8 = 3;
+pub const CHAP_FAILURE: u8 = 4;
+pub const PAP_REQUEST: u8 = 1;
+pub const PAP_ACK: u8 = 2;
+pub const PAP_NAK: u8 = 3;
 
-fn packet(code: u8, identifier: u8, body: &[u8]) -> Vec<u8> {
+/// A PAP or CHAP packet: code, identifier, length, body.
+pub fn packet(code: u8, identifier: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![code, identifier];
     v.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
     v.extend_from_slice(body);

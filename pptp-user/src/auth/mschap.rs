@@ -180,9 +180,8 @@ pub fn mppe_start_keys_128(hash: &PasswordHash, nt_response: &[u8; 24]) -> ([u8;
     (send, recv)
 }
 
-/// The RFC 2759 §9.2 test vector, shared by the crypto and authenticator tests.
-#[cfg(test)]
-pub(crate) mod rfc2759 {
+/// The RFC 2759 §9.2 test vector, shared by the crypto and authenticator tests and the client's.
+pub mod rfc2759 {
     pub const USER: &[u8] = b"User";
     pub const PASSWORD: &str = "clientPass";
     pub const AUTH_CHALLENGE: [u8; 16] = [

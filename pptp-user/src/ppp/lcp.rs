@@ -86,10 +86,6 @@ impl LcpPolicy {
         }
     }
 
-    pub fn magic(&self) -> u32 {
-        self.magic
-    }
-
     fn new_magic(&mut self) {
         let mut x = self.rng;
         x ^= x << 13;
@@ -232,20 +228,52 @@ impl Negotiator for LcpPolicy {
     }
 }
 
-/// LCP: the automaton plus the LCP-only codes.
-pub struct Lcp {
-    pub fsm: Fsm<LcpPolicy>,
+/// What the LCP-only codes need from an option policy: the server's [`LcpPolicy`] here, a
+/// client's in the project's PPTP client.
+pub trait LcpNegotiator: Negotiator {
+    /// Our magic number (Echo-Reply carries it).
+    fn magic(&self) -> u32;
+    /// The largest frame the peer accepts (Protocol-Reject is cut to fit).
+    fn peer_mru(&self) -> u16;
+    /// The peer refused every authentication protocol we offer: the link must close.
+    fn auth_refused(&self) -> bool {
+        false
+    }
 }
 
-impl Lcp {
+impl LcpNegotiator for LcpPolicy {
+    fn magic(&self) -> u32 {
+        self.magic
+    }
+    fn peer_mru(&self) -> u16 {
+        self.negotiated.peer_mru
+    }
+    fn auth_refused(&self) -> bool {
+        self.auth_refused
+    }
+}
+
+/// LCP: the automaton plus the LCP-only codes (Protocol-Reject, Echo, Discard), for any option
+/// policy.
+pub struct Lcp<N = LcpPolicy> {
+    pub fsm: Fsm<N>,
+}
+
+impl Lcp<LcpPolicy> {
     pub fn new(config: LcpConfig, magic: u32, fsm_config: Config) -> Self {
-        Self {
-            fsm: Fsm::new(LcpPolicy::new(config, magic), fsm_config),
-        }
+        Self::with_policy(LcpPolicy::new(config, magic), fsm_config)
     }
 
     pub fn negotiated(&self) -> Negotiated {
         self.fsm.negotiator.negotiated
+    }
+}
+
+impl<N: LcpNegotiator> Lcp<N> {
+    pub fn with_policy(policy: N, fsm_config: Config) -> Self {
+        Self {
+            fsm: Fsm::new(policy, fsm_config),
+        }
     }
 
     /// A received LCP packet (the PPP information field).
@@ -287,7 +315,7 @@ impl Lcp {
             code::ECHO_REPLY | code::DISCARD_REQUEST => Vec::new(),
             _ => {
                 let mut out = self.fsm.receive(&packet);
-                if self.fsm.negotiator.auth_refused
+                if self.fsm.negotiator.auth_refused()
                     && !matches!(self.fsm.state(), super::fsm::State::Closing)
                 {
                     out.extend(self.fsm.close(Reason::AuthRefused));
@@ -313,7 +341,7 @@ impl Lcp {
         }
         let mut data = protocol.to_be_bytes().to_vec();
         // Keep the reply within the client's MRU.
-        let room = usize::from(self.negotiated().peer_mru).saturating_sub(6);
+        let room = usize::from(self.fsm.negotiator.peer_mru()).saturating_sub(6);
         data.extend_from_slice(&info[..info.len().min(room)]);
         Some(Output::Send {
             code: code::PROTOCOL_REJECT,

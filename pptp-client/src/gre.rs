@@ -1,0 +1,107 @@
+//! One raw GRE socket for all of a process's calls, demultiplexed by the call ID in the key (the
+//! receiver's, i.e. ours). Raw sockets see every GRE packet of the namespace, so calls of other
+//! processes are simply not ours and are ignored.
+
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    sync::{Arc, Mutex},
+};
+
+use pptp_user::{
+    slowpath::{GreSocket, RecvError},
+    wire::gre::GreHeader,
+};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+/// A GRE packet for one call.
+#[derive(Debug)]
+pub struct Packet {
+    pub header: GreHeader,
+    pub payload: Vec<u8>,
+    pub from: Ipv4Addr,
+}
+
+type Routes = Arc<Mutex<HashMap<u16, mpsc::Sender<Packet>>>>;
+
+#[derive(Clone)]
+pub struct GreMux {
+    socket: Arc<AsyncFd<GreSocket>>,
+    routes: Routes,
+}
+
+/// Per-call queue depth; beyond it packets are dropped (as a lossy link would).
+const QUEUE: usize = 1024;
+
+impl GreMux {
+    /// Opens the socket in the calling thread's namespace and starts the receive task.
+    pub fn open() -> std::io::Result<Self> {
+        // SAFETY: the socket owns its descriptor for its whole life and always reports the same
+        // one, which is what registration requires.
+        let socket = Arc::new(unsafe {
+            AsyncFd::register_with_interest(GreSocket::open()?, tokio::io::Interest::READABLE)
+        }?);
+        let routes: Routes = Arc::default();
+        tokio::spawn(receive(socket.clone(), routes.clone()));
+        Ok(Self { socket, routes })
+    }
+
+    /// Registers a call ID; `None` if it is taken in this process.
+    pub fn register(&self, call_id: u16) -> Option<mpsc::Receiver<Packet>> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if routes.contains_key(&call_id) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        routes.insert(call_id, tx);
+        Some(rx)
+    }
+
+    pub fn unregister(&self, call_id: u16) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&call_id);
+    }
+
+    pub fn send(
+        &self,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+        header: &GreHeader,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        self.socket.get_ref().send(local, peer, header, payload)
+    }
+}
+
+async fn receive(socket: Arc<AsyncFd<GreSocket>>, routes: Routes) {
+    loop {
+        let Ok(mut guard) = socket.readable().await else {
+            return;
+        };
+        loop {
+            match guard.get_inner().recv() {
+                Ok(r) => {
+                    let tx = routes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&r.header.call_id)
+                        .cloned();
+                    if let Some(tx) = tx {
+                        let _ = tx.try_send(Packet {
+                            header: r.header,
+                            payload: r.payload,
+                            from: r.peer,
+                        });
+                    }
+                }
+                Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "GRE packet dropped"),
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! A running `pptpgw` between three namespaces, for end-to-end tests:
+//!
+//! ```text
+//!  client ns                 gateway ns                          server ns
+//!  c0 198.51.100.7/24 ── wan0 198.51.100.1/24 (XDP)   lan0 203.0.113.1/24 ── s0 203.0.113.5/24
+//!  (+ .8 .9 .10 ...)         pptp0 (routes to clients)
+//! ```
+//!
+//! The gateway is the real binary with a real config file; tests talk to it through its control
+//! API and read its log. Dropping the rig kills the gateway and removes the namespaces and files.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use pptp_user::api::{self, Request};
+use serde_json::Value;
+
+use crate::{
+    netns::{Netns, run_ok, veth_pair},
+    pptp_client_bin, pptpgw_bin,
+};
+
+pub const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+pub const TUNNEL_LOCAL: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+
+/// Users every rig knows (chap-secrets format).
+pub const SECRETS: &str = "alice * s3cret *\nbob * hunter2 *\n";
+
+pub struct Rig {
+    pub client: Netns,
+    pub gw: Netns,
+    pub server: Netns,
+    dir: PathBuf,
+    pub api_socket: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A config for the rig: the given TOML after the rig's own `[interfaces]`/`[api]`-independent
+/// defaults (fast timers so tests finish quickly).
+pub fn config(extra: &str) -> String {
+    format!("[ppp]\ntunnel_local = \"{TUNNEL_LOCAL}\"\n\n{extra}\n",)
+}
+
+impl Rig {
+    /// Namespaces and links only (for tests that add their own addresses first).
+    pub fn topology(tag: &str) -> Self {
+        let client = Netns::new(&format!("{tag}c"));
+        let gw = Netns::new(&format!("{tag}g"));
+        let server = Netns::new(&format!("{tag}s"));
+        veth_pair(&client, "c0", &gw, "wan0", 0x41);
+        veth_pair(&gw, "lan0", &server, "s0", 0x42);
+        client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "c0"]);
+        gw.ip(&["addr", "add", &format!("{GW_WAN}/24"), "dev", "wan0"]);
+        gw.ip(&["addr", "add", "203.0.113.1/24", "dev", "lan0"]);
+        server.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "s0"]);
+        server.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+        run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+        // Frames the gateway's XDP redirects into c0's peer need NAPI on c0: GRO on.
+        run_ok(client.command("ethtool").args(["-K", "c0", "gro", "on"]));
+        let dir = std::env::temp_dir().join(format!("pptpgw-rig-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("rig dir");
+        Self {
+            client,
+            gw,
+            server,
+            api_socket: dir.join("api.sock"),
+            log: dir.join("pptpgw.log"),
+            dir,
+            child: None,
+        }
+    }
+
+    /// The topology plus a running gateway with this config and secrets.
+    pub fn start(tag: &str, config: &str, secrets: &str) -> Self {
+        let mut rig = Self::topology(tag);
+        rig.launch(config, secrets);
+        rig
+    }
+
+    /// Writes the files and starts `pptpgw run`; returns once its API answers.
+    pub fn launch(&mut self, config: &str, secrets: &str) {
+        assert!(self.child.is_none(), "gateway already running");
+        let secrets_path = self.dir.join("chap-secrets");
+        std::fs::write(&secrets_path, secrets).expect("write secrets");
+        let config_path = self.dir.join("pptpgw.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = self
+            .gw
+            .command(pptpgw_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--secrets")
+            .arg(&secrets_path)
+            .arg("--api-socket")
+            .arg(&self.api_socket)
+            .args(["--wan", "wan0", "--xdp-mode", "native"])
+            .env("RUST_LOG", "info,pptp_user=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn pptpgw");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                self.child = None;
+                panic!("pptpgw exited at start: {status}\n{}", self.log());
+            }
+            if self.try_api(&Request::Stats).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pptpgw API not up in 30 s\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_api(&self, request: &Request) -> anyhow::Result<Value> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(api::call(&self.api_socket, request))
+    }
+
+    pub fn api(&self, request: &Request) -> Value {
+        self.try_api(request)
+            .unwrap_or_else(|e| panic!("API {request:?}: {e:#}\n{}", self.log()))
+    }
+
+    pub fn stats(&self) -> Value {
+        self.api(&Request::Stats)
+    }
+
+    pub fn sessions(&self) -> Vec<Value> {
+        self.api(&Request::Sessions)["sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Our routes (protocol 241) in the gateway namespace, one line each.
+    pub fn routes(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.gw.ip(&["route", "show", "proto", "241"]).stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `pptp-client` in the client namespace, dialling the gateway, run to completion.
+    pub fn client(&self, args: &[&str]) -> Output {
+        self.client_command(args).output().expect("run pptp-client")
+    }
+
+    pub fn client_command(&self, args: &[&str]) -> Command {
+        let mut c = self.client.command(pptp_client_bin());
+        c.args(["--server", &GW_WAN.to_string()]).args(args);
+        c
+    }
+
+    /// Waits (bounded) until the gateway holds no session, lease, map entry or route, and fails
+    /// with what is left otherwise.
+    pub fn assert_clean(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.stats();
+            let left = (
+                s["sessions"]["total"].as_u64(),
+                s["leases"].as_u64(),
+                s["maps"]["sessions"].as_u64(),
+                s["maps"]["clients"].as_u64(),
+                s["routes"].as_u64(),
+            );
+            let routes = self.routes();
+            if left == (Some(0), Some(0), Some(0), Some(0), Some(0)) && routes.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind (sessions, leases, map sessions, map clients, routes) = {left:?}, \
+                 routes {routes:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM; the gateway must exit cleanly within 15 s. Returns its log.
+    pub fn stop(&mut self) -> String {
+        let Some(mut child) = self.child.take() else {
+            return self.log();
+        };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pptpgw did not exit within 15 s of SIGTERM\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = self.log();
+        assert!(status.success(), "pptpgw exit {status}\n{log}");
+        log
+    }
+
+    /// SIGKILL: a crash, leaving routes and whatever else behind.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.crash();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `key=value` pairs of the client's line that starts with `event`.
+pub fn client_line(
+    stdout: &[u8],
+    event: &str,
+) -> Option<std::collections::HashMap<String, String>> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(event))?;
+    Some(
+        line.split_whitespace()
+            .skip(1)
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+            .collect(),
+    )
+}
