@@ -6,6 +6,16 @@ use clap::{Parser, ValueEnum};
 use pptp_client::{DialConfig, DialError, Ended, dial, gre::GreMux, peer::PeerConfig};
 use pptp_user::wire::lcp::AuthProtocol;
 
+/// A line on stdout; a reader that went away (a test that stopped listening) is not an error.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, $($t)*);
+        let _ = out.flush();
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "pptp-client",
@@ -73,7 +83,7 @@ async fn main() -> ExitCode {
     let mux = match GreMux::open() {
         Ok(m) => m,
         Err(e) => {
-            println!("error=\"raw GRE socket: {e}\"");
+            say!("error=\"raw GRE socket: {e}\"");
             return ExitCode::from(3);
         }
     };
@@ -100,12 +110,12 @@ async fn main() -> ExitCode {
                 DialError::AuthFailed { .. } => 2,
                 _ => 3,
             };
-            println!("down error=\"{e}\"");
+            say!("down error=\"{e}\"");
             return ExitCode::from(code);
         }
     };
     let i = &session.info;
-    println!(
+    say!(
         "up address={} peer={} local={} server={} call_id={} peer_call_id={} auth={:?}",
         i.network.address,
         i.network.peer,
@@ -117,7 +127,7 @@ async fn main() -> ExitCode {
     );
     if let Some(dst) = args.ping {
         let r = session.ping(dst, args.count, Duration::from_secs(2)).await;
-        println!("ping dst={dst} sent={} received={}", r.sent, r.received);
+        say!("ping dst={dst} sent={} received={}", r.sent, r.received);
     }
     if args.hold > 0.0 {
         let hold = tokio::time::sleep(Duration::from_secs_f64(args.hold));
@@ -138,7 +148,7 @@ async fn main() -> ExitCode {
         }
     }
     let ended = session.hangup().await;
-    println!("down ended={ended:?}");
+    say!("down ended={ended:?}");
     if ended == Ended::HungUp {
         ExitCode::SUCCESS
     } else {

@@ -78,6 +78,8 @@ pub enum PeerDown {
         attempts: u32,
     },
     Ipcp(Reason),
+    /// The server sent LCP Terminate-Request with a reason in its data.
+    ServerTerminated(String),
     Closed,
 }
 
@@ -359,6 +361,15 @@ impl Peer {
         }
         match protocol {
             proto::LCP => {
+                if let Ok(p) = CpPacket::parse(info)
+                    && p.code == pptp_user::wire::cp::code::TERMINATE_REQUEST
+                    && !p.data.is_empty()
+                    && self.down.is_none()
+                {
+                    self.down = Some(PeerDown::ServerTerminated(
+                        String::from_utf8_lossy(p.data).into_owned(),
+                    ));
+                }
                 let o = self.lcp.receive(info);
                 self.lcp_outputs(o, &mut out);
             }

@@ -507,13 +507,19 @@ impl Gateway {
         };
         let (local, peer) = (c.local, c.peer);
         self.stats.calls += 1;
-        if self.sessions.len() >= self.config.max_sessions || self.shutting_down {
+        let why = if self.sessions.len() >= self.config.max_sessions || self.shutting_down {
+            Some("session limit")
+        } else if !self.pools.has_free(&self.config.pool) {
+            // No address for anybody without a free static one: refuse now, in OCRP, rather than
+            // after authentication. (A user with a static address may still get in.)
+            self.stats.pool_exhausted += 1;
+            Some("address pool exhausted")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             self.stats.calls_refused += 1;
-            out.push(Command::CallRefused {
-                conn,
-                peer,
-                why: "session limit",
-            });
+            out.push(Command::CallRefused { conn, peer, why });
             let c = self.conns.get_mut(&conn).expect("checked above");
             let o = c.machine.refuse_call(
                 peer_call_id,
@@ -651,7 +657,7 @@ impl Gateway {
                         }
                         Err(e) => {
                             tracing::warn!(session = sid, user = ?s.user, error = %e, "no address for the client");
-                            let o = s.link.refuse_network(DownReason::Closed);
+                            let o = s.link.refuse_network(DownReason::Closed, &e.to_string());
                             self.pending.insert(sid, EndReason::PoolExhausted);
                             self.link_outputs(sid, o, out);
                         }

@@ -39,6 +39,9 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// Overrides `auth.secrets`.
+        #[arg(long)]
+        secrets: Option<PathBuf>,
     },
     /// Print the built-in default configuration (a commented example of every field).
     DefaultConfig,
@@ -135,7 +138,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Run(args) => run(args).await,
-        Command::CheckConfig { file } => check_config(&file),
+        Command::CheckConfig { file, secrets } => check_config(&file, secrets.as_deref()),
         Command::DefaultConfig => {
             print!("{DEFAULT_TOML}");
             Ok(())
@@ -201,8 +204,8 @@ fn load(config: Config, secrets_override: Option<&Path>) -> anyhow::Result<Loade
     })
 }
 
-fn check_config(file: &Path) -> anyhow::Result<()> {
-    let loaded = load(Config::load(file)?, None)?;
+fn check_config(file: &Path, secrets: Option<&Path>) -> anyhow::Result<()> {
+    let loaded = load(Config::load(file)?, secrets)?;
     let size: usize = loaded.pools.usage().iter().map(|u| u.size).sum();
     println!(
         "{}: ok ({} users, {} pools with {} addresses)",

@@ -335,6 +335,35 @@ impl Pools {
         }
     }
 
+    /// Whether `pool` (or a pool it chains to), or any user's static address, has an address free.
+    pub fn has_free(&self, pool: &str) -> bool {
+        if self.statics.iter().any(|a| !self.leases.contains_key(a)) {
+            return true;
+        }
+        let mut idx = self.by_name.get(pool).copied();
+        let mut hops = 0;
+        while let Some(i) = idx {
+            let p = &self.pools[i];
+            let free = match &p.free {
+                Free::Lowest(s) => !s.is_empty(),
+                Free::Lru(q) => !q.is_empty(),
+            };
+            if free {
+                return true;
+            }
+            hops += 1;
+            if hops > self.pools.len() {
+                break;
+            }
+            idx = p
+                .config
+                .next
+                .as_ref()
+                .and_then(|n| self.by_name.get(n).copied());
+        }
+        false
+    }
+
     /// Takes a user's static address.
     pub fn allocate_static(&mut self, addr: Ipv4Addr) -> Result<(), AllocError> {
         if self.leases.contains_key(&addr) {

@@ -40,6 +40,10 @@ pub struct Rig {
     pub api_socket: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// WAN interfaces in the gateway namespace (`--wan`).
+    pub wan: Vec<String>,
+    /// Address clients dial by default.
+    pub dial: Ipv4Addr,
 }
 
 /// A config for the rig: the given TOML after the rig's own `[interfaces]`/`[api]`-independent
@@ -64,6 +68,19 @@ impl Rig {
         run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
         // Frames the gateway's XDP redirects into c0's peer need NAPI on c0: GRO on.
         run_ok(client.command("ethtool").args(["-K", "c0", "gro", "on"]));
+        Self::from_parts(tag, client, gw, server, &["wan0"], GW_WAN)
+    }
+
+    /// A rig over namespaces the caller built: `wan` are the gateway's WAN interfaces, `dial` the
+    /// address clients dial unless told otherwise.
+    pub fn from_parts(
+        tag: &str,
+        client: Netns,
+        gw: Netns,
+        server: Netns,
+        wan: &[&str],
+        dial: Ipv4Addr,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("pptpgw-rig-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("rig dir");
@@ -75,6 +92,8 @@ impl Rig {
             log: dir.join("pptpgw.log"),
             dir,
             child: None,
+            wan: wan.iter().map(|w| w.to_string()).collect(),
+            dial,
         }
     }
 
@@ -107,7 +126,8 @@ impl Rig {
             .arg(&secrets_path)
             .arg("--api-socket")
             .arg(&self.api_socket)
-            .args(["--wan", "wan0", "--xdp-mode", "native"])
+            .args(self.wan.iter().flat_map(|w| ["--wan", w.as_str()]))
+            .args(["--xdp-mode", "native"])
             .env("RUST_LOG", "info,pptp_user=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -174,7 +194,7 @@ impl Rig {
 
     pub fn client_command(&self, args: &[&str]) -> Command {
         let mut c = self.client.command(pptp_client_bin());
-        c.args(["--server", &GW_WAN.to_string()]).args(args);
+        c.args(["--server", &self.dial.to_string()]).args(args);
         c
     }
 

@@ -117,6 +117,8 @@ pub struct Fsm<N> {
     /// What the current event answers: set before an event, used by sca/scn/sta/scj.
     reply: Option<Reply>,
     reason: Reason,
+    /// Data of our Terminate-Requests (empty unless closed with a message).
+    terminate_message: Vec<u8>,
     out: Vec<Output>,
 }
 
@@ -147,6 +149,7 @@ impl<N: Negotiator> Fsm<N> {
             request_identifier: None,
             reply: None,
             reason: Reason::LocalClose,
+            terminate_message: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -175,6 +178,13 @@ impl<N: Negotiator> Fsm<N> {
     pub fn close(&mut self, reason: Reason) -> Vec<Output> {
         self.reason = reason;
         self.run(Event::Close)
+    }
+
+    /// Close, telling the peer why in the Terminate-Request's data (pppd logs it: "LCP
+    /// terminated by peer (<message>)").
+    pub fn close_with_message(&mut self, reason: Reason, message: &str) -> Vec<Output> {
+        self.terminate_message = message.as_bytes().to_vec();
+        self.close(reason)
     }
 
     /// The restart timer fired.
@@ -328,7 +338,7 @@ impl<N: Negotiator> Fsm<N> {
                 self.out.push(Output::Send {
                     code: code::TERMINATE_REQUEST,
                     identifier,
-                    data: Vec::new(),
+                    data: self.terminate_message.clone(),
                 });
                 self.out.push(Output::StartTimer(self.config.restart_timer));
             }

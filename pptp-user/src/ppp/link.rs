@@ -261,9 +261,10 @@ impl Link {
         out
     }
 
-    /// The shell could not give the client an address (pool exhausted): terminate.
-    pub fn refuse_network(&mut self, reason: DownReason) -> Vec<LinkOutput> {
-        self.terminate(reason)
+    /// The shell could not give the client an address (pool exhausted): terminate, saying why
+    /// in the Terminate-Request.
+    pub fn refuse_network(&mut self, reason: DownReason, message: &str) -> Vec<LinkOutput> {
+        self.terminate_with(reason, message)
     }
 
     /// Administrative close (kill, shutdown): LCP Terminate, then Down(Closed).
@@ -272,13 +273,17 @@ impl Link {
     }
 
     fn terminate(&mut self, reason: DownReason) -> Vec<LinkOutput> {
+        self.terminate_with(reason, "")
+    }
+
+    fn terminate_with(&mut self, reason: DownReason, message: &str) -> Vec<LinkOutput> {
         let mut out = Vec::new();
         if matches!(self.phase, Phase::Terminate | Phase::Dead) {
             return out;
         }
         self.down = Some(reason);
         self.phase = Phase::Terminate;
-        let o = self.lcp.fsm.close(Reason::LocalClose);
+        let o = self.lcp.fsm.close_with_message(Reason::LocalClose, message);
         self.lcp_outputs(o, &mut out);
         if self.phase == Phase::Terminate && !self.lcp.fsm.state().timer_running() {
             // LCP was not far enough to send Terminate-Request: done at once.
