@@ -385,7 +385,7 @@ fn a_multihomed_gateway_answers_from_the_dialled_address() {
             .command("tcpdump")
             .args(["-i", dev, "-n", "-U", "--immediate-mode", "-w"])
             .arg(&file)
-            .arg(&format!("dst host {client_addr} and (ip proto 47 or tcp)"))
+            .arg(format!("dst host {client_addr} and (ip proto 47 or tcp)"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
