@@ -349,6 +349,11 @@ impl Peer {
         self.phase
     }
 
+    /// Why the link is ending, once known (before `Down` is reported).
+    pub fn ending_because(&self) -> Option<&PeerDown> {
+        self.down.as_ref()
+    }
+
     /// The protocol authentication used (once LCP is open).
     pub fn auth(&self) -> Option<AuthProtocol> {
         self.lcp.fsm.negotiator.auth

@@ -624,8 +624,22 @@ async fn run(
 }
 
 /// PPP frames that arrived with (or just before) a Call-Disconnect-Notify during setup: an
-/// authentication failure among them is the real reason the call ended.
+/// authentication failure or the server's Terminate-Request reason among them is the real reason
+/// the call ended.
 async fn in_flight_failure(peer: &mut Peer, gre: &mut mpsc::Receiver<Packet>) -> Option<DialError> {
+    fn known(peer: &Peer) -> Option<DialError> {
+        match peer.ending_because()? {
+            PeerDown::AuthFailed { message, attempts } => Some(DialError::AuthFailed {
+                message: message.clone(),
+                attempts: *attempts,
+            }),
+            d @ PeerDown::ServerTerminated(_) => Some(DialError::Link(d.clone())),
+            _ => None,
+        }
+    }
+    if let Some(e) = known(peer) {
+        return Some(e);
+    }
     let deadline = Instant::now() + Duration::from_millis(300);
     while let Ok(Some(p)) = tokio::time::timeout_at(deadline, gre.recv()).await {
         let Ok((frame, _)) = PppFrame::parse(&p.payload) else {
@@ -635,6 +649,9 @@ async fn in_flight_failure(peer: &mut Peer, gre: &mut mpsc::Receiver<Packet>) ->
             if let PeerOutput::Down(PeerDown::AuthFailed { message, attempts }) = o {
                 return Some(DialError::AuthFailed { message, attempts });
             }
+        }
+        if let Some(e) = known(peer) {
+            return Some(e);
         }
     }
     None

@@ -19,6 +19,8 @@ pub enum Request {
     Sessions,
     /// Clean teardown (LCP Terminate-Request, then Call-Disconnect-Notify) of the selected ones.
     Kill(Selector),
+    /// Re-read config and secrets (as SIGHUP).
+    Reload,
 }
 
 /// Which sessions a kill applies to.

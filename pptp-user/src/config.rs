@@ -33,6 +33,8 @@ pub struct Config {
     pub pool: Vec<PoolEntry>,
     pub limits: Limits,
     pub api: Api,
+    pub metrics: Metrics,
+    pub log: Log,
 }
 
 impl Default for Config {
@@ -51,6 +53,8 @@ impl Default for Config {
             }],
             limits: Limits::default(),
             api: Api::default(),
+            metrics: Metrics::default(),
+            log: Log::default(),
         }
     }
 }
@@ -237,6 +241,7 @@ pub struct PoolSettings {
     pub policy: PolicyName,
     pub default: String,
     pub client_ranges: Vec<String>,
+    pub on_reload_removed: RemovedAddressPolicy,
 }
 
 impl Default for PoolSettings {
@@ -245,6 +250,7 @@ impl Default for PoolSettings {
             policy: PolicyName::LowestFree,
             default: "default".into(),
             client_ranges: Vec::new(),
+            on_reload_removed: RemovedAddressPolicy::Keep,
         }
     }
 }
@@ -258,18 +264,99 @@ pub struct PoolEntry {
     pub next: Option<String>,
 }
 
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PerUserPolicy {
+    /// Refuse the new session.
+    Deny,
+    /// End the user's oldest session to make room for the new one.
+    Replace,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_sessions: usize,
+    /// 0: no per-user limit.
+    pub max_sessions_per_user: usize,
+    pub per_user_policy: PerUserPolicy,
+    /// New control connections per second from one source address (burst of twice that);
+    /// 0: no limit.
+    pub connection_rate_per_source: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_sessions: 100_000,
+            max_sessions_per_user: 0,
+            per_user_policy: PerUserPolicy::Deny,
+            connection_rate_per_source: 0,
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// HTTP address for `/metrics`, `/healthz` and `/readyz`; empty turns it off.
+    pub listen: String,
+    /// Also export one series per session (off: cardinality grows with sessions).
+    pub per_session: bool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9723".into(),
+            per_session: false,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::new("metrics.listen", format!("`{}`: {e}", self.listen)))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing filter: "info", "debug", "info,pptp_user::gateway=debug", ...
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovedAddressPolicy {
+    /// A live session whose address is in no pool after a reload keeps it until it ends.
+    Keep,
+    /// Such sessions are ended (cleanly) by the reload.
+    Disconnect,
 }
 
 /// A configuration problem, naming the field.
@@ -395,8 +482,49 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.metrics.address()?;
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::new(
+                "log.level",
+                format!(
+                    "`{}` is not a filter like \"info\" or \"info,pptp_user=debug\"",
+                    self.log.level
+                ),
+            ));
+        }
         self.pools(local, &[])?;
         Ok(())
+    }
+
+    /// The fields a running gateway cannot change (sockets, interfaces, devices): a reload that
+    /// changes any of them is refused as a whole, naming them.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.listen != new.listen {
+            v.push("listen");
+        }
+        if self.interfaces != new.interfaces {
+            v.push("interfaces");
+        }
+        if self.ppp.tunnel_local != new.ppp.tunnel_local {
+            v.push("ppp.tunnel_local");
+        }
+        if self.ppp.mtu != new.ppp.mtu {
+            v.push("ppp.mtu");
+        }
+        if self.api != new.api {
+            v.push("api");
+        }
+        if self.metrics.listen != new.metrics.listen {
+            v.push("metrics.listen");
+        }
+        if self.log != new.log {
+            v.push("log");
+        }
+        if self.timers.shutdown_grace != new.timers.shutdown_grace {
+            v.push("timers.shutdown_grace");
+        }
+        v
     }
 
     /// Client outer ranges, parsed.

@@ -18,6 +18,7 @@ use pptp_common::session::{
 };
 
 use crate::{
+    config::{PerUserPolicy, RemovedAddressPolicy},
     control::connection::{self, Admission, ClearReason, CloseReason, Connection, ControlConfig},
     pool::Pools,
     ppp::{
@@ -49,6 +50,10 @@ pub struct GatewayConfig {
     /// Clamp the MSS of TCP SYNs both ways to the tunnel MTU − 40.
     pub mss_clamp: bool,
     pub max_sessions: usize,
+    /// 0: no per-user limit.
+    pub max_sessions_per_user: usize,
+    pub per_user_policy: PerUserPolicy,
+    pub on_reload_removed: RemovedAddressPolicy,
 }
 
 impl Default for GatewayConfig {
@@ -63,6 +68,9 @@ impl Default for GatewayConfig {
             mtu: 1400,
             mss_clamp: true,
             max_sessions: 100_000,
+            max_sessions_per_user: 0,
+            per_user_policy: PerUserPolicy::Deny,
+            on_reload_removed: RemovedAddressPolicy::Keep,
         }
     }
 }
@@ -116,6 +124,12 @@ pub enum EndReason {
     Control(ClearReason),
     PoolExhausted,
     RouteFailed,
+    /// The user already had `max_sessions_per_user` sessions (policy deny).
+    UserLimit,
+    /// Ended to make room for the same user's newer session (policy replace).
+    Replaced,
+    /// A reload took the session's address out of every pool (policy disconnect).
+    AddressRemoved,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +202,8 @@ pub struct GatewayStats {
     /// GRE for no known call (wrong outer address, unknown call ID), and undecodable PPP.
     pub slowpath_unknown_call: u64,
     pub slowpath_malformed: u64,
+    pub user_limit_refused: u64,
+    pub user_limit_replaced: u64,
 }
 
 /// One session as operators see it.
@@ -218,6 +234,9 @@ impl EndReason {
             EndReason::Control(r) => format!("control_{r:?}").to_lowercase(),
             EndReason::PoolExhausted => "pool_exhausted".into(),
             EndReason::RouteFailed => "route_failed".into(),
+            EndReason::UserLimit => "user_limit".into(),
+            EndReason::Replaced => "replaced".into(),
+            EndReason::AddressRemoved => "address_removed".into(),
         }
     }
 }
@@ -274,6 +293,99 @@ impl Gateway {
             pending: HashMap::new(),
             stats: GatewayStats::default(),
         }
+    }
+
+    /// Applies the per-user session limit to `sid`, newly authenticated as `user`. True when
+    /// the new session was refused (it is terminating).
+    fn per_user_limit(&mut self, sid: SessionId, user: &str, out: &mut Vec<Command>) -> bool {
+        let limit = self.config.max_sessions_per_user;
+        if limit == 0 {
+            return false;
+        }
+        // The user's other sessions, oldest first (ids grow with time).
+        let others: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(id, s)| {
+                **id != sid
+                    && s.user.as_deref() == Some(user)
+                    && !matches!(s.link.phase(), Phase::Terminate | Phase::Dead)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if others.len() < limit {
+            return false;
+        }
+        match self.config.per_user_policy {
+            PerUserPolicy::Deny => {
+                tracing::info!(
+                    session = sid,
+                    user,
+                    limit,
+                    "session refused: per-user limit"
+                );
+                self.stats.user_limit_refused += 1;
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    let o = s
+                        .link
+                        .refuse_network(DownReason::Closed, "too many sessions for this user");
+                    self.pending.insert(sid, EndReason::UserLimit);
+                    self.link_outputs(sid, o, out);
+                }
+                true
+            }
+            PerUserPolicy::Replace => {
+                for old in &others[..others.len() + 1 - limit] {
+                    tracing::info!(
+                        session = old,
+                        user,
+                        newer = sid,
+                        "session replaced: per-user limit"
+                    );
+                    self.stats.user_limit_replaced += 1;
+                    if let Some(s) = self.sessions.get_mut(old) {
+                        let o = s.link.close();
+                        self.pending.insert(*old, EndReason::Replaced);
+                        self.link_outputs(*old, o, out);
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// A new configuration: users, pools, timers and limits for new sessions. Live sessions keep
+    /// their leases (adopted by the new pools); one whose address is in no pool any more is kept
+    /// or ended as `on_reload_removed` says. Returns the addresses left outside every pool.
+    pub fn reload(
+        &mut self,
+        config: GatewayConfig,
+        secrets: Secrets,
+        mut pools: Pools,
+    ) -> (Vec<Ipv4Addr>, Vec<Command>) {
+        let mut outside = Vec::new();
+        for (&sid, s) in &self.sessions {
+            if let Some(a) = s.addr
+                && !pools.adopt(a)
+            {
+                outside.push((sid, a));
+            }
+        }
+        self.config = config;
+        self.secrets = secrets;
+        self.pools = pools;
+        let mut out = Vec::new();
+        if self.config.on_reload_removed == RemovedAddressPolicy::Disconnect {
+            for &(sid, a) in &outside {
+                tracing::info!(session = sid, addr = %a, "address left every pool: disconnecting");
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    let o = s.link.close();
+                    self.pending.insert(sid, EndReason::AddressRemoved);
+                    self.link_outputs(sid, o, &mut out);
+                }
+            }
+        }
+        (outside.into_iter().map(|(_, a)| a).collect(), out)
     }
 
     /// Every session, in id order.
@@ -634,6 +746,11 @@ impl Gateway {
                 }
                 LinkOutput::Authenticated { user, .. } => {
                     s.user = user.clone();
+                    if let Some(u) = user.as_deref()
+                        && self.per_user_limit(sid, u, out)
+                    {
+                        continue;
+                    }
                     let fixed = user
                         .as_deref()
                         .and_then(|u| self.secrets.get(u))

@@ -10,13 +10,13 @@ use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use pptp_user::{
     api::{self, Request, Selector},
-    config::{Config, ConfigError, DEFAULT_API_SOCKET, DEFAULT_TOML, XdpModeName},
+    config::{Config, ConfigError, DEFAULT_API_SOCKET, DEFAULT_TOML, LogFormat, XdpModeName},
     control::connection::ControlConfig,
     gateway::{Gateway, GatewayConfig},
     pool::Pools,
     ppp::link::LinkConfig,
     secrets::Secrets,
-    server::ServerConfig,
+    server::{ReloadPlan, Reloader, ServerConfig},
 };
 
 #[derive(Parser)]
@@ -71,6 +71,13 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Re-read the config and secrets (as SIGHUP does): users, pools, timers and limits for new
+    /// sessions; live sessions stay up. A change only a restart can make is refused, not
+    /// half-applied.
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -100,6 +107,24 @@ struct RunArgs {
     /// Overrides `api.socket`.
     #[arg(long)]
     api_socket: Option<PathBuf>,
+    /// Overrides `log.format`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -129,14 +154,12 @@ fn xdp_mode(m: XdpModeName) -> XdpMode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // `run` sets logging up from its config.
+        init_logging(&pptp_user::config::Log::default());
+    }
+    let result = match cli.command {
         Command::Run(args) => run(args).await,
         Command::CheckConfig { file, secrets } => check_config(&file, secrets.as_deref()),
         Command::DefaultConfig => {
@@ -163,6 +186,9 @@ async fn main() -> ExitCode {
         Command::Stats { api } => api::call(&api.socket, &Request::Stats)
             .await
             .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
+        Command::Reload { api } => api::call(&api.socket, &Request::Reload)
+            .await
+            .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -181,6 +207,7 @@ struct Loaded {
 }
 
 fn load(config: Config, secrets_override: Option<&Path>) -> anyhow::Result<Loaded> {
+    // Validation needs this host's addresses; a reload reads them afresh.
     let mut config = config;
     if let Some(s) = secrets_override {
         config.auth.secrets = s.to_path_buf();
@@ -217,7 +244,8 @@ fn check_config(file: &Path, secrets: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// The config from `--config` (or the built-in default) with the command line's overrides.
+fn read_config(args: &RunArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::parse(DEFAULT_TOML)?,
@@ -232,15 +260,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         config.listen.addresses = args.listen.iter().map(|a| *a.ip()).collect();
         config.listen.port = args.listen[0].port();
     }
-    let Loaded {
-        config,
-        secrets,
-        pools,
-    } = load(config, args.secrets.as_deref())?;
-    let mut wan = config.interfaces.wan.clone();
-    if wan.is_empty() {
-        wan.push(default_route_interface().context("interfaces.wan is empty")?);
+    if let Some(s) = &args.secrets {
+        config.auth.secrets = s.clone();
     }
+    if let Some(p) = &args.api_socket {
+        config.api.socket = p.clone();
+    }
+    if let Some(f) = args.log_format {
+        config.log.format = f.into();
+    }
+    Ok(config)
+}
+
+/// What the gateway core takes from the config (everything that applies to new sessions).
+fn gateway_config(config: &Config) -> GatewayConfig {
     let t = &config.timers;
     let mut link = LinkConfig::default();
     link.lcp.mru = config.ppp.mtu;
@@ -255,14 +288,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_configure: t.max_configure,
         max_failure: t.max_failure,
     };
-    let mut control = ControlConfig {
+    let control = ControlConfig {
         host_name: config.auth.server_name.clone(),
+        start_timeout: t.control_start_timeout,
+        echo_interval: t.control_echo_interval,
+        echo_timeout: t.control_echo_timeout,
         ..ControlConfig::default()
     };
-    control.start_timeout = t.control_start_timeout;
-    control.echo_interval = t.control_echo_interval;
-    control.echo_timeout = t.control_echo_timeout;
-    let gw_config = GatewayConfig {
+    GatewayConfig {
         control,
         link,
         pool: config.pools.default.clone(),
@@ -272,7 +305,38 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mtu: config.ppp.mtu,
         mss_clamp: config.ppp.mss_clamp,
         max_sessions: config.limits.max_sessions,
-    };
+        max_sessions_per_user: config.limits.max_sessions_per_user,
+        per_user_policy: config.limits.per_user_policy,
+        on_reload_removed: config.pools.on_reload_removed,
+    }
+}
+
+fn init_logging(log: &pptp_user::config::Log) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = read_config(&args)?;
+    init_logging(&config.log);
+    let Loaded {
+        config,
+        secrets,
+        pools,
+    } = load(config, None)?;
+    let mut wan = config.interfaces.wan.clone();
+    if wan.is_empty() {
+        wan.push(default_route_interface().context("interfaces.wan is empty")?);
+    }
     let seed = {
         let mut b = [0u8; 8];
         std::fs::File::open("/dev/urandom")
@@ -286,7 +350,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         pools = config.pool.len(),
         "configuration loaded"
     );
-    let gateway = Gateway::new(gw_config, secrets, pools, seed);
+    let gateway = Gateway::new(gateway_config(&config), secrets, pools, seed);
+    let t = &config.timers;
     let server = ServerConfig {
         listen: config.listen_addresses(),
         wan,
@@ -295,13 +360,38 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         mtu: config.ppp.mtu,
         tunnel_local: config.ppp.tunnel_local,
         shutdown_grace: t.shutdown_grace,
-        api_socket: args
-            .api_socket
-            .clone()
-            .or_else(|| Some(config.api.socket.clone()))
-            .filter(|p| !p.as_os_str().is_empty()),
+        api_socket: Some(config.api.socket.clone()).filter(|p| !p.as_os_str().is_empty()),
+        metrics: config.metrics.address()?,
+        per_session_metrics: config.metrics.per_session,
+        connection_rate_per_source: config.limits.connection_rate_per_source,
     };
-    pptp_user::server::run(server, gateway).await
+    // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
+    // whole when it fails validation or changes what only a restart can.
+    let mut current = config;
+    let reloader: Reloader = Box::new(move || {
+        let new = read_config(&args)?;
+        let Loaded {
+            config: new,
+            secrets,
+            pools,
+        } = load(new, None)?;
+        let restart = current.restart_only_changes(&new);
+        if !restart.is_empty() {
+            anyhow::bail!(
+                "not reloaded: {} can only change with a restart",
+                restart.join(", ")
+            );
+        }
+        let plan = ReloadPlan {
+            gateway: gateway_config(&new),
+            secrets,
+            pools,
+            connection_rate_per_source: new.limits.connection_rate_per_source,
+        };
+        current = new;
+        Ok(plan)
+    });
+    pptp_user::server::run(server, gateway, reloader).await
 }
 
 async fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {

@@ -54,6 +54,38 @@ fn write_sysctl(path: &str, value: &str) -> anyhow::Result<()> {
     std::fs::write(path, value).with_context(|| format!("write {path}"))
 }
 
+/// Sets a sysctl, or accepts it as it is when it already has the value: in an unprivileged
+/// container /proc/sys is read-only, and a host with `net.ipv4.ip_forward=1` gives new devices
+/// forwarding already.
+fn ensure_sysctl(path: &str, value: &str) -> anyhow::Result<()> {
+    match write_sysctl(path, value) {
+        Ok(()) => Ok(()),
+        Err(e) if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == value) => {
+            tracing::debug!(path, error = %format!("{e:#}"), "sysctl already set");
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!(
+            "{path} must be {value}: set net.ipv4.ip_forward=1 on the host, or run privileged"
+        ))),
+    }
+}
+
+/// Puts `addr/32` on the interface (replacing it if present): the clients' peer address
+/// answers, and no prefix route competes with the per-client /32 routes.
+pub async fn add_address(
+    handle: &Handle,
+    ifindex: u32,
+    addr: std::net::Ipv4Addr,
+) -> anyhow::Result<()> {
+    handle
+        .address()
+        .add(ifindex, std::net::IpAddr::V4(addr), 32)
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("add {addr}/32 to interface {ifindex}"))
+}
+
 /// Creates the pair afresh (a leftover of a previous run is deleted first), MTU `mtu`, no ARP and
 /// no IPv6 on it, forwarding on, both ends up.
 pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Pptp0> {
@@ -72,7 +104,7 @@ pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Ppt
             "1",
         );
         // The encapsulation program's FIB lookup treats pptp0p as the input device.
-        write_sysctl(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "1")?;
+        ensure_sysctl(&format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding"), "1")?;
     }
     // The kernel must finish checksums before a packet leaves pptp0: the XDP program on the peer
     // sees bytes, not skb metadata, so an offloaded (partial) TCP checksum would reach the

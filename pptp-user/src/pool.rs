@@ -364,6 +364,31 @@ impl Pools {
         false
     }
 
+    /// Takes over a live lease from the previous configuration (reload): the address is marked
+    /// leased in whichever pool holds it now. False when no pool and no static address covers it
+    /// any more: the lease is then kept apart, and its release returns it nowhere.
+    pub fn adopt(&mut self, addr: Ipv4Addr) -> bool {
+        if self.statics.contains(&addr) {
+            self.leases.insert(addr, None);
+            return true;
+        }
+        let a = u32::from(addr);
+        for (i, p) in self.pools.iter_mut().enumerate() {
+            if p.config.ranges.iter().any(|r| r.contains(addr)) {
+                match &mut p.free {
+                    Free::Lowest(s) => {
+                        s.remove(&a);
+                    }
+                    Free::Lru(q) => q.retain(|x| *x != a),
+                }
+                self.leases.insert(addr, Some(i));
+                return true;
+            }
+        }
+        self.leases.insert(addr, None);
+        false
+    }
+
     /// Takes a user's static address.
     pub fn allocate_static(&mut self, addr: Ipv4Addr) -> Result<(), AllocError> {
         if self.leases.contains_key(&addr) {
@@ -424,6 +449,33 @@ mod tests {
 
     fn a(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn adopting_live_leases_after_a_reload() {
+        for policy in [Policy::LowestFree, Policy::LeastRecentlyReleased] {
+            let mut p = Pools::new(
+                vec![pool("p", &["10.0.0.1-10.0.0.3"], None)],
+                policy,
+                &[],
+                &[],
+                &[],
+            )
+            .unwrap();
+            // 10.0.0.2 is live in the new pool; 10.9.9.9 is in no pool any more.
+            assert!(p.adopt(a("10.0.0.2")));
+            assert!(!p.adopt(a("10.9.9.9")));
+            assert!(p.has_free("p"));
+            let got: BTreeSet<Ipv4Addr> = (0..2).map(|_| p.allocate("p").unwrap()).collect();
+            assert_eq!(got, BTreeSet::from([a("10.0.0.1"), a("10.0.0.3")]));
+            assert!(!p.has_free("p"));
+            assert!(matches!(p.allocate("p"), Err(AllocError::Exhausted(_))));
+            // The orphan's release goes nowhere; the adopted one returns to its pool.
+            p.release(a("10.9.9.9"));
+            assert!(!p.has_free("p"));
+            p.release(a("10.0.0.2"));
+            assert_eq!(p.allocate("p").unwrap(), a("10.0.0.2"));
+        }
     }
 
     #[test]

@@ -45,6 +45,38 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// The control API's Unix socket (`None`: no API).
     pub api_socket: Option<std::path::PathBuf>,
+    /// HTTP address for `/metrics`, `/healthz`, `/readyz` (`None`: off).
+    pub metrics: Option<SocketAddr>,
+    pub per_session_metrics: bool,
+    /// New control connections per second per source address (0: unlimited).
+    pub connection_rate_per_source: u32,
+}
+
+/// What a reload brings: the core's new configuration, users and pools, and the shell's limits.
+pub struct ReloadPlan {
+    pub gateway: crate::gateway::GatewayConfig,
+    pub secrets: crate::secrets::Secrets,
+    pub pools: crate::pool::Pools,
+    pub connection_rate_per_source: u32,
+}
+
+/// Reads and validates the configuration afresh (SIGHUP, `pptpgw reload`).
+pub type Reloader = Box<dyn FnMut() -> anyhow::Result<ReloadPlan> + Send>;
+
+/// The shell's own counters (the core's are `GatewayStats`, the data path's are in maps).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ShellStats {
+    pub connections_rate_limited: u64,
+    pub route_projection_errors: u64,
+    pub route_withdrawal_errors: u64,
+    pub map_errors: u64,
+    pub reloads: u64,
+    pub reloads_refused: u64,
+    /// Data-path bytes and packets of sessions that have ended (so totals stay monotonic).
+    pub ended_rx_bytes: u64,
+    pub ended_tx_bytes: u64,
+    pub ended_rx_packets: u64,
+    pub ended_tx_packets: u64,
 }
 
 enum Input {
@@ -73,6 +105,9 @@ enum Input {
     Api {
         request: api::Request,
         reply: tokio::sync::oneshot::Sender<serde_json::Value>,
+    },
+    RateLimited {
+        peer: Ipv4Addr,
     },
 }
 
@@ -122,6 +157,10 @@ struct Shell {
     tx: mpsc::UnboundedSender<Input>,
     /// When each session came up (for uptime).
     up_since: HashMap<u64, Instant>,
+    stats: ShellStats,
+    limiter: Arc<std::sync::Mutex<crate::ratelimit::RateLimiter>>,
+    per_session_metrics: bool,
+    stopping: bool,
 }
 
 impl Shell {
@@ -162,10 +201,100 @@ impl Shell {
         }
     }
 
+    /// What `/metrics` exports, now.
+    async fn snapshot(&self, gateway: &Gateway) -> crate::metrics::Snapshot {
+        use crate::metrics::{SessionLabels, Snapshot, Traffic};
+        let views = gateway.sessions();
+        let up = views.iter().filter(|v| v.state == "up").count() as u64;
+        let mut snap = Snapshot {
+            sessions_up: up,
+            sessions_starting: views.len() as u64 - up,
+            gateway: gateway.stats.clone(),
+            shell: self.stats.clone(),
+            pools: gateway.pool_usage(),
+            ..Snapshot::default()
+        };
+        if let Ok(c) = self.dp.counters() {
+            snap.datapath = pptp_common::stats::Stat::ALL
+                .iter()
+                .map(|s| (s.name(), c.get(*s)))
+                .collect();
+            snap.drops = pptp_common::stats::DropReason::ALL
+                .iter()
+                .map(|r| (r.name(), c.dropped(*r)))
+                .collect();
+        }
+        snap.map_sessions = self.dp.session_entries().map_or(0, |e| e.0 as u64);
+        snap.routes = route::list(&self.rt).await.map_or(0, |r| r.len() as u64);
+        for v in &views {
+            let c = self.dp.session_stats(v.slot).unwrap_or_default();
+            let t = Traffic {
+                rx_bytes: c.rx_bytes,
+                tx_bytes: c.tx_bytes,
+                rx_packets: c.rx_packets,
+                tx_packets: c.tx_packets,
+                rx_dropped: c.rx_dropped,
+                tx_dropped: c.tx_dropped,
+            };
+            snap.live.rx_bytes += t.rx_bytes;
+            snap.live.tx_bytes += t.tx_bytes;
+            snap.live.rx_packets += t.rx_packets;
+            snap.live.tx_packets += t.tx_packets;
+            if self.per_session_metrics {
+                snap.per_session.push((
+                    SessionLabels {
+                        session: v.id,
+                        user: v.user.clone().unwrap_or_default(),
+                        peer: v.peer.to_string(),
+                        assigned: v.assigned.map(|a| a.to_string()).unwrap_or_default(),
+                    },
+                    t,
+                ));
+            }
+        }
+        snap
+    }
+
+    /// Re-reads the configuration and applies it to new sessions; live ones stay.
+    async fn reload(
+        &mut self,
+        gateway: &mut Gateway,
+        reloader: &mut Reloader,
+    ) -> serde_json::Value {
+        match reloader() {
+            Ok(plan) => {
+                self.limiter
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_rate(plan.connection_rate_per_source);
+                let (outside, cmds) = gateway.reload(plan.gateway, plan.secrets, plan.pools);
+                self.execute(cmds).await;
+                self.stats.reloads += 1;
+                tracing::info!(
+                    sessions = gateway.session_count(),
+                    outside_pools = outside.len(),
+                    "configuration reloaded"
+                );
+                serde_json::json!({"reloaded": true, "sessions": gateway.session_count(), "outside_pools": outside})
+            }
+            Err(e) => {
+                self.stats.reloads_refused += 1;
+                tracing::warn!(error = %format!("{e:#}"), "reload refused; the running configuration is unchanged");
+                serde_json::json!({"error": format!("{e:#}")})
+            }
+        }
+    }
+
     /// Answers a control API request.
-    async fn answer(&mut self, gateway: &mut Gateway, request: api::Request) -> serde_json::Value {
+    async fn answer(
+        &mut self,
+        gateway: &mut Gateway,
+        reloader: &mut Reloader,
+        request: api::Request,
+    ) -> serde_json::Value {
         use serde_json::json;
         match request {
+            api::Request::Reload => self.reload(gateway, reloader).await,
             api::Request::Stats => {
                 let views = gateway.sessions();
                 let up = views.iter().filter(|v| v.state == "up").count();
@@ -190,6 +319,7 @@ impl Shell {
                     "sessions": {"total": views.len(), "up": up, "starting": views.len() - up},
                     "leases": gateway.leased(),
                     "controller": gateway.stats,
+                    "shell": self.stats,
                     "datapath": datapath,
                     "drops": drops,
                     "maps": {"sessions": map_sessions, "clients": map_clients},
@@ -291,12 +421,14 @@ impl Shell {
                         self.dp.update_session(&s)
                     };
                     if let Err(e) = r {
+                        self.stats.map_errors += 1;
                         tracing::error!(error = %format!("{e:#}"), "programming a session failed");
                     }
                 }
                 Command::RemoveSession(s) => {
                     self.programmed.remove(&s.key);
                     if let Err(e) = self.dp.remove_session(&s) {
+                        self.stats.map_errors += 1;
                         tracing::error!(error = %format!("{e:#}"), "removing a session failed");
                     }
                 }
@@ -309,6 +441,7 @@ impl Shell {
                                 break;
                             }
                             Err(e) => {
+                                self.stats.route_projection_errors += 1;
                                 tracing::warn!(session, %addr, attempt, error = %format!("{e:#}"), "route projection failed")
                             }
                         }
@@ -320,6 +453,7 @@ impl Shell {
                 }
                 Command::WithdrawRoute { addr } => {
                     if let Err(e) = route::withdraw(&self.rt, addr, self.pptp0_ifindex).await {
+                        self.stats.route_withdrawal_errors += 1;
                         tracing::warn!(%addr, error = %format!("{e:#}"), "route withdrawal failed");
                     }
                 }
@@ -341,6 +475,10 @@ impl Shell {
                 } => {
                     // The slot's counters stay until the slot is reused by a new session.
                     let c = self.dp.session_stats(slot).unwrap_or_default();
+                    self.stats.ended_rx_bytes += c.rx_bytes;
+                    self.stats.ended_tx_bytes += c.tx_bytes;
+                    self.stats.ended_rx_packets += c.rx_packets;
+                    self.stats.ended_tx_packets += c.tx_packets;
                     let uptime = self
                         .up_since
                         .remove(&session)
@@ -370,12 +508,17 @@ impl Shell {
 
 /// Runs the gateway until SIGINT/SIGTERM, then tells clients, and removes routes, maps, `pptp0`
 /// and programs.
-pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<()> {
+pub async fn run(
+    config: ServerConfig,
+    mut gateway: Gateway,
+    mut reloader: Reloader,
+) -> anyhow::Result<()> {
     // Signals first: a SIGTERM during start-up must still mean "stop cleanly", not the default
     // action (which would leave pptp0 and the programs behind).
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let (conn, rt, _) = rtnetlink::new_connection().context("rtnetlink")?;
     tokio::spawn(conn);
     let removed = route::reconcile(&rt, &[]).await?;
@@ -383,7 +526,7 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
         tracing::info!(removed, "removed stale routes of a previous run");
     }
     let pptp0 = netdev::create(&rt, &config.pptp0, u32::from(config.mtu)).await?;
-    add_address(&config.pptp0, config.tunnel_local)?;
+    netdev::add_address(&rt, pptp0.ifindex, config.tunnel_local).await?;
     let mut dp = Datapath::load()?;
     for w in &config.wan {
         dp.attach_xdp(w, config.xdp_mode)?;
@@ -405,6 +548,9 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
         .map_err(|e| anyhow::anyhow!("register the GRE socket: {e}"))?,
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let limiter = Arc::new(std::sync::Mutex::new(crate::ratelimit::RateLimiter::new(
+        config.connection_rate_per_source,
+    )));
 
     for addr in &config.listen {
         let listener = TcpListener::bind(addr)
@@ -412,7 +558,7 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
             .with_context(|| format!("listen on {addr}"))?;
         tracing::info!(%addr, "listening");
         let tx = tx.clone();
-        tokio::spawn(accept_loop(listener, tx));
+        tokio::spawn(accept_loop(listener, tx, limiter.clone()));
     }
     {
         let gre = gre.clone();
@@ -453,7 +599,21 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
         pptp0_ifindex: pptp0.ifindex,
         tx: tx.clone(),
         up_since: HashMap::new(),
+        stats: ShellStats::default(),
+        limiter,
+        per_session_metrics: config.per_session_metrics,
+        stopping: false,
     };
+    let (query_tx, mut queries) = mpsc::unbounded_channel();
+    if let Some(addr) = config.metrics {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics.listen {addr}"))?;
+        tracing::info!(%addr, "metrics and probes listening");
+        tokio::spawn(crate::metrics::serve(listener, query_tx));
+    } else {
+        drop(query_tx);
+    }
     if let Some(path) = &config.api_socket {
         let listener = api_listener(path)?;
         tracing::info!(socket = %path.display(), "control API listening");
@@ -477,6 +637,7 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
                     break;
                 }
                 stopping = Some(Instant::now());
+                shell.stopping = true;
                 let c = gateway.handle(Event::Shutdown);
                 shell.execute(c).await;
             }
@@ -488,6 +649,18 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
                 }
             }
             _ = ack_tick.tick() => shell.send_idle_acks(),
+            _ = hup.recv() => {
+                shell.reload(&mut gateway, &mut reloader).await;
+            }
+            Some(q) = queries.recv() => match q {
+                crate::metrics::Query::Metrics(reply) => {
+                    let snapshot = shell.snapshot(&gateway).await;
+                    let _ = reply.send(crate::metrics::render(&snapshot));
+                }
+                crate::metrics::Query::Health(reply) => {
+                    let _ = reply.send(!shell.stopping);
+                }
+            },
             Some(input) = rx.recv() => {
                 let cmds = match input {
                     Input::Accepted { conn, local, peer, writer } => {
@@ -499,8 +672,13 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
                     Input::Gre { local, peer, call_id, payload } => gateway.handle(Event::Gre { local, peer, call_id, payload: &payload }),
                     Input::RouteFailed { session } => gateway.handle(Event::RouteFailed { session }),
                     Input::Api { request, reply } => {
-                        let answer = shell.answer(&mut gateway, request).await;
+                        let answer = shell.answer(&mut gateway, &mut reloader, request).await;
                         let _ = reply.send(answer);
+                        Vec::new()
+                    }
+                    Input::RateLimited { peer } => {
+                        shell.stats.connections_rate_limited += 1;
+                        tracing::info!(%peer, "control connection refused: connection rate limit");
                         Vec::new()
                     }
                 };
@@ -537,8 +715,13 @@ pub async fn run(config: ServerConfig, mut gateway: Gateway) -> anyhow::Result<(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<Input>,
+    limiter: Arc<std::sync::Mutex<crate::ratelimit::RateLimiter>>,
+) {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let origin = Instant::now();
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -546,6 +729,16 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::UnboundedSender<Input>) {
         let (SocketAddr::V4(peer), Ok(SocketAddr::V4(local))) = (peer, stream.local_addr()) else {
             continue;
         };
+        let admitted = limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(*peer.ip(), origin.elapsed());
+        if !admitted {
+            // Closed at once: no control connection state, no timers, nothing to clean up.
+            drop(stream);
+            let _ = tx.send(Input::RateLimited { peer: *peer.ip() });
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (mut read, writer) = stream.into_split();
@@ -641,18 +834,4 @@ async fn api_loop(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<
             let _ = write.write_all(text.as_bytes()).await;
         });
     }
-}
-
-fn add_address(ifname: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
-    // A /32 on pptp0: the clients' peer address answers, and no prefix route competes with the
-    // per-client /32 routes.
-    let status = std::process::Command::new("ip")
-        .args(["addr", "replace", &format!("{addr}/32"), "dev", ifname])
-        .status()
-        .context("run ip addr")?;
-    anyhow::ensure!(
-        status.success(),
-        "ip addr replace {addr}/32 dev {ifname} failed"
-    );
-    Ok(())
 }

@@ -152,6 +152,22 @@ impl Rig {
         }
     }
 
+    /// Rewrites the config and secrets files in place (for reload tests).
+    pub fn rewrite(&self, config: &str, secrets: &str) {
+        std::fs::write(self.dir.join("pptpgw.toml"), config).expect("write config");
+        std::fs::write(self.dir.join("chap-secrets"), secrets).expect("write secrets");
+    }
+
+    /// The running gateway's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("gateway running").id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

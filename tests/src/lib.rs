@@ -49,3 +49,19 @@ fn binary(var: &str, name: &str) -> std::path::PathBuf {
     );
     bin
 }
+
+/// A Python with the Prometheus project's `prometheus_client` (its OpenMetrics parser checks our
+/// exposition): `$PPTPGW_PYTHON` (set by `cargo xtask test`, which makes the venv), else the
+/// workspace's `target/ci-venv`.
+pub fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PPTPGW_PYTHON") {
+        return p.into();
+    }
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ci-venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask test` (it creates the venv with prometheus-client)",
+        p.display()
+    );
+    p
+}

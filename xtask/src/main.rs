@@ -133,12 +133,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     }
     let bin = workspace_root().join("target/debug/pptpgw");
     let client = workspace_root().join("target/debug/pptp-client");
+    let python = python_env()?;
     let status = cargo()
         .args(["test", "--workspace", "--no-fail-fast"])
         .arg("--")
         .args(extra)
         .env("PPTPGW_BIN", &bin)
         .env("PPTP_CLIENT_BIN", &client)
+        .env("PPTPGW_PYTHON", &python)
         .status()?;
     if !status.success() {
         bail!("tests failed");
@@ -149,6 +151,46 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         println!("interop: 1 passed, 0 failed");
     }
     Ok(())
+}
+
+/// Python packages the tests and checks use, from PyPI, in `target/ci-venv` (made once):
+/// prometheus-client (the Prometheus project's OpenMetrics parser) and kubernetes-validate (the
+/// Kubernetes OpenAPI schemas, for `deploy/kubernetes`).
+const PYTHON_PACKAGES: &[&str] = &["prometheus-client==0.26.0", "kubernetes-validate==1.37.0"];
+
+fn python_env() -> anyhow::Result<PathBuf> {
+    let venv = workspace_root().join("target/ci-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("packages");
+    let want = PYTHON_PACKAGES.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(python);
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()?;
+    if !status.success() {
+        bail!(
+            "python3 -m venv {} failed (apt package python3-venv)",
+            venv.display()
+        );
+    }
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PYTHON_PACKAGES)
+        .status()?;
+    if !status.success() {
+        bail!("pip install {PYTHON_PACKAGES:?} failed");
+    }
+    std::fs::write(&stamp, want)?;
+    Ok(python)
 }
 
 fn nightly() -> anyhow::Result<String> {

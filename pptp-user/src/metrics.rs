@@ -1,0 +1,369 @@
+//! Prometheus metrics and probes over HTTP (axum): `/metrics` (OpenMetrics text, encoded by
+//! prometheus-client), `/healthz` (the controller's loop answers), `/readyz` (running, not
+//! stopping). Every request is answered from the controller's own loop, so what is exported is
+//! a consistent snapshot, and a wedged loop fails the probes.
+
+use std::time::Duration;
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{gateway::GatewayStats, pool::Usage, server::ShellStats};
+
+/// Everything `/metrics` exports, gathered by the controller in one go.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub sessions_up: u64,
+    pub sessions_starting: u64,
+    pub gateway: GatewayStats,
+    pub shell: ShellStats,
+    /// Data-path event counters and drops by reason, summed over CPUs.
+    pub datapath: Vec<(&'static str, u64)>,
+    pub drops: Vec<(&'static str, u64)>,
+    pub pools: Vec<Usage>,
+    /// Bytes/packets of live sessions (ended sessions are in `shell`).
+    pub live: Traffic,
+    pub map_sessions: u64,
+    pub routes: u64,
+    /// One entry per session when per-session series are on.
+    pub per_session: Vec<(SessionLabels, Traffic)>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct SessionLabels {
+    pub session: u64,
+    pub user: String,
+    pub peer: String,
+    pub assigned: String,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter(registry: &mut Registry, name: &str, help: &str, v: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(v);
+    registry.register(name, help, c);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, v: u64) {
+    let g: Gauge = Gauge::default();
+    g.set(v as i64);
+    registry.register(name, help, g);
+}
+
+/// The OpenMetrics text for a snapshot.
+pub fn render(s: &Snapshot) -> String {
+    let mut r = Registry::with_prefix("pptpgw");
+    let sessions = Family::<Labels, Gauge>::default();
+    sessions
+        .get_or_create(&vec![("state", "up".into())])
+        .set(s.sessions_up as i64);
+    sessions
+        .get_or_create(&vec![("state", "starting".into())])
+        .set(s.sessions_starting as i64);
+    r.register("sessions", "Sessions by state", sessions);
+    let g = &s.gateway;
+    counter(
+        &mut r,
+        "control_connections",
+        "Control connections accepted",
+        g.control_connections,
+    );
+    counter(&mut r, "calls", "Outgoing-Call-Requests received", g.calls);
+    counter(
+        &mut r,
+        "calls_refused",
+        "Calls refused in Outgoing-Call-Reply",
+        g.calls_refused,
+    );
+    counter(
+        &mut r,
+        "session_setups",
+        "Sessions that came up",
+        g.sessions_up,
+    );
+    let ended = Family::<Labels, Counter>::default();
+    for (reason, n) in &g.ended {
+        ended
+            .get_or_create(&vec![("reason", reason.clone())])
+            .inc_by(*n);
+    }
+    r.register("session_teardowns", "Sessions ended, by reason", ended);
+    let auth = Family::<Labels, Counter>::default();
+    for (method, n) in &g.auth_failures {
+        auth.get_or_create(&vec![("method", method.clone())])
+            .inc_by(*n);
+    }
+    r.register("auth_failures", "Failed authentications, by method", auth);
+    counter(
+        &mut r,
+        "pool_exhausted",
+        "Calls refused for want of an address",
+        g.pool_exhausted,
+    );
+    counter(
+        &mut r,
+        "user_limit_refused",
+        "Sessions refused by the per-user limit",
+        g.user_limit_refused,
+    );
+    counter(
+        &mut r,
+        "user_limit_replaced",
+        "Sessions ended to make room for a newer one",
+        g.user_limit_replaced,
+    );
+    let slow = Family::<Labels, Counter>::default();
+    for (kind, n) in [
+        ("data", g.slowpath_data_frames),
+        ("control", g.slowpath_control_frames),
+        ("unknown_call", g.slowpath_unknown_call),
+        ("malformed", g.slowpath_malformed),
+    ] {
+        slow.get_or_create(&vec![("kind", kind.into())]).inc_by(n);
+    }
+    r.register(
+        "slowpath_frames",
+        "GRE frames handled by the controller's raw socket",
+        slow,
+    );
+    let sh = &s.shell;
+    counter(
+        &mut r,
+        "connections_rate_limited",
+        "Control connections refused by the per-source rate limit",
+        sh.connections_rate_limited,
+    );
+    counter(
+        &mut r,
+        "route_projection_errors",
+        "Failed route projections (each retry counts)",
+        sh.route_projection_errors,
+    );
+    counter(
+        &mut r,
+        "route_withdrawal_errors",
+        "Failed route withdrawals",
+        sh.route_withdrawal_errors,
+    );
+    counter(
+        &mut r,
+        "map_errors",
+        "Failed BPF map updates",
+        sh.map_errors,
+    );
+    let reloads = Family::<Labels, Counter>::default();
+    reloads
+        .get_or_create(&vec![("result", "applied".into())])
+        .inc_by(sh.reloads);
+    reloads
+        .get_or_create(&vec![("result", "refused".into())])
+        .inc_by(sh.reloads_refused);
+    r.register("reloads", "Configuration reloads", reloads);
+    let pool_size = Family::<Labels, Gauge>::default();
+    let pool_leased = Family::<Labels, Gauge>::default();
+    for u in &s.pools {
+        pool_size
+            .get_or_create(&vec![("pool", u.name.clone())])
+            .set(u.size as i64);
+        pool_leased
+            .get_or_create(&vec![("pool", u.name.clone())])
+            .set(u.leased as i64);
+    }
+    r.register("pool_addresses", "Addresses in each pool", pool_size);
+    r.register(
+        "pool_leased",
+        "Addresses leased from each pool",
+        pool_leased,
+    );
+    gauge(
+        &mut r,
+        "datapath_sessions",
+        "Sessions programmed in the data path",
+        s.map_sessions,
+    );
+    gauge(
+        &mut r,
+        "routes",
+        "Routes projected (protocol 241)",
+        s.routes,
+    );
+    let events = Family::<Labels, Counter>::default();
+    for (name, n) in &s.datapath {
+        events
+            .get_or_create(&vec![("event", (*name).into())])
+            .inc_by(*n);
+    }
+    r.register(
+        "datapath_events",
+        "Data-path packet events (XDP and TC), summed over CPUs",
+        events,
+    );
+    let drops = Family::<Labels, Counter>::default();
+    for (name, n) in &s.drops {
+        drops
+            .get_or_create(&vec![("reason", (*name).into())])
+            .inc_by(*n);
+    }
+    r.register(
+        "datapath_drops",
+        "Data-path drops by reason, summed over CPUs",
+        drops,
+    );
+    let bytes = Family::<Labels, Counter>::default();
+    let packets = Family::<Labels, Counter>::default();
+    bytes
+        .get_or_create(&vec![("direction", "rx".into())])
+        .inc_by(sh.ended_rx_bytes + s.live.rx_bytes);
+    bytes
+        .get_or_create(&vec![("direction", "tx".into())])
+        .inc_by(sh.ended_tx_bytes + s.live.tx_bytes);
+    packets
+        .get_or_create(&vec![("direction", "rx".into())])
+        .inc_by(sh.ended_rx_packets + s.live.rx_packets);
+    packets
+        .get_or_create(&vec![("direction", "tx".into())])
+        .inc_by(sh.ended_tx_packets + s.live.tx_packets);
+    r.register(
+        "datapath_bytes",
+        "Inner bytes carried by the data path (rx: from clients)",
+        bytes,
+    );
+    r.register(
+        "datapath_packets",
+        "Inner packets carried by the data path",
+        packets,
+    );
+    if !s.per_session.is_empty() {
+        let rx = Family::<SessionLabels, Gauge>::default();
+        let tx = Family::<SessionLabels, Gauge>::default();
+        for (labels, t) in &s.per_session {
+            rx.get_or_create(labels).set(t.rx_bytes as i64);
+            tx.get_or_create(labels).set(t.tx_bytes as i64);
+        }
+        r.register("session_rx_bytes", "Bytes from this session's client", rx);
+        r.register("session_tx_bytes", "Bytes to this session's client", tx);
+    }
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+/// What the HTTP side asks the controller's loop.
+pub enum Query {
+    Metrics(oneshot::Sender<String>),
+    /// Ready (running, not stopping)?
+    Health(oneshot::Sender<bool>),
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, tx: mpsc::UnboundedSender<Query>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(tx);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics server stopped");
+    }
+}
+
+const LOOP_DEADLINE: Duration = Duration::from_secs(3);
+
+async fn ask<T>(
+    tx: &mpsc::UnboundedSender<Query>,
+    q: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Option<T> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(q(reply)).ok()?;
+    tokio::time::timeout(LOOP_DEADLINE, rx).await.ok()?.ok()
+}
+
+async fn metrics(State(tx): State<mpsc::UnboundedSender<Query>>) -> impl IntoResponse {
+    match ask(&tx, Query::Metrics).await {
+        Some(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "controller not answering\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn healthz(State(tx): State<mpsc::UnboundedSender<Query>>) -> impl IntoResponse {
+    match ask(&tx, Query::Health).await {
+        Some(_) => (StatusCode::OK, "ok\n"),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "controller not answering\n",
+        ),
+    }
+}
+
+async fn readyz(State(tx): State<mpsc::UnboundedSender<Query>>) -> impl IntoResponse {
+    match ask(&tx, Query::Health).await {
+        Some(true) => (StatusCode::OK, "ready\n"),
+        Some(false) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "controller not answering\n",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_openmetrics() {
+        let mut s = Snapshot {
+            sessions_up: 3,
+            datapath: vec![("xdp_decap", 10)],
+            drops: vec![("spoofed_inner_source", 2)],
+            pools: vec![Usage {
+                name: "default".into(),
+                size: 4,
+                leased: 3,
+            }],
+            ..Snapshot::default()
+        };
+        s.gateway.ended.insert("echo_timeout".into(), 1);
+        s.gateway.auth_failures.insert("pap".into(), 2);
+        let text = render(&s);
+        for line in [
+            "pptpgw_sessions{state=\"up\"} 3",
+            "pptpgw_datapath_events_total{event=\"xdp_decap\"} 10",
+            "pptpgw_datapath_drops_total{reason=\"spoofed_inner_source\"} 2",
+            "pptpgw_pool_leased{pool=\"default\"} 3",
+            "pptpgw_session_teardowns_total{reason=\"echo_timeout\"} 1",
+            "pptpgw_auth_failures_total{method=\"pap\"} 2",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+}
