@@ -525,37 +525,69 @@ pub async fn run(
     if removed > 0 {
         tracing::info!(removed, "removed stale routes of a previous run");
     }
-    let pptp0 = netdev::create(&rt, &config.pptp0, u32::from(config.mtu)).await?;
-    netdev::add_address(&rt, pptp0.ifindex, config.tunnel_local).await?;
-    let mut dp = Datapath::load()?;
-    for w in &config.wan {
-        dp.attach_xdp(w, config.xdp_mode)?;
+    // Sockets are bound and programs loaded (and verified) before anything is created, so a
+    // busy port, a kernel or a capability problem leaves nothing behind; a failure after pptp0
+    // exists removes it again.
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen on {addr}"))?;
+        listeners.push((*addr, listener));
     }
-    dp.attach_encap(&pptp0.peer_name)?;
-    dp.attach_pass(&pptp0.name)?;
-    dp.set_config(&DatapathConfig {
-        pptp0_peer_ifindex: pptp0.peer_ifindex,
-        pptp0_mac: pptp0.mac,
-        pptp0_peer_mac: pptp0.peer_mac,
-        enabled: 1,
-    })?;
-    let seq = dp.seq_space()?;
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some((
+            addr,
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen {addr}"))?,
+        )),
+        None => None,
+    };
+    let api = match &config.api_socket {
+        Some(path) => Some((path.clone(), api_listener(path)?)),
+        None => None,
+    };
+    // Until start-up has succeeded, an error return removes the socket file again.
+    let mut api_file = RemoveOnDrop(config.api_socket.clone());
+    let gre_socket = GreSocket::open().context("raw GRE socket")?;
+    let mut dp = Datapath::load()?;
+    let pptp0 = netdev::create(&rt, &config.pptp0, u32::from(config.mtu)).await?;
+    let attached = async {
+        netdev::add_address(&rt, pptp0.ifindex, config.tunnel_local).await?;
+        for w in &config.wan {
+            dp.attach_xdp(w, config.xdp_mode)?;
+        }
+        dp.attach_encap(&pptp0.peer_name)?;
+        dp.attach_pass(&pptp0.name)?;
+        dp.set_config(&DatapathConfig {
+            pptp0_peer_ifindex: pptp0.peer_ifindex,
+            pptp0_mac: pptp0.mac,
+            pptp0_peer_mac: pptp0.peer_mac,
+            enabled: 1,
+        })?;
+        dp.seq_space()
+    }
+    .await;
+    let seq = match attached {
+        Ok(seq) => seq,
+        Err(e) => {
+            drop(dp);
+            let _ = netdev::delete(&rt, &config.pptp0).await;
+            return Err(e);
+        }
+    };
     // SAFETY: the socket owns its descriptor for its whole life and always reports the same one.
     let gre = Arc::new(
-        unsafe {
-            AsyncFd::register_with_interest(GreSocket::open()?, tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| anyhow::anyhow!("register the GRE socket: {e}"))?,
+        unsafe { AsyncFd::register_with_interest(gre_socket, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("register the GRE socket: {e}"))?,
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let limiter = Arc::new(std::sync::Mutex::new(crate::ratelimit::RateLimiter::new(
         config.connection_rate_per_source,
     )));
 
-    for addr in &config.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr}"))?;
+    for (addr, listener) in listeners {
         tracing::info!(%addr, "listening");
         let tx = tx.clone();
         tokio::spawn(accept_loop(listener, tx, limiter.clone()));
@@ -605,20 +637,18 @@ pub async fn run(
         stopping: false,
     };
     let (query_tx, mut queries) = mpsc::unbounded_channel();
-    if let Some(addr) = config.metrics {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("metrics.listen {addr}"))?;
+    if let Some((addr, listener)) = metrics_listener {
         tracing::info!(%addr, "metrics and probes listening");
         tokio::spawn(crate::metrics::serve(listener, query_tx));
     } else {
         drop(query_tx);
     }
-    if let Some(path) = &config.api_socket {
-        let listener = api_listener(path)?;
+    if let Some((path, listener)) = api {
         tracing::info!(socket = %path.display(), "control API listening");
         tokio::spawn(api_loop(listener, tx));
     }
+    // Running: the socket is removed at the end of the main loop instead.
+    api_file.0 = None;
     tracing::info!(pptp0 = %pptp0.name, wan = ?config.wan, "pptpgw running");
 
     let mut stopping: Option<Instant> = None;
@@ -776,6 +806,17 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// Removes a file when dropped (unless emptied first).
+struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

@@ -29,8 +29,6 @@ enum Chore {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the cargo-fuzz targets in fuzz/ (needs `cargo install cargo-fuzz`), each for --runs
-    /// executions, with the pinned nightly. No targets named: all of them.
     /// Interop: Debian's pptp-linux + pppd in a qemu VM dial `pptpgw run` (PAP, CHAP-MD5,
     /// MS-CHAPv2), ping through the tunnel, hang up; the gateway must report the data on its
     /// XDP path and leave nothing behind.
@@ -38,6 +36,13 @@ enum Chore {
     /// Build the client VM and capture real pptp-linux/pppd sessions (against pptpd, inside the
     /// VM) into pptp-user/tests/captures/, the fixtures of the codec round-trip tests.
     Capture,
+    /// Validate the deployment files: the Kubernetes manifests against the Kubernetes OpenAPI
+    /// schemas (kubernetes-validate, strict), the ConfigMap's config and the Secret's users with
+    /// `pptpgw check-config`, the systemd unit with `systemd-analyze verify` when present, and
+    /// that the Dockerfile builds with CI's toolchain script.
+    CheckDeploy,
+    /// Run the cargo-fuzz targets in fuzz/ (needs `cargo install cargo-fuzz`), each for --runs
+    /// executions, with the pinned nightly. No targets named: all of them.
     Fuzz {
         targets: Vec<String>,
         #[arg(long, default_value_t = 1_000_000)]
@@ -66,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Chore::Fuzz { targets, runs } => fuzz(&targets, runs),
         Chore::Capture => capture(),
         Chore::Interop => interop(),
+        Chore::CheckDeploy => check_deploy(),
     }
 }
 
@@ -146,9 +152,101 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         bail!("tests failed");
     }
     if extra.is_empty() {
+        check_deploy()?;
+        println!("check-deploy: passed");
         // The real client against the real gateway; a filter given means a focused run.
         interop()?;
         println!("interop: 1 passed, 0 failed");
+    }
+    Ok(())
+}
+
+fn check_deploy() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let python = python_env()?;
+    let manifests: Vec<PathBuf> = std::fs::read_dir(root.join("deploy/kubernetes"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    if manifests.is_empty() {
+        bail!("no manifests in deploy/kubernetes");
+    }
+    let status = Command::new(python.with_file_name("kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .args(&manifests)
+        .status()?;
+    if !status.success() {
+        bail!("Kubernetes manifests failed schema validation");
+    }
+    // The config and users the manifests ship must pass pptpgw's own checks.
+    let dir = root.join("target/check-deploy");
+    std::fs::create_dir_all(&dir)?;
+    let script = r#"
+import sys, yaml
+cm = yaml.safe_load(open(sys.argv[1]))
+sec = yaml.safe_load(open(sys.argv[2]))
+open(sys.argv[3], "w").write(cm["data"]["pptpgw.toml"])
+open(sys.argv[4], "w").write(sec["stringData"]["chap-secrets"])
+"#;
+    let (toml, secrets) = (dir.join("pptpgw.toml"), dir.join("chap-secrets"));
+    let status = Command::new(&python)
+        .args(["-c", script])
+        .arg(root.join("deploy/kubernetes/configmap.yaml"))
+        .arg(root.join("deploy/kubernetes/secret.yaml"))
+        .args([&toml, &secrets])
+        .status()?;
+    if !status.success() {
+        bail!("could not extract the ConfigMap's config and the Secret's users");
+    }
+    let status = cargo()
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "pptp-user",
+            "--bin",
+            "pptpgw",
+            "--",
+            "check-config",
+        ])
+        .arg(&toml)
+        .arg("--secrets")
+        .arg(&secrets)
+        .status()?;
+    if !status.success() {
+        bail!("the ConfigMap's config fails `pptpgw check-config`");
+    }
+    let unit = root.join("deploy/systemd/pptpgw.service");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&unit)
+            .output()?;
+        // Only the unit's own syntax counts: the binary path does not exist on a build host.
+        let text = String::from_utf8_lossy(&out.stderr);
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("/usr/local/bin/pptpgw") && !l.trim().is_empty())
+            .collect();
+        if !bad.is_empty() {
+            bail!(
+                "systemd-analyze verify {}:
+{}",
+                unit.display(),
+                bad.join(
+                    "
+"
+                )
+            );
+        }
+    }
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile"))?;
+    if !dockerfile.contains("RUN .ci/install-toolchains") {
+        bail!("the Dockerfile must build with .ci/install-toolchains, as CI does");
     }
     Ok(())
 }
