@@ -1,6 +1,7 @@
-//! One raw GRE socket for all of a process's calls, demultiplexed by the call ID in the key (the
-//! receiver's, i.e. ours). Raw sockets see every GRE packet of the namespace, so calls of other
-//! processes are simply not ours and are ignored.
+//! One raw GRE socket for all of a process's calls, demultiplexed by our address and the call ID
+//! in the key (the receiver's, i.e. ours): call IDs need only be unique per client address, so one
+//! process can hold more than 65,535 calls from many addresses. Raw sockets see every GRE packet
+//! of the namespace, so calls of other processes are simply not ours and are ignored.
 
 use std::{
     collections::HashMap,
@@ -22,7 +23,8 @@ pub struct Packet {
     pub from: Ipv4Addr,
 }
 
-type Routes = Arc<Mutex<HashMap<u16, mpsc::Sender<Packet>>>>;
+/// (our address or 0.0.0.0 for "any", call ID) → the call's queue.
+type Routes = Arc<Mutex<HashMap<(Ipv4Addr, u16), mpsc::Sender<Packet>>>>;
 
 #[derive(Clone)]
 pub struct GreMux {
@@ -46,22 +48,23 @@ impl GreMux {
         Ok(Self { socket, routes })
     }
 
-    /// Registers a call ID; `None` if it is taken in this process.
-    pub fn register(&self, call_id: u16) -> Option<mpsc::Receiver<Packet>> {
+    /// Registers a call ID for packets to `local` (0.0.0.0: to any of our addresses); `None` if
+    /// it is taken in this process.
+    pub fn register(&self, local: Ipv4Addr, call_id: u16) -> Option<mpsc::Receiver<Packet>> {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        if routes.contains_key(&call_id) {
+        if routes.contains_key(&(local, call_id)) {
             return None;
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        routes.insert(call_id, tx);
+        routes.insert((local, call_id), tx);
         Some(rx)
     }
 
-    pub fn unregister(&self, call_id: u16) {
+    pub fn unregister(&self, local: Ipv4Addr, call_id: u16) {
         self.routes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&call_id);
+            .remove(&(local, call_id));
     }
 
     pub fn send(
@@ -83,11 +86,13 @@ async fn receive(socket: Arc<AsyncFd<GreSocket>>, routes: Routes) {
         loop {
             match guard.get_inner().recv() {
                 Ok(r) => {
-                    let tx = routes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&r.header.call_id)
-                        .cloned();
+                    let tx = {
+                        let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+                        routes
+                            .get(&(r.local, r.header.call_id))
+                            .or_else(|| routes.get(&(Ipv4Addr::UNSPECIFIED, r.header.call_id)))
+                            .cloned()
+                    };
                     if let Some(tx) = tx {
                         let _ = tx.try_send(Packet {
                             header: r.header,

@@ -249,18 +249,19 @@ fn echo_reply(identifier: u32) -> EchoReply {
 /// Dials a call and returns once the network is up (or why it is not).
 pub async fn dial(cfg: DialConfig, mux: &GreMux) -> Result<Session, DialError> {
     let limit = cfg.timeout;
+    let reg = cfg.local.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let gre = mux
-        .register(cfg.call_id)
+        .register(reg, cfg.call_id)
         .ok_or(DialError::CallIdInUse(cfg.call_id))?;
     let result = tokio::time::timeout(limit, dial_inner(cfg.clone(), mux.clone(), gre)).await;
     match result {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => {
-            mux.unregister(cfg.call_id);
+            mux.unregister(reg, cfg.call_id);
             Err(e)
         }
         Err(_) => {
-            mux.unregister(cfg.call_id);
+            mux.unregister(reg, cfg.call_id);
             Err(DialError::Timeout(limit))
         }
     }
@@ -344,6 +345,7 @@ async fn dial_inner(
     let call = Call {
         server: cfg.server,
         local,
+        reg: cfg.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
         call_id: cfg.call_id,
         peer_call_id,
         mux,
@@ -393,6 +395,8 @@ async fn dial_inner(
 struct Call {
     server: Ipv4Addr,
     local: Ipv4Addr,
+    /// The address the call is registered under in the mux.
+    reg: Ipv4Addr,
     call_id: u16,
     peer_call_id: u16,
     mux: GreMux,
@@ -515,7 +519,7 @@ async fn run(
         if let Some(e) = ended.take() {
             // The link is down: clear the call and the control connection, then close.
             finish_control(&mut stream, &mut framer, call.call_id, hangup.is_some()).await;
-            call.mux.unregister(call.call_id);
+            call.mux.unregister(call.reg, call.call_id);
             if let Some(h) = hangup.take() {
                 let _ = h.send(());
             }
@@ -562,7 +566,7 @@ async fn run(
                 }
                 Some(Cmd::Silence) => {
                     // Hold TCP open but read nothing, answer nothing, until the server closes it.
-                    call.mux.unregister(call.call_id);
+                    call.mux.unregister(call.reg, call.call_id);
                     let _ = stream.readable().await;
                     loop {
                         match stream.read(&mut buf).await {
@@ -579,7 +583,7 @@ async fn run(
                         if let Some(tx) = up_tx.take() {
                             let _ = tx.send(Err(DialError::Control("TCP closed by the server".into())));
                         }
-                        call.mux.unregister(call.call_id);
+                        call.mux.unregister(call.reg, call.call_id);
                         return Ended::ControlLost;
                     }
                     Ok(n) => n,
@@ -599,7 +603,7 @@ async fn run(
                             }
                             let _ = send(&mut stream, StopControlConnectionRequest { reason: pptp::stop_reason::NONE, ..Default::default() }).await;
                             let _ = tokio::time::timeout(Duration::from_secs(2), next_message(&mut stream, &mut framer)).await;
-                            call.mux.unregister(call.call_id);
+                            call.mux.unregister(call.reg, call.call_id);
                             return Ended::Cleared { result: c.result_code };
                         }
                         Ok(ControlMessage::StopControlConnectionRequest(_)) => {
@@ -607,12 +611,12 @@ async fn run(
                             if let Some(tx) = up_tx.take() {
                                 let _ = tx.send(Err(DialError::Control("Stop-Control-Connection-Request".into())));
                             }
-                            call.mux.unregister(call.call_id);
+                            call.mux.unregister(call.reg, call.call_id);
                             return Ended::StopControl;
                         }
                         Ok(_) => {}
                         Err(e) if e.is_fatal() => {
-                            call.mux.unregister(call.call_id);
+                            call.mux.unregister(call.reg, call.call_id);
                             return Ended::ControlLost;
                         }
                         Err(_) => {}

@@ -13,6 +13,11 @@ pub const PROG_TC_ENCAP: &str = "pptp_encap";
 pub const PROG_XDP_ENCAP: &str = "pptp_encap_xdp";
 /// XDP_PASS, for `pptp0` (a veth needs an XDP program to receive redirected frames).
 pub const PROG_XDP_PASS: &str = "pptp_pass";
+/// Benchmark baseline only: redirects every frame to `BENCH_REDIRECT[0]` (an ifindex), the
+/// cheapest XDP forwarding there is. Never attached by the controller.
+pub const PROG_XDP_BENCH_REDIRECT: &str = "pptp_bench_redirect";
+/// `Array<u32>` of one entry: the benchmark redirect's target ifindex.
+pub const BENCH_REDIRECT: &str = "BENCH_REDIRECT";
 
 /// `HashMap<SessionKey, Session>`: calls by how their packets arrive.
 pub const SESSIONS: &str = "SESSIONS";

@@ -59,6 +59,19 @@ pub fn pptp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The benchmarks' baseline: the same veth path with the cheapest XDP forwarding (a redirect to a
+/// fixed interface, no parsing). Never attached by the controller.
+#[xdp]
+pub fn pptp_bench_redirect(_ctx: XdpContext) -> u32 {
+    match maps::BENCH_REDIRECT.get(0) {
+        // SAFETY: bpf_redirect takes any ifindex; an invalid one makes the redirect fail (drop).
+        Some(&ifindex) if ifindex != 0 => unsafe {
+            aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32
+        },
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
 #[classifier]
 pub fn pptp_encap(ctx: TcContext) -> i32 {
     counters::count(Stat::TcSeen);

@@ -30,3 +30,7 @@ pub static SESSION_STATS: PerCpuArray<SessionStats> =
 
 #[map]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
+
+/// Benchmark baseline only (see `pptp_bench_redirect`).
+#[map]
+pub static BENCH_REDIRECT: Array<u32> = Array::with_max_entries(1, 0);

@@ -56,6 +56,7 @@ impl Datapath {
             maps::PROG_XDP_DECAP,
             maps::PROG_XDP_ENCAP,
             maps::PROG_XDP_PASS,
+            maps::PROG_XDP_BENCH_REDIRECT,
         ] {
             prog_mut(&mut ebpf, name)?
                 .load()
@@ -85,6 +86,41 @@ impl Datapath {
             .attach(iface, mode)
             .with_context(|| format!("attach {name} to {iface}"))?;
         Ok(())
+    }
+
+    /// Attaches any of the object's XDP programs (benchmarks swap programs on one interface).
+    pub fn attach_named(
+        &mut self,
+        name: &str,
+        iface: &str,
+        mode: XdpMode,
+    ) -> anyhow::Result<aya::programs::xdp::XdpLinkId> {
+        prog_mut(&mut self.ebpf, name)?
+            .attach(iface, mode)
+            .with_context(|| format!("attach {name} to {iface}"))
+    }
+
+    pub fn detach_named(
+        &mut self,
+        name: &str,
+        link: aya::programs::xdp::XdpLinkId,
+    ) -> anyhow::Result<()> {
+        prog_mut(&mut self.ebpf, name)?
+            .detach(link)
+            .with_context(|| format!("detach {name}"))
+    }
+
+    /// The benchmark baseline's redirect target.
+    pub fn set_bench_redirect(&mut self, ifindex: u32) -> anyhow::Result<()> {
+        let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut(maps::BENCH_REDIRECT)?)?;
+        a.set(0, ifindex, 0)?;
+        Ok(())
+    }
+
+    /// A program's kernel-measured run time and run count (while BPF stats are enabled).
+    pub fn program_stats(&self, name: &str) -> anyhow::Result<(std::time::Duration, u64)> {
+        let info = self.xdp_program(name)?.info()?;
+        Ok((info.run_time(), info.run_count()))
     }
 
     /// An XDP program by name (for BPF_PROG_TEST_RUN).

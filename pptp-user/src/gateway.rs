@@ -1116,10 +1116,13 @@ mod tests {
                 .find(|f| f[0] == code::CONFIGURE_NAK);
             let Some(nak) = nak else { return out };
             let addr = [nak[6], nak[7], nak[8], nak[9]];
-            self.gre(g, l, proto::IPCP, &addr_req(addr, 2));
+            // Our Ack of the client's address brings the session up (the client may send data
+            // as soon as it has that Ack and ours is acked); then the client acks our request.
+            let mut out = self.gre(g, l, proto::IPCP, &addr_req(addr, 2));
             let mut ack = our_ipcp.clone();
             ack[0] = code::CONFIGURE_ACK;
-            self.gre(g, l, proto::IPCP, &ack)
+            out.extend(self.gre(g, l, proto::IPCP, &ack));
+            out
         }
 
         fn hang_up(&self, g: &mut Gateway, l: &mut Ledger) -> Vec<Command> {

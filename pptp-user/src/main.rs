@@ -325,9 +325,26 @@ fn init_logging(log: &pptp_user::config::Log) {
     }
 }
 
+/// One descriptor per control connection: a concentrator needs the hard limit, not the default
+/// soft 1024.
+fn raise_nofile_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = read_config(&args)?;
     init_logging(&config.log);
+    raise_nofile_limit();
     let Loaded {
         config,
         secrets,

@@ -70,6 +70,25 @@ impl GreSocket {
         )?;
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A reconnect storm (every client redialling after an outage) arrives as a burst of
+        // PPP negotiation frames on this one socket; the default buffer (~200 KiB, a few hundred
+        // packets) overflows and each loss costs a 3 s restart timer. As root, force 16 MiB.
+        let size: libc::c_int = 16 << 20;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: setsockopt with a valid int option value.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const size).cast(),
+                    size_of::<libc::c_int>() as u32,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
         Ok(Self { fd })
     }
 

@@ -41,6 +41,12 @@ enum Chore {
     /// `pptpgw check-config`, the systemd unit with `systemd-analyze verify` when present, and
     /// that the Dockerfile builds with CI's toolchain script.
     CheckDeploy,
+    /// Benchmarks (release build, root): data-path cost, forwarding against baselines, control
+    /// plane, churn; prints one table. Arguments after `--` go to `pptp-bench` (`--help`).
+    Bench {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run the cargo-fuzz targets in fuzz/ (needs `cargo install cargo-fuzz`), each for --runs
     /// executions, with the pinned nightly. No targets named: all of them.
     Fuzz {
@@ -72,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Chore::Capture => capture(),
         Chore::Interop => interop(),
         Chore::CheckDeploy => check_deploy(),
+        Chore::Bench { args } => bench(&args),
     }
 }
 
@@ -157,6 +164,28 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         // The real client against the real gateway; a filter given means a focused run.
         interop()?;
         println!("interop: 1 passed, 0 failed");
+    }
+    Ok(())
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmarks need root (namespaces, XDP, BPF statistics)");
+    }
+    let status = cargo()
+        .args(["build", "--release", "-p", "pptp-user", "-p", "pptp-bench"])
+        .status()?;
+    if !status.success() {
+        bail!("release build failed");
+    }
+    let root = workspace_root();
+    let status = Command::new(root.join("target/release/pptp-bench"))
+        .args(args)
+        .env("PPTPGW_BIN", root.join("target/release/pptpgw"))
+        .status()?;
+    if !status.success() {
+        bail!("pptp-bench failed");
     }
     Ok(())
 }

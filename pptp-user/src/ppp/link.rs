@@ -140,6 +140,8 @@ pub struct Link {
     identifier: u8,
     /// What ends the link once LCP has finished terminating.
     down: Option<DownReason>,
+    /// `Up` was reported (once our IPCP acked the client's request).
+    network_reported: bool,
 }
 
 impl Link {
@@ -160,6 +162,7 @@ impl Link {
             echo_unanswered: 0,
             identifier: 0,
             down: None,
+            network_reported: false,
         };
         let mut out = Vec::new();
         let o = link.lcp.fsm.open();
@@ -475,15 +478,33 @@ impl Link {
                     code,
                     identifier,
                     data,
-                } => out.push(send_cp(protocol, code, identifier, &data)),
+                } => {
+                    out.push(send_cp(protocol, code, identifier, &data));
+                    // Acking the client's IPCP request (its address is the assigned one, or we
+                    // would have Nak'd) lets the client go up as soon as its own request is
+                    // acked too, and send data at once: the data path must accept it from
+                    // now, not only when our side's IPCP opens a round trip later.
+                    if protocol == proto::IPCP
+                        && code == crate::wire::cp::code::CONFIGURE_ACK
+                        && !self.network_reported
+                    {
+                        self.network_reported = true;
+                        out.push(LinkOutput::Up {
+                            negotiated: self.lcp.negotiated(),
+                        });
+                    }
+                }
                 Output::StartTimer(d) => out.push(LinkOutput::SetTimer(timer, d)),
                 Output::StopTimer => out.push(LinkOutput::CancelTimer(timer)),
                 Output::Up if protocol == proto::IPCP => {
                     self.phase = Phase::Opened;
                     self.echo_unanswered = 0;
-                    out.push(LinkOutput::Up {
-                        negotiated: self.lcp.negotiated(),
-                    });
+                    if !self.network_reported {
+                        self.network_reported = true;
+                        out.push(LinkOutput::Up {
+                            negotiated: self.lcp.negotiated(),
+                        });
+                    }
                     out.push(LinkOutput::SetTimer(
                         LinkTimer::Echo,
                         self.config.echo_interval,
@@ -618,11 +639,16 @@ mod tests {
         assert_eq!(parse_options(&nak[4..]).unwrap()[0].value, &[10, 99, 0, 10]);
         let r = link.receive(proto::IPCP, &[1, 3, 0, 10, 3, 6, 10, 99, 0, 10], secret);
         assert_eq!(sent(&r, proto::IPCP)[0][0], code::CONFIGURE_ACK);
-        let r = link.receive(proto::IPCP, &ack_of(&our_ipcp), secret);
+        // Up with our Ack of the client's address: the client may send data from now on.
         assert!(
             r.iter()
                 .any(|o| matches!(o, LinkOutput::Up { negotiated } if negotiated.peer_pfc)),
             "{r:?}"
+        );
+        let r = link.receive(proto::IPCP, &ack_of(&our_ipcp), secret);
+        assert!(
+            !r.iter().any(|o| matches!(o, LinkOutput::Up { .. })),
+            "Up once: {r:?}"
         );
         assert_eq!(link.phase(), Phase::Opened);
 
