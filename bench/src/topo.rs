@@ -119,6 +119,7 @@ pub fn blast(
 ) -> (u64, Duration) {
     let dev = dev.to_string();
     ns.enter(move || {
+        pin_to_cpu(0);
         let sender = PacketSender::new(&dev).expect("AF_PACKET sender");
         let started = Instant::now();
         let mut sent = 0u64;
@@ -148,6 +149,18 @@ pub fn blast(
 }
 
 static SEQ_BASE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// Pins the calling thread to one CPU. A veth has one receive queue per CPU and queues by the
+/// sending CPU: a generator that migrates would spread one flow over two queues (two NAPI
+/// contexts) and reorder it, which a NIC's RSS hash never does to a GRE flow.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity get valid pointers.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
 
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

@@ -785,7 +785,9 @@ async fn accept_loop(
         }
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
+            // Control messages are at most 220 bytes: a small buffer per connection (there may be
+            // 100,000 of them) costs a few more reads in a burst and nothing else.
+            let mut buf = vec![0u8; 512];
             loop {
                 match read.read(&mut buf).await {
                     Ok(0) | Err(_) => {
