@@ -26,8 +26,9 @@ struct Args {
     /// Sessions per setup-rate round.
     #[arg(long, default_value_t = 2000)]
     setups: u32,
-    /// Sessions held idle for the memory figure (100000 for the full target; takes minutes).
-    #[arg(long, default_value_t = 10_000)]
+    /// Sessions held idle for the memory figure (capped by the descriptor hard limit: one TCP
+    /// socket per session on each side).
+    #[arg(long, default_value_t = 100_000)]
     held: u32,
     /// Dials in flight.
     #[arg(long, default_value_t = 128)]

@@ -787,7 +787,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             // Control messages are at most 220 bytes: a small buffer per connection (there may be
             // 100,000 of them) costs a few more reads in a burst and nothing else.
-            let mut buf = vec![0u8; 512];
+            let mut buf = vec![0u8; 256];
             loop {
                 match read.read(&mut buf).await {
                     Ok(0) | Err(_) => {
