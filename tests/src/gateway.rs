@@ -298,3 +298,36 @@ pub fn client_line(
             .collect(),
     )
 }
+
+/// A current-thread tokio runtime (for code run inside `Netns::enter`).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A dial of the rig's gateway as `user`, our call ID `call_id`, any source address.
+pub fn dial_config(rig: &Rig, user: &str, password: &str, call_id: u16) -> pptp_client::DialConfig {
+    pptp_client::DialConfig {
+        server: rig.dial,
+        port: 1723,
+        local: None,
+        peer: pptp_client::peer::PeerConfig {
+            user: user.into(),
+            password: password.into(),
+            ..pptp_client::peer::PeerConfig::default()
+        },
+        call_id,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+/// A number in a JSON answer of the API (`stats`, `sessions`), 0 when absent.
+pub fn num(v: &Value, path: &[&str]) -> u64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_u64().unwrap_or(0)
+}

@@ -9,9 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pptp_client::{DialConfig, DialError, Ended, dial, gre::GreMux, packet, peer::PeerConfig};
+use pptp_client::{DialError, Ended, dial, gre::GreMux, packet};
 use pptp_tests::{
-    gateway::{CLIENT, GW_WAN, Rig, SECRETS, SERVER, client_line, config},
+    gateway::{CLIENT, GW_WAN, Rig, SECRETS, SERVER, client_line, config, dial_config, num, rt},
     require_root,
 };
 use pptp_user::wire::{
@@ -19,37 +19,6 @@ use pptp_user::wire::{
     lcp::AuthProtocol,
     ppp::{Compression, PppFrame, proto},
 };
-use serde_json::Value;
-
-fn num(v: &Value, path: &[&str]) -> u64 {
-    let mut v = v;
-    for p in path {
-        v = &v[*p];
-    }
-    v.as_u64().unwrap_or(0)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn dial_config(user: &str, password: &str, call_id: u16) -> DialConfig {
-    DialConfig {
-        server: GW_WAN,
-        port: 1723,
-        local: None,
-        peer: PeerConfig {
-            user: user.into(),
-            password: password.into(),
-            ..PeerConfig::default()
-        },
-        call_id,
-        timeout: Duration::from_secs(30),
-    }
-}
 
 #[test]
 fn each_auth_method_gets_an_address_and_pings_through_xdp() {
@@ -150,7 +119,7 @@ fn hostile_data_is_dropped_and_counted_and_the_session_survives() {
     rig.client.enter(|| {
         rt().block_on(async {
             let mux = GreMux::open().unwrap();
-            let mut s = dial(dial_config("bob", "hunter2", 0x2001), &mux)
+            let mut s = dial(dial_config(&rig, "bob", "hunter2", 0x2001), &mux)
                 .await
                 .unwrap_or_else(|e| panic!("dial: {e}\n{}", rig.log()));
             let me = s.info.network.address;
@@ -224,7 +193,7 @@ fn vanished_clients_are_cleaned_up() {
     let ended = rig.client.enter(|| {
         rt().block_on(async {
             let mux = GreMux::open().unwrap();
-            let mut s = dial(dial_config("alice", "s3cret", 0x3001), &mux)
+            let mut s = dial(dial_config(&rig, "alice", "s3cret", 0x3001), &mux)
                 .await
                 .unwrap_or_else(|e| panic!("dial: {e}\n{}", rig.log()));
             assert_eq!(s.ping(SERVER, 2, Duration::from_secs(2)).await.received, 2);
@@ -269,7 +238,7 @@ fn a_client_dialling_with_a_refused_method_gets_nothing() {
     let r = rig.client.enter(|| {
         rt().block_on(async {
             let mux = GreMux::open().unwrap();
-            let mut c = dial_config("alice", "s3cret", 0x4001);
+            let mut c = dial_config(&rig, "alice", "s3cret", 0x4001);
             c.peer.methods = vec![AuthProtocol::MsChapV2];
             c.timeout = Duration::from_secs(60);
             dial(c, &mux).await.map(|_| ())

@@ -8,34 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pptp_client::{DialConfig, DialError, Ended, dial, gre::GreMux, peer::PeerConfig};
+use pptp_client::{DialError, Ended, dial, gre::GreMux};
 use pptp_tests::{
-    gateway::{Rig, SECRETS, SERVER, config},
+    gateway::{Rig, SECRETS, SERVER, config, dial_config, num, rt},
     pptpgw_bin, require_root,
 };
 use serde_json::Value;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn dial_config(rig: &Rig, user: &str, password: &str, call_id: u16) -> DialConfig {
-    DialConfig {
-        server: rig.dial,
-        port: 1723,
-        local: None,
-        peer: PeerConfig {
-            user: user.into(),
-            password: password.into(),
-            ..PeerConfig::default()
-        },
-        call_id,
-        timeout: Duration::from_secs(30),
-    }
-}
 
 /// `pptpgw <verb> --socket <rig's socket> <args>`, which must succeed; its stdout.
 fn cli(rig: &Rig, verb: &str, args: &[&str]) -> String {
@@ -53,14 +31,6 @@ fn cli(rig: &Rig, verb: &str, args: &[&str]) -> String {
         rig.log()
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn num(v: &Value, path: &[&str]) -> u64 {
-    let mut v = v;
-    for p in path {
-        v = &v[*p];
-    }
-    v.as_u64().unwrap_or(0)
 }
 
 #[test]

@@ -12,19 +12,12 @@ use std::{
 
 use pptp_client::{DialConfig, DialError, Ended, Session, dial, gre::GreMux, peer::PeerConfig};
 use pptp_tests::{
-    gateway::{CLIENT, Rig, SECRETS, SERVER, client_line, config},
+    gateway::{CLIENT, Rig, SECRETS, SERVER, client_line, config, rt},
     netns::{Netns, run_ok, veth_pair},
     pptpgw_bin, require_root,
 };
 
 const POOL4: &str = "[[pool]]\nname = \"default\"\nranges = [\"10.99.0.10-10.99.0.13\"]\n";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn dial_config(rig: &Rig, call_id: u16, local: Option<Ipv4Addr>) -> DialConfig {
     DialConfig {

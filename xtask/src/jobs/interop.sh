@@ -29,7 +29,9 @@ for m in $(cat $S/methods); do
   pid=$!
   i=0
   # Reordering test types hold packets back, so negotiation takes longer there.
-  while [ $i -lt 240 ] && ! ip addr show ppp0 2>/dev/null | busybox grep -q 'inet 10.99'; do sleep 0.5; i=$((i+1)); done
+  # Up means pppd has the address *and* the peer route (it adds the route after the address; a
+  # ping in between fails with "Network is unreachable").
+  while [ $i -lt 240 ] && ! ip route show dev ppp0 2>/dev/null | busybox grep -q '10.99.0.1'; do sleep 0.5; i=$((i+1)); done
   if [ $m = mppe ]; then
     # Refused: pppd must give up by itself (no MPPE on offer), never reaching IPCP.
     i=0
