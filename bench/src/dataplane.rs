@@ -404,7 +404,7 @@ pub fn forwarding(runs: usize, time: Duration) -> Vec<Row> {
             ));
         }
     }
-    rows.extend(alternatives(&mut gw, runs, time));
+    let alternatives = alternatives(&mut gw, runs, time);
     if let Ok(c) = gw.dp.counters() {
         let drops: Vec<String> = pptp_common::stats::DropReason::ALL
             .iter()
@@ -413,7 +413,7 @@ pub fn forwarding(runs: usize, time: Duration) -> Vec<Row> {
             .collect();
         rows.push(Row::info(
             "2 forwarding",
-            "data-path drops over all forwarding runs",
+            "data-path drops over all forwarding runs (2 and 3)",
             if drops.is_empty() {
                 "none".into()
             } else {
