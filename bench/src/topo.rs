@@ -142,8 +142,10 @@ pub fn blast(
                 sent += 1;
             }
         }
-        let used = u32::try_from(sent / n as u64 + 2).unwrap_or(u32::MAX / 4);
-        SEQ_BASE.fetch_add(used, std::sync::atomic::Ordering::Relaxed);
+        // Past every number used, including those of sends that failed and were retried with
+        // the next number.
+        let next = seqs.iter().copied().max().unwrap_or(base).wrapping_add(1);
+        SEQ_BASE.fetch_max(next, std::sync::atomic::Ordering::Relaxed);
         (sent, started.elapsed())
     })
 }
