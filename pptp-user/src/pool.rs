@@ -166,6 +166,15 @@ struct Pool {
     size: usize,
 }
 
+impl Pool {
+    fn free_len(&self) -> usize {
+        match &self.free {
+            Free::Lowest(s) => s.len(),
+            Free::Lru(q) => q.len(),
+        }
+    }
+}
+
 pub struct Pools {
     pools: Vec<Pool>,
     by_name: HashMap<String, usize>,
@@ -425,11 +434,12 @@ impl Pools {
     pub fn usage(&self) -> Vec<Usage> {
         self.pools
             .iter()
-            .enumerate()
-            .map(|(i, p)| Usage {
+            .map(|p| Usage {
                 name: p.config.name.clone(),
                 size: p.size,
-                leased: self.leases.values().filter(|v| **v == Some(i)).count(),
+                // Every address of a pool is either free or leased from it: O(pools), not
+                // O(leases), for a scrape at 100,000 sessions.
+                leased: p.size - p.free_len(),
             })
             .collect()
     }
