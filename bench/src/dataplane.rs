@@ -406,10 +406,11 @@ pub fn forwarding(runs: usize, time: Duration) -> Vec<Row> {
     }
     let alternatives = alternatives(&mut gw, runs, time);
     if let Ok(c) = gw.dp.counters() {
-        let drops: Vec<String> = pptp_common::stats::DropReason::ALL
-            .iter()
-            .filter(|r| c.dropped(**r) > 0)
-            .map(|r| format!("{}={}", r.name(), c.dropped(*r)))
+        let drops: Vec<String> = c
+            .named_drops()
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         rows.push(Row::info(
             "2 forwarding",

@@ -10,7 +10,7 @@ use std::{
 };
 
 use pptp_user::{
-    slowpath::{GreSocket, RecvError},
+    slowpath::{GreSocket, next_packet},
     wire::gre::GreHeader,
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};
@@ -38,11 +38,7 @@ const QUEUE: usize = 1024;
 impl GreMux {
     /// Opens the socket in the calling thread's namespace and starts the receive task.
     pub fn open() -> std::io::Result<Self> {
-        // SAFETY: the socket owns its descriptor for its whole life and always reports the same
-        // one, which is what registration requires.
-        let socket = Arc::new(unsafe {
-            AsyncFd::register_with_interest(GreSocket::open()?, tokio::io::Interest::READABLE)
-        }?);
+        let socket = Arc::new(GreSocket::open()?.into_async()?);
         let routes: Routes = Arc::default();
         tokio::spawn(receive(socket.clone(), routes.clone()));
         Ok(Self { socket, routes })
@@ -79,34 +75,27 @@ impl GreMux {
 }
 
 async fn receive(socket: Arc<AsyncFd<GreSocket>>, routes: Routes) {
-    loop {
-        let Ok(mut guard) = socket.readable().await else {
-            return;
-        };
-        loop {
-            match guard.get_inner().recv() {
-                Ok(r) => {
-                    let tx = {
-                        let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
-                        routes
-                            .get(&(r.local, r.header.call_id))
-                            .or_else(|| routes.get(&(Ipv4Addr::UNSPECIFIED, r.header.call_id)))
-                            .cloned()
-                    };
-                    if let Some(tx) = tx {
-                        let _ = tx.try_send(Packet {
-                            header: r.header,
-                            payload: r.payload,
-                            from: r.peer,
-                        });
-                    }
-                }
-                Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    break;
-                }
-                Err(e) => tracing::debug!(error = %e, "GRE packet dropped"),
+    while let Ok(r) = next_packet(&socket).await {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "GRE packet dropped");
+                continue;
             }
+        };
+        let tx = {
+            let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+            routes
+                .get(&(r.local, r.header.call_id))
+                .or_else(|| routes.get(&(Ipv4Addr::UNSPECIFIED, r.header.call_id)))
+                .cloned()
+        };
+        if let Some(tx) = tx {
+            let _ = tx.try_send(Packet {
+                header: r.header,
+                payload: r.payload,
+                from: r.peer,
+            });
         }
     }
 }

@@ -35,6 +35,19 @@ impl Counters {
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
     }
+    /// Every event counter with its name, in `Stat` order (logs, API, metrics).
+    pub fn named_stats(&self) -> Vec<(&'static str, u64)> {
+        Stat::ALL.iter().map(|s| (s.name(), self.get(*s))).collect()
+    }
+
+    /// Every drop reason with its name and count, in `DropReason` order.
+    pub fn named_drops(&self) -> Vec<(&'static str, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.dropped(*r)))
+            .collect()
+    }
+
     /// What moved since `before` (counters only grow).
     pub fn since(&self, before: &Counters) -> Counters {
         let mut d = Counters::default();

@@ -703,12 +703,9 @@ impl Gateway {
             .iter()
             .any(|c| matches!(c, Command::ProjectRoute { .. }))
         {
-            let (mut frames, mut rest): (Vec<Command>, Vec<Command>) = batch
-                .iter()
-                .cloned()
-                .partition(|c| matches!(c, Command::SendPpp { .. }));
-            rest.append(&mut frames);
-            batch.clone_from_slice(&rest);
+            // A stable sort: frames to the end, everything else (and the frames among
+            // themselves) in order.
+            batch.sort_by_key(|c| matches!(c, Command::SendPpp { .. }));
         }
     }
 

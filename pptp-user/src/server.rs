@@ -25,7 +25,7 @@ use crate::{
     gateway::{Command, ConnId, Event, Gateway, TimerKey},
     netdev, route,
     seqspace::SeqSpace,
-    slowpath::{GreSocket, RecvError},
+    slowpath::GreSocket,
     wire::gre::GreHeader,
 };
 
@@ -215,14 +215,8 @@ impl Shell {
             ..Snapshot::default()
         };
         if let Ok(c) = self.dp.counters() {
-            snap.datapath = pptp_common::stats::Stat::ALL
-                .iter()
-                .map(|s| (s.name(), c.get(*s)))
-                .collect();
-            snap.drops = pptp_common::stats::DropReason::ALL
-                .iter()
-                .map(|r| (r.name(), c.dropped(*r)))
-                .collect();
+            snap.datapath = c.named_stats();
+            snap.drops = c.named_drops();
         }
         snap.map_sessions = self.dp.session_entries().map_or(0, |e| e.0 as u64);
         snap.routes = route::list(&self.rt).await.map_or(0, |r| r.len() as u64);
@@ -298,16 +292,15 @@ impl Shell {
             api::Request::Stats => {
                 let views = gateway.sessions();
                 let up = views.iter().filter(|v| v.state == "up").count();
-                let mut datapath = serde_json::Map::new();
-                let mut drops = serde_json::Map::new();
-                if let Ok(c) = self.dp.counters() {
-                    for s in pptp_common::stats::Stat::ALL {
-                        datapath.insert(s.name().into(), c.get(s).into());
-                    }
-                    for r in pptp_common::stats::DropReason::ALL {
-                        drops.insert(r.name().into(), c.dropped(r).into());
-                    }
-                }
+                let c = self.dp.counters().unwrap_or_default();
+                let object =
+                    |pairs: Vec<(&str, u64)>| -> serde_json::Map<String, serde_json::Value> {
+                        pairs
+                            .into_iter()
+                            .map(|(k, v)| (k.into(), v.into()))
+                            .collect()
+                    };
+                let (datapath, drops) = (object(c.named_stats()), object(c.named_drops()));
                 let (map_sessions, map_clients) = self.dp.session_entries().unwrap_or((0, 0));
                 let routes = route::list(&self.rt).await.map(|r| r.len()).unwrap_or(0);
                 let pools: Vec<_> = gateway
@@ -365,7 +358,7 @@ impl Shell {
                 for &id in &ids {
                     tracing::info!(session = id, "killed by operator");
                     let c = gateway.handle(Event::Kill { session: id });
-                    Box::pin(self.execute(c)).await;
+                    self.execute(c).await;
                 }
                 json!({ "killed": ids })
             }
@@ -577,11 +570,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    // SAFETY: the socket owns its descriptor for its whole life and always reports the same one.
-    let gre = Arc::new(
-        unsafe { AsyncFd::register_with_interest(gre_socket, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("register the GRE socket: {e}"))?,
-    );
+    let gre = Arc::new(gre_socket.into_async().context("register the GRE socket")?);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let limiter = Arc::new(std::sync::Mutex::new(crate::ratelimit::RateLimiter::new(
         config.connection_rate_per_source,
@@ -596,26 +585,17 @@ pub async fn run(
         let gre = gre.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            loop {
-                let Ok(mut guard) = gre.readable().await else {
-                    return;
-                };
-                loop {
-                    match guard.get_inner().recv() {
-                        Ok(r) => {
-                            let _ = tx.send(Input::Gre {
-                                local: r.local,
-                                peer: r.peer,
-                                call_id: r.header.call_id,
-                                payload: r.payload,
-                            });
-                        }
-                        Err(RecvError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "slow-path packet dropped"),
+            while let Ok(r) = crate::slowpath::next_packet(&gre).await {
+                match r {
+                    Ok(r) => {
+                        let _ = tx.send(Input::Gre {
+                            local: r.local,
+                            peer: r.peer,
+                            call_id: r.header.call_id,
+                            payload: r.payload,
+                        });
                     }
+                    Err(e) => tracing::debug!(error = %e, "slow-path packet dropped"),
                 }
             }
         });
@@ -720,14 +700,16 @@ pub async fn run(
         }
     }
     if let Ok(c) = shell.dp.counters() {
-        let stats: Vec<String> = pptp_common::stats::Stat::ALL
-            .iter()
-            .map(|s| format!("{}={}", s.name(), c.get(*s)))
+        let stats: Vec<String> = c
+            .named_stats()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let drops: Vec<String> = pptp_common::stats::DropReason::ALL
-            .iter()
-            .filter(|r| c.dropped(**r) > 0)
-            .map(|r| format!("{}={}", r.name(), c.dropped(*r)))
+        let drops: Vec<String> = c
+            .named_drops()
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         tracing::info!(stats = %stats.join(" "), drops = %drops.join(" "), "data path counters");
     }

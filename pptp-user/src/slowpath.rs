@@ -140,6 +140,16 @@ impl GreSocket {
         Ok(())
     }
 
+    /// Registers the socket with tokio (the controller's slow path and the project's client).
+    pub fn into_async(self) -> io::Result<tokio::io::unix::AsyncFd<Self>> {
+        // SAFETY: the socket owns its descriptor for its whole life and always reports the same
+        // one, which is what registration requires.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(self, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)
+    }
+
     /// One packet, or `WouldBlock` when none is waiting.
     pub fn recv(&self) -> Result<Received, RecvError> {
         let mut buf = vec![0u8; 65536];
@@ -166,5 +176,20 @@ impl GreSocket {
             header,
             payload: payload.to_vec(),
         })
+    }
+}
+
+/// The next packet of a registered socket, waiting until one arrives. A malformed packet comes
+/// back as `Ok(Err(..))` (the caller logs it and goes on); `Err` means the socket itself failed.
+pub async fn next_packet(
+    socket: &tokio::io::unix::AsyncFd<GreSocket>,
+) -> io::Result<Result<Received, RecvError>> {
+    loop {
+        let mut guard = socket.readable().await?;
+        match guard.get_inner().recv() {
+            Err(RecvError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
+            Err(RecvError::Io(e)) => return Err(e),
+            other => return Ok(other),
+        }
     }
 }

@@ -246,19 +246,8 @@ impl Rig {
         let Some(mut child) = self.child.take() else {
             return self.log();
         };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("pptpgw did not exit within 15 s of SIGTERM\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let Some(status) = crate::terminate(&mut child, Duration::from_secs(15)) else {
+            panic!("pptpgw did not exit within 15 s of SIGTERM\n{}", self.log());
         };
         let log = self.log();
         assert!(status.success(), "pptpgw exit {status}\n{log}");

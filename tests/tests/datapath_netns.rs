@@ -187,20 +187,8 @@ fn pptpgw_run_cleans_up_everything_on_sigterm() {
         String::from_utf8_lossy(&gw.ip(&["route", "show", "proto", "241"]).stdout).into_owned();
     assert!(routes.is_empty(), "stale route reconciled away: {routes}");
 
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pptpgw did not exit within 10 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = pptp_tests::terminate(&mut child, Duration::from_secs(10))
+        .expect("pptpgw exits within 10 s of SIGTERM");
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success(), "pptpgw exit {status}: {stderr}");

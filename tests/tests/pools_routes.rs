@@ -14,7 +14,7 @@ use pptp_client::{DialConfig, DialError, Ended, Session, dial, gre::GreMux, peer
 use pptp_tests::{
     gateway::{CLIENT, Rig, SECRETS, SERVER, client_line, config, rt},
     netns::{Netns, run_ok, veth_pair},
-    pptpgw_bin, require_root,
+    pptpgw_bin, require_root, terminate,
 };
 
 const POOL4: &str = "[[pool]]\nname = \"default\"\nranges = [\"10.99.0.10-10.99.0.13\"]\n";
@@ -158,12 +158,11 @@ fn recycled_addresses_are_always_projected() {
         assert_routes_match(&rig, &live, &format!("round {round}, all up"));
         for (i, (mut child, _)) in held.into_iter().enumerate() {
             if i % 2 == 0 {
-                // SAFETY: kill(2) on our own child's pid.
-                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                terminate(&mut child, Duration::from_secs(15)).expect("client hangs up");
             } else {
                 child.kill().unwrap();
+                child.wait().unwrap();
             }
-            child.wait().unwrap();
         }
         rig.assert_clean();
         assert_routes_match(&rig, &BTreeSet::new(), &format!("round {round}, all gone"));
@@ -212,9 +211,7 @@ fn recycled_addresses_are_always_projected() {
     let live: BTreeSet<Ipv4Addr> = held.iter().map(|h| h.1).collect();
     assert_routes_match(&rig, &live, "after restart, all up");
     for (mut child, _) in held {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        child.wait().unwrap();
+        terminate(&mut child, Duration::from_secs(15)).expect("client hangs up");
     }
     rig.assert_clean();
     let s = rig.stats();
