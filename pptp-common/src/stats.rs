@@ -36,10 +36,13 @@ pub enum DropReason {
     NoNeighbour = 14,
     /// Not IPv4 (encapsulation carries IPv4 only).
     NotIpv4 = 15,
+    /// Well-formed enhanced GRE that matches no session (unknown call ID, or a call ID from
+    /// another address): nobody asked for it, so it never reaches the controller.
+    UnknownCall = 16,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
@@ -57,6 +60,7 @@ impl DropReason {
         Self::NoRoute,
         Self::NoNeighbour,
         Self::NotIpv4,
+        Self::UnknownCall,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -77,6 +81,7 @@ impl DropReason {
             Self::NoRoute => "no_route",
             Self::NoNeighbour => "no_neighbour",
             Self::NotIpv4 => "not_ipv4",
+            Self::UnknownCall => "unknown_call",
         }
     }
 }
@@ -93,7 +98,8 @@ pub enum Stat {
     XdpGreOther = 2,
     /// Outer IPv4 fragments: passed so the kernel reassembles them for the slow path.
     XdpFragment = 3,
-    /// Well-formed PPTP GRE handed to the slow path (no session on the fast path, or control).
+    /// Well-formed PPTP GRE handed to the slow path as it is (outer IPv4 options, or the
+    /// controller has not configured the data path yet).
     XdpSlowPath = 4,
     /// Dropped by XDP; the reason is counted in `DROPS`.
     XdpDropped = 5,

@@ -1,9 +1,9 @@
 //! XDP on the WAN interface: classify what arrives, take session data apart.
 //!
 //! Disposition: not IPv4/GRE, other GRE versions, outer fragments and outer IPv4 options pass to
-//! the kernel untouched; malformed enhanced GRE is dropped with a reason; enhanced GRE of no
-//! programmed session goes to the controller's raw GRE socket (the slow path), and so do a
-//! session's PPP control frames, after their sequence number is recorded. A session's IPv4 data is
+//! the kernel untouched; malformed enhanced GRE is dropped with a reason, and so is enhanced GRE
+//! of no programmed session; a session's PPP control frames go to the controller's raw GRE
+//! socket (the slow path) after their sequence number is recorded. A session's IPv4 data is
 //! checked (inner source = assigned address, sequence not late), MSS-clamped, stripped to
 //! Ethernet + inner IPv4 and redirected so it arrives on `pptp0`.
 
@@ -91,9 +91,12 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, DropReason> {
         call_id: hdr.call_id,
         _pad: [0; 2],
     };
+    // Every call the controller accepted is in SESSIONS from its Outgoing-Call-Reply on (its
+    // negotiation included), so GRE that matches none is nobody's: dropped here, so that a flood
+    // of it costs the controller nothing.
     // SAFETY: the value is copied out at once; map values stay valid while the program runs.
     let Some(session) = (unsafe { SESSIONS.get(key) }).copied() else {
-        return Ok(slow_path());
+        return Err(DropReason::UnknownCall);
     };
     let cfg = *cfg;
     decap_session(ctx, &session, shape, payload_off, payload_len, &cfg)

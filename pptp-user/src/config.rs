@@ -283,15 +283,43 @@ pub struct Limits {
     /// New control connections per second from one source address (burst of twice that);
     /// 0: no limit.
     pub connection_rate_per_source: u32,
+    /// Control connections open at once from one source address (0: no limit).
+    pub max_connections_per_source: u32,
+    pub max_calls_per_connection: u32,
+    /// Sessions not yet authenticated, in total and per source address.
+    pub max_unauthenticated: u32,
+    pub max_unauthenticated_per_source: u32,
+    /// From the call to the network being up (LCP, authentication, IPCP).
+    #[serde(deserialize_with = "duration")]
+    pub negotiation_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let a = crate::admission::Limits::default();
         Self {
             max_sessions: 100_000,
             max_sessions_per_user: 0,
             per_user_policy: PerUserPolicy::Deny,
-            connection_rate_per_source: 0,
+            connection_rate_per_source: 10,
+            max_connections_per_source: a.max_connections_per_source,
+            max_calls_per_connection: a.max_calls_per_connection,
+            max_unauthenticated: a.max_unauthenticated,
+            max_unauthenticated_per_source: a.max_unauthenticated_per_source,
+            negotiation_timeout: a.negotiation_timeout,
+        }
+    }
+}
+
+impl Limits {
+    /// What the gateway core enforces.
+    pub fn admission(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            max_connections_per_source: self.max_connections_per_source,
+            max_calls_per_connection: self.max_calls_per_connection,
+            max_unauthenticated: self.max_unauthenticated,
+            max_unauthenticated_per_source: self.max_unauthenticated_per_source,
+            negotiation_timeout: self.negotiation_timeout,
         }
     }
 }
@@ -476,10 +504,35 @@ impl Config {
                 "must be at least 100ms",
             ));
         }
-        if self.limits.max_sessions == 0 {
+        let capacity = pptp_common::maps::DEFAULT_MAX_SESSIONS as usize;
+        if !(1..=capacity).contains(&self.limits.max_sessions) {
             return Err(ConfigError::new(
                 "limits.max_sessions",
-                "must be at least 1",
+                format!("must be 1..={capacity} (the data path's map size)"),
+            ));
+        }
+        for (field, v) in [
+            (
+                "limits.max_calls_per_connection",
+                self.limits.max_calls_per_connection,
+            ),
+            (
+                "limits.max_unauthenticated",
+                self.limits.max_unauthenticated,
+            ),
+            (
+                "limits.max_unauthenticated_per_source",
+                self.limits.max_unauthenticated_per_source,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
+        }
+        if self.limits.negotiation_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "limits.negotiation_timeout",
+                "must be at least 1s",
             ));
         }
         self.metrics.address()?;

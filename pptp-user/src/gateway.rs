@@ -18,6 +18,7 @@ use pptp_common::session::{
 };
 
 use crate::{
+    admission::{self, Ledger, Refusal},
     config::{PerUserPolicy, RemovedAddressPolicy},
     control::connection::{self, Admission, ClearReason, CloseReason, Connection, ControlConfig},
     pool::Pools,
@@ -54,6 +55,8 @@ pub struct GatewayConfig {
     pub max_sessions_per_user: usize,
     pub per_user_policy: PerUserPolicy,
     pub on_reload_removed: RemovedAddressPolicy,
+    /// What an unauthenticated source may hold.
+    pub limits: admission::Limits,
 }
 
 impl Default for GatewayConfig {
@@ -71,6 +74,7 @@ impl Default for GatewayConfig {
             max_sessions_per_user: 0,
             per_user_policy: PerUserPolicy::Deny,
             on_reload_removed: RemovedAddressPolicy::Keep,
+            limits: admission::Limits::default(),
         }
     }
 }
@@ -79,6 +83,8 @@ impl Default for GatewayConfig {
 pub enum TimerKey {
     Control(ConnId, connection::Timer),
     Link(SessionId, LinkTimer),
+    /// The whole negotiation (LCP, authentication, IPCP) must be done before it fires.
+    Negotiation(SessionId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +136,8 @@ pub enum EndReason {
     Replaced,
     /// A reload took the session's address out of every pool (policy disconnect).
     AddressRemoved,
+    /// The network was not up within `limits.negotiation_timeout` of the call.
+    NegotiationTimeout,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,11 +183,10 @@ pub enum Command {
         /// The data-path slot (its counters are read for the log line).
         slot: u32,
     },
-    /// A call refused at OCRQ (limits).
-    CallRefused {
-        conn: ConnId,
+    /// A connection or call refused by a limit (the shell logs it, once per source per while).
+    Refused {
         peer: Ipv4Addr,
-        why: &'static str,
+        reason: Refusal,
     },
 }
 
@@ -204,6 +211,10 @@ pub struct GatewayStats {
     pub slowpath_malformed: u64,
     pub user_limit_refused: u64,
     pub user_limit_replaced: u64,
+    /// Connections and calls refused by a limit, by the `Refusal` label.
+    pub refused: BTreeMap<String, u64>,
+    /// Malformed control messages (answered as `Connection::malformed` says).
+    pub control_malformed: u64,
 }
 
 /// One session as operators see it.
@@ -237,6 +248,7 @@ impl EndReason {
             EndReason::UserLimit => "user_limit".into(),
             EndReason::Replaced => "replaced".into(),
             EndReason::AddressRemoved => "address_removed".into(),
+            EndReason::NegotiationTimeout => "negotiation_timeout".into(),
         }
     }
 }
@@ -257,6 +269,8 @@ struct Sess {
     user: Option<String>,
     addr: Option<Ipv4Addr>,
     routed: bool,
+    /// Counted in the admission ledger until it authenticates or ends.
+    negotiating: bool,
 }
 
 pub struct Gateway {
@@ -273,6 +287,7 @@ pub struct Gateway {
     shutting_down: bool,
     /// A reason that overrides the link's when it goes down (the link only knows it was closed).
     pending: HashMap<SessionId, EndReason>,
+    ledger: Ledger,
     pub stats: GatewayStats,
 }
 
@@ -291,6 +306,7 @@ impl Gateway {
             seed,
             shutting_down: false,
             pending: HashMap::new(),
+            ledger: Ledger::default(),
             stats: GatewayStats::default(),
         }
     }
@@ -441,6 +457,12 @@ impl Gateway {
                 } else {
                     Admission::Accept
                 };
+                if let Err(reason) = self.ledger.connect(peer, &self.config.limits) {
+                    // Closed at once: no state, no timers, nothing the source can hold.
+                    self.refuse(peer, reason, &mut out);
+                    out.push(Command::CloseControl { conn });
+                    return out;
+                }
                 self.stats.control_connections += 1;
                 let (machine, o) = Connection::new(self.config.control.clone(), admission);
                 self.conns.insert(
@@ -459,24 +481,30 @@ impl Gateway {
                 let Some(c) = self.conns.get_mut(&conn) else {
                     return out;
                 };
+                // The shell reads at most a few hundred bytes at a time, so this loop is bounded
+                // by what one read can hold.
                 c.framer.push(bytes);
-                for _ in 0..64 {
+                loop {
                     let Some(c) = self.conns.get_mut(&conn) else {
                         break;
                     };
-                    match c.framer.next_message() {
+                    match c.framer.next_frame() {
                         None => break,
                         Some(Ok(m)) => {
                             let o = c.machine.receive(m);
                             self.conn_outputs(conn, o, &mut out);
                         }
-                        Some(Err(e)) if e.is_fatal() => {
-                            tracing::info!(conn, error = %e, "control stream unusable; closing");
+                        Some(Err(r)) if r.error.is_fatal() => {
+                            tracing::info!(conn, peer = %c.peer, error = %r.error, "control stream unusable; closing");
                             let o = c.machine.lost(CloseReason::ProtocolError);
                             self.conn_outputs(conn, o, &mut out);
                             break;
                         }
-                        Some(Err(e)) => tracing::info!(conn, error = %e, "control message dropped"),
+                        Some(Err(r)) => {
+                            self.stats.control_malformed += 1;
+                            let o = c.machine.malformed(r);
+                            self.conn_outputs(conn, o, &mut out);
+                        }
                     }
                 }
             }
@@ -532,6 +560,12 @@ impl Gateway {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     let o = s.link.timeout(t);
                     self.link_outputs(sid, o, &mut out);
+                }
+            }
+            Event::Timer(TimerKey::Negotiation(sid)) => {
+                if self.sessions.get(&sid).is_some_and(|s| !s.routed) {
+                    tracing::info!(session = sid, "negotiation took too long; call ended");
+                    self.end(sid, EndReason::NegotiationTimeout, true, &mut out);
                 }
             }
             Event::RouteFailed { session } => {
@@ -598,6 +632,7 @@ impl Gateway {
                     tracing::info!(conn, ?reason, "control connection closed");
                     out.push(Command::CloseControl { conn });
                     if let Some(c) = self.conns.remove(&conn) {
+                        self.ledger.disconnect(c.peer);
                         // Normally emptied by CallCleared first; make sure.
                         for (_, sid) in c.calls {
                             self.end(
@@ -613,45 +648,75 @@ impl Gateway {
         }
     }
 
+    /// Counts and reports a refusal.
+    fn refuse(&mut self, peer: Ipv4Addr, reason: Refusal, out: &mut Vec<Command>) {
+        *self
+            .stats
+            .refused
+            .entry(reason.label().to_string())
+            .or_default() += 1;
+        out.push(Command::Refused { peer, reason });
+    }
+
+    /// Whether a new call on `conn` from `peer` may be made, cheapest checks first; the
+    /// negotiation is counted against the source when it may.
+    fn admit_call(&mut self, conn: ConnId, peer: Ipv4Addr) -> Result<(), Refusal> {
+        let calls = self.conns.get(&conn).map_or(0, |c| c.calls.len());
+        if self.shutting_down {
+            Err(Refusal::ShuttingDown)
+        } else if calls >= self.config.limits.max_calls_per_connection as usize {
+            Err(Refusal::CallsPerConnection)
+        } else if self.sessions.len() >= self.config.max_sessions {
+            Err(Refusal::SessionLimit)
+        } else if !self.pools.has_free(&self.config.pool) {
+            // No address for anybody without a free static one: refuse now, in OCRP, rather than
+            // after authentication. (A user with a static address may still get in.)
+            self.stats.pool_exhausted += 1;
+            Err(Refusal::PoolExhausted)
+        } else {
+            self.ledger.begin_negotiation(peer, &self.config.limits)
+        }
+    }
+
+    /// A free call ID for calls from `peer` to `local` (the session key includes both addresses,
+    /// so IDs need only be unique per pair). The search is bounded: a pair whose IDs are all but
+    /// taken is refused rather than searched for ever.
+    fn free_call_id(&self, local: Ipv4Addr, peer: Ipv4Addr) -> Option<u16> {
+        const PROBES: u32 = 4096;
+        let start = (self.seed as u16).wrapping_add(self.next_session as u16);
+        (0..PROBES)
+            .map(|i| start.wrapping_add(i as u16) | 1)
+            .find(|&id| !self.by_key.contains_key(&session_key(local, peer, id)))
+    }
+
     fn new_call(&mut self, conn: ConnId, peer_call_id: u16, out: &mut Vec<Command>) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
         let (local, peer) = (c.local, c.peer);
         self.stats.calls += 1;
-        let why = if self.sessions.len() >= self.config.max_sessions || self.shutting_down {
-            Some("session limit")
-        } else if !self.pools.has_free(&self.config.pool) {
-            // No address for anybody without a free static one: refuse now, in OCRP, rather than
-            // after authentication. (A user with a static address may still get in.)
-            self.stats.pool_exhausted += 1;
-            Some("address pool exhausted")
-        } else {
-            None
+        let admitted = self.admit_call(conn, peer).and_then(|()| {
+            self.free_call_id(local, peer).ok_or_else(|| {
+                self.ledger.end_negotiation(peer);
+                Refusal::CallIdsExhausted
+            })
+        });
+        let call_id = match admitted {
+            Ok(id) => id,
+            Err(reason) => {
+                self.stats.calls_refused += 1;
+                self.refuse(peer, reason, out);
+                let c = self.conns.get_mut(&conn).expect("checked above");
+                let o = c.machine.refuse_call(
+                    peer_call_id,
+                    pptp::result::OCRP_GENERAL_ERROR,
+                    pptp::error_code::NO_RESOURCE,
+                );
+                self.conn_outputs(conn, o, out);
+                return;
+            }
         };
-        if let Some(why) = why {
-            self.stats.calls_refused += 1;
-            out.push(Command::CallRefused { conn, peer, why });
-            let c = self.conns.get_mut(&conn).expect("checked above");
-            let o = c.machine.refuse_call(
-                peer_call_id,
-                pptp::result::OCRP_GENERAL_ERROR,
-                pptp::error_code::NO_RESOURCE,
-            );
-            self.conn_outputs(conn, o, out);
-            return;
-        }
-        // Our call ID: unique among this client address's calls (the key includes the address).
-        let mut call_id = (self.seed as u16).wrapping_add(self.next_session as u16) | 1;
-        let key = |id: u16| SessionKey {
-            local: local.octets(),
-            peer: peer.octets(),
-            call_id: id.to_be_bytes(),
-            _pad: [0; 2],
-        };
-        while call_id == 0 || self.by_key.contains_key(&key(call_id)) {
-            call_id = call_id.wrapping_add(1);
-        }
+        let key = |id: u16| session_key(local, peer, id);
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.next_slot += 1;
             self.next_slot - 1
@@ -680,8 +745,13 @@ impl Gateway {
                 user: None,
                 addr: None,
                 routed: false,
+                negotiating: true,
             },
         );
+        out.push(Command::SetTimer(
+            TimerKey::Negotiation(sid),
+            self.config.limits.negotiation_timeout,
+        ));
         let c = self.conns.get_mut(&conn).expect("checked above");
         c.calls.insert(call_id, sid);
         // Programmed before the reply, so the client's first GRE packet is already counted in
@@ -743,6 +813,9 @@ impl Gateway {
                 }
                 LinkOutput::Authenticated { user, .. } => {
                     s.user = user.clone();
+                    if std::mem::take(&mut s.negotiating) {
+                        self.ledger.end_negotiation(Ipv4Addr::from(s.map.key.peer));
+                    }
                     if let Some(u) = user.as_deref()
                         && self.per_user_limit(sid, u, out)
                     {
@@ -791,6 +864,7 @@ impl Gateway {
                     s.map.flags = (if negotiated.peer_acfc { FLAG_ACFC } else { 0 })
                         | (if negotiated.peer_pfc { FLAG_PFC } else { 0 });
                     s.routed = true;
+                    out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
                     out.push(Command::ProjectRoute { session: sid, addr });
                     out.push(Command::ProgramSession(s.map));
                     self.stats.sessions_up += 1;
@@ -811,6 +885,15 @@ impl Gateway {
     }
 }
 
+fn session_key(local: Ipv4Addr, peer: Ipv4Addr, call_id: u16) -> SessionKey {
+    SessionKey {
+        local: local.octets(),
+        peer: peer.octets(),
+        call_id: call_id.to_be_bytes(),
+        _pad: [0; 2],
+    }
+}
+
 impl Gateway {
     /// Ends a session: maps, route, lease, slot, timers; a CDN unless the control side already
     /// ended the call; one `SessionDown`. Idempotent.
@@ -820,6 +903,9 @@ impl Gateway {
         };
         self.pending.remove(&sid);
         self.by_key.remove(&s.map.key);
+        if s.negotiating {
+            self.ledger.end_negotiation(Ipv4Addr::from(s.map.key.peer));
+        }
         out.push(Command::RemoveSession(s.map));
         if s.routed
             && let Some(addr) = s.addr
@@ -839,6 +925,7 @@ impl Gateway {
         ] {
             out.push(Command::CancelTimer(TimerKey::Link(sid, t)));
         }
+        out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
         let call_id = u16::from_be_bytes(s.map.key.call_id);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.calls.remove(&call_id);
@@ -933,7 +1020,7 @@ mod tests {
                     }
                     Command::SessionUp { .. } => self.ups += 1,
                     Command::SessionDown { reason, .. } => self.downs.push(reason.clone()),
-                    Command::CallRefused { .. } => self.refused += 1,
+                    Command::Refused { .. } => self.refused += 1,
                     _ => {}
                 }
             }

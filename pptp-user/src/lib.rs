@@ -1,4 +1,5 @@
 //! pptpgw controller library: everything `pptpgw` does, usable from tests and tools.
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod config;

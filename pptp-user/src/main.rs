@@ -308,6 +308,7 @@ fn gateway_config(config: &Config) -> GatewayConfig {
         max_sessions_per_user: config.limits.max_sessions_per_user,
         per_user_policy: config.limits.per_user_policy,
         on_reload_removed: config.pools.on_reload_removed,
+        limits: config.limits.admission(),
     }
 }
 

@@ -13,7 +13,27 @@ use prometheus_client::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{gateway::GatewayStats, pool::Usage, server::ShellStats};
+use crate::{gateway::GatewayStats, pool::Usage};
+
+/// The shell's own counters (the core's are `GatewayStats`, the data path's are in maps).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ShellStats {
+    pub connections_rate_limited: u64,
+    /// `accept()` failures (descriptors exhausted, mostly); each backs the listener off.
+    pub accept_errors: u64,
+    /// Control connections closed because the client did not read what we sent.
+    pub control_send_overflow: u64,
+    pub route_projection_errors: u64,
+    pub route_withdrawal_errors: u64,
+    pub map_errors: u64,
+    pub reloads: u64,
+    pub reloads_refused: u64,
+    /// Data-path bytes and packets of sessions that have ended (so totals stay monotonic).
+    pub ended_rx_bytes: u64,
+    pub ended_tx_bytes: u64,
+    pub ended_rx_packets: u64,
+    pub ended_tx_packets: u64,
+}
 
 /// Everything `/metrics` exports, gathered by the controller in one go.
 #[derive(Clone, Debug, Default)]
@@ -148,6 +168,40 @@ pub fn render(s: &Snapshot) -> String {
         "connections_rate_limited",
         "Control connections refused by the per-source rate limit",
         sh.connections_rate_limited,
+    );
+    // Every reason is exported (zero included), so alerts need not wait for a first refusal.
+    let refused = Family::<Labels, Counter>::default();
+    for reason in crate::admission::Refusal::ALL {
+        let n = match reason {
+            crate::admission::Refusal::ConnectionRate => sh.connections_rate_limited,
+            _ => g.refused.get(reason.label()).copied().unwrap_or(0),
+        };
+        refused
+            .get_or_create(&vec![("reason", reason.label().into())])
+            .inc_by(n);
+    }
+    r.register(
+        "refusals",
+        "Control connections and calls refused by a limit, by reason",
+        refused,
+    );
+    counter(
+        &mut r,
+        "accept_errors",
+        "Failed accept() calls on the control listeners (each backs off)",
+        sh.accept_errors,
+    );
+    counter(
+        &mut r,
+        "control_send_overflow",
+        "Control connections closed because the client did not read",
+        sh.control_send_overflow,
+    );
+    counter(
+        &mut r,
+        "control_malformed",
+        "Malformed control messages (answered or refused per RFC 2637)",
+        g.control_malformed,
     );
     counter(
         &mut r,

@@ -14,20 +14,33 @@ use aya::programs::XdpMode;
 use pptp_common::session::{DatapathConfig, SessionKey};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _, unix::AsyncFd},
-    net::{TcpListener, tcp::OwnedWriteHalf},
+    net::{TcpListener, TcpStream},
     sync::mpsc,
     time::Instant,
 };
 
 use crate::{
+    admission::{LogThrottle, Refusal},
     api,
     datapath::Datapath,
     gateway::{Command, ConnId, Event, Gateway, TimerKey},
+    metrics::ShellStats,
     netdev, route,
     seqspace::SeqSpace,
     slowpath::GreSocket,
     wire::gre::GreHeader,
 };
+
+/// Inputs waiting for the core at most. Readers wait for room (TCP pushes back on their
+/// clients), so a fast sender slows itself down instead of growing our memory.
+const INPUT_QUEUE: usize = 1024;
+/// Messages queued towards one control connection at most; a client that does not read them
+/// is disconnected rather than buffered for.
+const CONN_QUEUE: usize = 32;
+/// How long one control write may wait for a client to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refusals and accept errors are logged once per source (or listener) per this interval.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a direction may stay silent before an owed ack goes out on its own.
 const IDLE_ACK_NS: u64 = 250_000_000;
@@ -63,28 +76,12 @@ pub struct ReloadPlan {
 /// Reads and validates the configuration afresh (SIGHUP, `pptpgw reload`).
 pub type Reloader = Box<dyn FnMut() -> anyhow::Result<ReloadPlan> + Send>;
 
-/// The shell's own counters (the core's are `GatewayStats`, the data path's are in maps).
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ShellStats {
-    pub connections_rate_limited: u64,
-    pub route_projection_errors: u64,
-    pub route_withdrawal_errors: u64,
-    pub map_errors: u64,
-    pub reloads: u64,
-    pub reloads_refused: u64,
-    /// Data-path bytes and packets of sessions that have ended (so totals stay monotonic).
-    pub ended_rx_bytes: u64,
-    pub ended_tx_bytes: u64,
-    pub ended_rx_packets: u64,
-    pub ended_tx_packets: u64,
-}
-
 enum Input {
     Accepted {
         conn: ConnId,
         local: Ipv4Addr,
         peer: Ipv4Addr,
-        writer: OwnedWriteHalf,
+        out: mpsc::Sender<Vec<u8>>,
     },
     Bytes {
         conn: ConnId,
@@ -99,16 +96,32 @@ enum Input {
         call_id: u16,
         payload: Vec<u8>,
     },
-    RouteFailed {
-        session: u64,
-    },
     Api {
         request: api::Request,
         reply: tokio::sync::oneshot::Sender<serde_json::Value>,
     },
-    RateLimited {
-        peer: Ipv4Addr,
-    },
+}
+
+/// Counted and logged outside the core's loop (by the accept loops), read by it.
+#[derive(Default)]
+struct Refusals {
+    rate_limited: std::sync::atomic::AtomicU64,
+    accept_errors: std::sync::atomic::AtomicU64,
+    log: std::sync::Mutex<LogThrottle>,
+}
+
+impl Refusals {
+    /// Logs a refusal unless this source was logged within the interval.
+    fn log(&self, peer: Ipv4Addr, reason: Refusal, origin: Instant) {
+        let shown = self.log.lock().unwrap_or_else(|e| e.into_inner()).admit(
+            peer,
+            origin.elapsed(),
+            LOG_INTERVAL,
+        );
+        if let Some(suppressed) = shown {
+            tracing::info!(%peer, reason = reason.label(), suppressed, "refused");
+        }
+    }
 }
 
 /// Timers as deadlines; the loop sleeps until the earliest.
@@ -148,13 +161,17 @@ struct Shell {
     dp: Datapath,
     seq: SeqSpace,
     gre: Arc<AsyncFd<GreSocket>>,
-    writers: HashMap<ConnId, OwnedWriteHalf>,
+    /// Each control connection's outgoing queue; dropping it closes the connection.
+    conns: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
     /// Programmed sessions, for the idle-ack scan.
     programmed: HashMap<SessionKey, pptp_common::session::Session>,
     timers: Timers,
     rt: rtnetlink::Handle,
     pptp0_ifindex: u32,
-    tx: mpsc::UnboundedSender<Input>,
+    /// Sessions whose route could not be projected, for the core to end.
+    route_failed: Vec<u64>,
+    refusals: Arc<Refusals>,
+    origin: Instant,
     /// When each session came up (for uptime).
     up_since: HashMap<u64, Instant>,
     stats: ShellStats,
@@ -210,7 +227,7 @@ impl Shell {
             sessions_up: up,
             sessions_starting: views.len() as u64 - up,
             gateway: gateway.stats.clone(),
-            shell: self.stats.clone(),
+            shell: self.stats(),
             pools: gateway.pool_usage(),
             ..Snapshot::default()
         };
@@ -312,7 +329,7 @@ impl Shell {
                     "sessions": {"total": views.len(), "up": up, "starting": views.len() - up},
                     "leases": gateway.leased(),
                     "controller": gateway.stats,
-                    "shell": self.stats,
+                    "shell": self.stats(),
                     "datapath": datapath,
                     "drops": drops,
                     "maps": {"sessions": map_sessions, "clients": map_clients},
@@ -365,20 +382,33 @@ impl Shell {
         }
     }
 
+    /// The shell's counters, with those the accept loops keep.
+    fn stats(&self) -> ShellStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        ShellStats {
+            connections_rate_limited: self.refusals.rate_limited.load(Relaxed),
+            accept_errors: self.refusals.accept_errors.load(Relaxed),
+            ..self.stats.clone()
+        }
+    }
+
     async fn execute(&mut self, cmds: Vec<Command>) {
         for c in cmds {
             match c {
                 Command::SendControl { conn, bytes } => {
-                    if let Some(w) = self.writers.get_mut(&conn)
-                        && let Err(e) = w.write_all(&bytes).await
+                    if let Some(q) = self.conns.get(&conn)
+                        && q.try_send(bytes).is_err()
                     {
-                        tracing::info!(conn, error = %e, "control write failed");
+                        // Full (the client does not read) or gone: either way the connection
+                        // closes, and its reader tells the core.
+                        self.conns.remove(&conn);
+                        self.stats.control_send_overflow += 1;
+                        tracing::info!(conn, "control connection not reading; closing");
                     }
                 }
                 Command::CloseControl { conn } => {
-                    if let Some(mut w) = self.writers.remove(&conn) {
-                        let _ = w.shutdown().await;
-                    }
+                    // What is queued is still written; then the socket closes.
+                    self.conns.remove(&conn);
                 }
                 Command::SendPpp {
                     key,
@@ -441,7 +471,7 @@ impl Shell {
                         tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
                     }
                     if !ok {
-                        let _ = self.tx.send(Input::RouteFailed { session });
+                        self.route_failed.push(session);
                     }
                 }
                 Command::WithdrawRoute { addr } => {
@@ -491,9 +521,7 @@ impl Shell {
                         "session down"
                     );
                 }
-                Command::CallRefused { conn, peer, why } => {
-                    tracing::info!(conn, %peer, why, "call refused")
-                }
+                Command::Refused { peer, reason } => self.refusals.log(peer, reason, self.origin),
             }
         }
     }
@@ -571,15 +599,22 @@ pub async fn run(
         }
     };
     let gre = Arc::new(gre_socket.into_async().context("register the GRE socket")?);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(INPUT_QUEUE);
     let limiter = Arc::new(std::sync::Mutex::new(crate::ratelimit::RateLimiter::new(
         config.connection_rate_per_source,
     )));
+    let refusals = Arc::new(Refusals::default());
+    let origin = Instant::now();
 
     for (addr, listener) in listeners {
         tracing::info!(%addr, "listening");
-        let tx = tx.clone();
-        tokio::spawn(accept_loop(listener, tx, limiter.clone()));
+        let accept = Acceptor {
+            tx: tx.clone(),
+            limiter: limiter.clone(),
+            refusals: refusals.clone(),
+            origin,
+        };
+        tokio::spawn(accept.run(listener));
     }
     {
         let gre = gre.clone();
@@ -588,12 +623,15 @@ pub async fn run(
             while let Ok(r) = crate::slowpath::next_packet(&gre).await {
                 match r {
                     Ok(r) => {
-                        let _ = tx.send(Input::Gre {
+                        let input = Input::Gre {
                             local: r.local,
                             peer: r.peer,
                             call_id: r.header.call_id,
                             payload: r.payload,
-                        });
+                        };
+                        if tx.send(input).await.is_err() {
+                            return;
+                        }
                     }
                     Err(e) => tracing::debug!(error = %e, "slow-path packet dropped"),
                 }
@@ -604,12 +642,14 @@ pub async fn run(
         dp,
         seq,
         gre,
-        writers: HashMap::new(),
+        conns: HashMap::new(),
         programmed: HashMap::new(),
         timers: Timers::default(),
         rt: rt.clone(),
         pptp0_ifindex: pptp0.ifindex,
-        tx: tx.clone(),
+        route_failed: Vec::new(),
+        refusals,
+        origin,
         up_since: HashMap::new(),
         stats: ShellStats::default(),
         limiter,
@@ -673,29 +713,32 @@ pub async fn run(
             },
             Some(input) = rx.recv() => {
                 let cmds = match input {
-                    Input::Accepted { conn, local, peer, writer } => {
-                        shell.writers.insert(conn, writer);
+                    Input::Accepted { conn, local, peer, out } => {
+                        shell.conns.insert(conn, out);
                         gateway.handle(Event::Accepted { conn, local, peer })
                     }
                     Input::Bytes { conn, bytes } => gateway.handle(Event::ControlBytes { conn, bytes: &bytes }),
-                    Input::Closed { conn } => gateway.handle(Event::ControlClosed { conn }),
+                    Input::Closed { conn } => {
+                        shell.conns.remove(&conn);
+                        gateway.handle(Event::ControlClosed { conn })
+                    }
                     Input::Gre { local, peer, call_id, payload } => gateway.handle(Event::Gre { local, peer, call_id, payload: &payload }),
-                    Input::RouteFailed { session } => gateway.handle(Event::RouteFailed { session }),
                     Input::Api { request, reply } => {
                         let answer = shell.answer(&mut gateway, &mut reloader, request).await;
                         let _ = reply.send(answer);
-                        Vec::new()
-                    }
-                    Input::RateLimited { peer } => {
-                        shell.stats.connections_rate_limited += 1;
-                        tracing::info!(%peer, "control connection refused: connection rate limit");
                         Vec::new()
                     }
                 };
                 shell.execute(cmds).await;
             }
         }
-        if stopping.is_some() && gateway.session_count() == 0 && shell.writers.is_empty() {
+        // Routes that could not be projected end their sessions (which may fail again: bounded
+        // by the sessions there are).
+        while let Some(session) = shell.route_failed.pop() {
+            let c = gateway.handle(Event::RouteFailed { session });
+            shell.execute(c).await;
+        }
+        if stopping.is_some() && gateway.session_count() == 0 && shell.conns.is_empty() {
             break;
         }
     }
@@ -727,70 +770,118 @@ pub async fn run(
     Ok(())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tx: mpsc::UnboundedSender<Input>,
+/// Accepts control connections on one listener and starts a task for each.
+struct Acceptor {
+    tx: mpsc::Sender<Input>,
     limiter: Arc<std::sync::Mutex<crate::ratelimit::RateLimiter>>,
-) {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let origin = Instant::now();
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let (SocketAddr::V4(peer), Ok(SocketAddr::V4(local))) = (peer, stream.local_addr()) else {
-            continue;
-        };
-        let admitted = limiter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(*peer.ip(), origin.elapsed());
-        if !admitted {
-            // Closed at once: no control connection state, no timers, nothing to clean up.
-            drop(stream);
-            let _ = tx.send(Input::RateLimited { peer: *peer.ip() });
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (mut read, writer) = stream.into_split();
-        if tx
-            .send(Input::Accepted {
+    refusals: Arc<Refusals>,
+    origin: Instant,
+}
+
+impl Acceptor {
+    async fn run(self, listener: TcpListener) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut backoff = Duration::ZERO;
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(a) => {
+                    backoff = Duration::ZERO;
+                    a
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE/ENFILE) or memory: the pending connection stays
+                    // in the backlog and the listener stays readable, so retrying at once would
+                    // spin. Back off (10 ms doubling to 1 s) until something is freed.
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    let n = self
+                        .refusals
+                        .accept_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n.is_power_of_two() || backoff == Duration::from_secs(1) && n % 60 == 0 {
+                        tracing::warn!(error = %e, accept_errors = n + 1, retry_in = ?backoff, "accept failed; backing off");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            let (SocketAddr::V4(peer), Ok(SocketAddr::V4(local))) = (peer, stream.local_addr())
+            else {
+                continue;
+            };
+            let admitted = self
+                .limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .admit(*peer.ip(), self.origin.elapsed());
+            if !admitted {
+                // Closed at once: no control connection state, no timers, nothing to clean up.
+                drop(stream);
+                self.refusals
+                    .rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.refusals
+                    .log(*peer.ip(), Refusal::ConnectionRate, self.origin);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (out, out_rx) = mpsc::channel(CONN_QUEUE);
+            let accepted = Input::Accepted {
                 conn,
                 local: *local.ip(),
                 peer: *peer.ip(),
-                writer,
-            })
-            .is_err()
-        {
-            return;
+                out,
+            };
+            // The core hears of the connection before any of its bytes (one FIFO channel).
+            if self.tx.send(accepted).await.is_err() {
+                return;
+            }
+            tokio::spawn(connection(conn, stream, self.tx.clone(), out_rx));
         }
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            // Control messages are at most 220 bytes: a small buffer per connection (there may be
-            // 100,000 of them) costs a few more reads in a burst and nothing else.
-            let mut buf = vec![0u8; 256];
-            loop {
-                match read.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send(Input::Closed { conn });
-                        return;
-                    }
-                    Ok(n) => {
-                        if tx
-                            .send(Input::Bytes {
-                                conn,
-                                bytes: buf[..n].to_vec(),
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
+    }
+}
+
+/// One control connection: its bytes go to the core, the core's messages go out. Ends when the
+/// client closes, a write stalls, or the core drops the queue (after writing what it holds);
+/// then the core is told and the socket closes.
+async fn connection(
+    conn: ConnId,
+    stream: TcpStream,
+    tx: mpsc::Sender<Input>,
+    mut out: mpsc::Receiver<Vec<u8>>,
+) {
+    let (mut read, mut write) = stream.into_split();
+    // Control messages are at most 220 bytes: a small buffer per connection (there may be
+    // 100,000 of them) costs a few more reads in a burst and nothing else.
+    let mut buf = [0u8; 256];
+    loop {
+        tokio::select! {
+            biased;
+            m = out.recv() => match m {
+                Some(bytes) => {
+                    let w = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await;
+                    if !matches!(w, Ok(Ok(()))) {
+                        break;
                     }
                 }
-            }
-        });
+                None => {
+                    let _ = write.shutdown().await;
+                    break;
+                }
+            },
+            r = read.read(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let bytes = buf[..n].to_vec();
+                    if tx.send(Input::Bytes { conn, bytes }).await.is_err() {
+                        return;
+                    }
+                }
+            },
+        }
     }
+    let _ = tx.send(Input::Closed { conn }).await;
 }
 
 /// Removes a file when dropped (unless emptied first).
@@ -823,10 +914,12 @@ fn api_listener(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListen
     Ok(listener)
 }
 
-async fn api_loop(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<Input>) {
+async fn api_loop(listener: tokio::net::UnixListener, tx: mpsc::Sender<Input>) {
     use tokio::io::AsyncBufReadExt as _;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors: wait for some to be freed rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let tx = tx.clone();
@@ -844,7 +937,7 @@ async fn api_loop(listener: tokio::net::UnixListener, tx: mpsc::UnboundedSender<
                 Ok(Ok(_)) => match serde_json::from_str::<api::Request>(line.trim()) {
                     Ok(request) => {
                         let (reply, rx) = tokio::sync::oneshot::channel();
-                        if tx.send(Input::Api { request, reply }).is_err() {
+                        if tx.send(Input::Api { request, reply }).await.is_err() {
                             return;
                         }
                         rx.await

@@ -158,7 +158,7 @@ fn session_data_is_decapsulated_sequenced_and_checked() {
         (XDP_DROP, 1)
     );
 
-    // From another outer address, or for another call ID: no session, slow path.
+    // From another outer address, or for another call ID: no session, dropped in XDP.
     for frame in [
         gre_frame(
             Ipv4Addr::new(198, 51, 100, 8),
@@ -170,7 +170,11 @@ fn session_data_is_decapsulated_sequenced_and_checked() {
         gre_frame(CLIENT, CALL_ID + 1, Some(7), None, &ppp_ip(&inner, true)),
     ] {
         let r = run(&dp, &frame);
-        assert_eq!((r.verdict, r.delta.get(Stat::XdpSlowPath)), (XDP_PASS, 1));
+        assert_eq!(
+            (r.verdict, r.delta.dropped(DropReason::UnknownCall)),
+            (XDP_DROP, 1)
+        );
+        assert_eq!(r.delta.get(Stat::XdpSlowPath), 0);
     }
 
     // Ack-only packets are consumed after recording the ack.
@@ -202,15 +206,22 @@ fn session_data_is_decapsulated_sequenced_and_checked() {
         (XDP_DROP, 1)
     );
 
-    // Removed: back to the slow path, and no entries left.
+    // Removed: its GRE is nobody's now (dropped, never passed up), and no entries left.
     dp.remove_session(&session(STATE_UP)).unwrap();
     dp.remove_session(&session(STATE_UP)).unwrap(); // idempotent
     assert_eq!(dp.session_entries().unwrap(), (0, 0));
-    let r = run(
-        &dp,
-        &gre_frame(CLIENT, CALL_ID, Some(10), None, &ppp_ip(&inner, true)),
-    );
-    assert_eq!((r.verdict, r.delta.get(Stat::XdpSlowPath)), (XDP_PASS, 1));
+    for (seq, ack) in [(Some(10), None), (None, Some(11))] {
+        let payload = if seq.is_some() {
+            ppp_ip(&inner, true)
+        } else {
+            Vec::new()
+        };
+        let r = run(&dp, &gre_frame(CLIENT, CALL_ID, seq, ack, &payload));
+        assert_eq!(
+            (r.verdict, r.delta.dropped(DropReason::UnknownCall)),
+            (XDP_DROP, 1)
+        );
+    }
 }
 
 #[test]

@@ -7,10 +7,10 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::wire::pptp::{
-    CallClearRequest, CallDisconnectNotify, ControlMessage, EchoReply, EchoRequest,
-    OutgoingCallReply, OutgoingCallRequest, PROTOCOL_VERSION, StartControlConnectionReply,
-    StartControlConnectionRequest, StopControlConnectionReply, StopControlConnectionRequest, Text,
-    caps, error_code, result, stop_reason,
+    CallClearRequest, CallDisconnectNotify, ControlMessage, ControlType, EchoReply, EchoRequest,
+    IncomingCallReply, OutgoingCallReply, OutgoingCallRequest, PROTOCOL_VERSION, Rejected,
+    StartControlConnectionReply, StartControlConnectionRequest, StopControlConnectionReply,
+    StopControlConnectionRequest, Text, caps, error_code, result, stop_reason,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,6 +275,132 @@ impl Connection {
         out
     }
 
+    /// A well-framed message that did not parse. RFC 2637 gives every request a reply whose
+    /// result can say "general error" with a General Error Code (§2.16: 2 Bad-Format for a wrong
+    /// length, 3 Bad-Value for a non-zero reserved field); a message that has no reply can only
+    /// be refused by stopping the control connection. The table, by Control Message Type:
+    ///
+    /// | received | answer |
+    /// |---|---|
+    /// | 1 SCCRQ | SCCRP result 2 + error; before the connection is established it then closes |
+    /// | 3 StopCCRQ | StopCCRP result 2 + error, then close (the peer wanted to stop anyway) |
+    /// | 5 Echo-Request | Echo-Reply result 2 + error, with the request's identifier |
+    /// | 7 OCRQ | OCRP result 2 + error, to the peer's call ID; no call is made |
+    /// | 9 ICRQ | ICRP result 2 + error, to the peer's call ID (a PAC takes no incoming calls) |
+    /// | 12 CCRQ | the call it names is cleared as asked, CDN result 2 + error (call ID 0 when it names none) |
+    /// | 2, 4, 6, 8, 10, 11, 13, 14, 15 | replies and notifications: no reply exists; StopCCRQ, stop |
+    /// | any other type (0, 16…) | StopCCRQ, stop |
+    ///
+    /// Before SCCRQ no control connection exists to stop: anything but a SCCRQ closes at once.
+    /// While we are stopping, a malformed StopCCRP ends the wait.
+    pub fn malformed(&mut self, rejected: Rejected) -> Vec<Output> {
+        let mut out = Vec::new();
+        let kind = ControlType::from_code(rejected.code);
+        let error = rejected.error_code();
+        tracing::info!(
+            control_type = rejected.code,
+            error = %rejected.error,
+            error_code = error,
+            state = ?self.state,
+            "malformed control message"
+        );
+        if self.state == State::Closed {
+            return out;
+        }
+        if self.state != State::Idle {
+            out.push(Output::SetTimer(Timer::Idle, self.config.echo_interval));
+        }
+        match (self.state, kind) {
+            (_, Some(ControlType::StartControlConnectionRequest)) => {
+                out.push(Output::Send(self.sccrp(result::SCCRP_GENERAL_ERROR, error)));
+                if self.state == State::Idle {
+                    out.push(Output::CancelTimer(Timer::Start));
+                    self.close(
+                        CloseReason::ProtocolError,
+                        ClearReason::ConnectionLost,
+                        &mut out,
+                    );
+                }
+            }
+            (State::Idle, _) => self.close(
+                CloseReason::ProtocolError,
+                ClearReason::ConnectionLost,
+                &mut out,
+            ),
+            (_, Some(ControlType::StopControlConnectionRequest)) => {
+                out.push(Output::Send(
+                    StopControlConnectionReply {
+                        result_code: result::STOPCCRP_GENERAL_ERROR,
+                        error_code: error,
+                        ..Default::default()
+                    }
+                    .into(),
+                ));
+                self.close(CloseReason::PeerStopped, ClearReason::ClientStop, &mut out);
+            }
+            (State::Stopping, Some(ControlType::StopControlConnectionReply)) => {
+                self.close(CloseReason::LocalStop, ClearReason::LocalStop, &mut out)
+            }
+            (_, Some(ControlType::EchoRequest)) => out.push(Output::Send(
+                EchoReply {
+                    identifier: rejected.head_u32(),
+                    result_code: result::ECHO_GENERAL_ERROR,
+                    error_code: error,
+                    ..Default::default()
+                }
+                .into(),
+            )),
+            (_, Some(ControlType::OutgoingCallRequest)) => out.push(Output::Send(
+                OutgoingCallReply {
+                    peer_call_id: rejected.head_u16(),
+                    result_code: result::OCRP_GENERAL_ERROR,
+                    error_code: error,
+                    ..Default::default()
+                }
+                .into(),
+            )),
+            (_, Some(ControlType::IncomingCallRequest)) => out.push(Output::Send(
+                IncomingCallReply {
+                    peer_call_id: rejected.head_u16(),
+                    result_code: result::ICRP_GENERAL_ERROR,
+                    error_code: error,
+                    ..Default::default()
+                }
+                .into(),
+            )),
+            (_, Some(ControlType::CallClearRequest)) => {
+                let peer_id = rejected.head_u16();
+                let ours = self
+                    .calls
+                    .iter()
+                    .find(|(_, p)| **p == peer_id)
+                    .map(|(o, _)| *o);
+                if let Some(ours) = ours {
+                    self.calls.remove(&ours);
+                    out.push(Output::CallCleared {
+                        call_id: ours,
+                        reason: ClearReason::ClientClear,
+                    });
+                }
+                out.push(Output::Send(
+                    CallDisconnectNotify {
+                        call_id: ours.unwrap_or(0),
+                        result_code: result::CDN_GENERAL_ERROR,
+                        error_code: error,
+                        ..Default::default()
+                    }
+                    .into(),
+                ));
+            }
+            (State::Stopping, _) => {}
+            _ => {
+                let o = self.stop_with(stop_reason::NONE);
+                out.extend(o);
+            }
+        }
+        out
+    }
+
     fn sccrp(&self, result_code: u8, error: u8) -> ControlMessage {
         StartControlConnectionReply {
             protocol_version: PROTOCOL_VERSION,
@@ -393,6 +519,10 @@ impl Connection {
 
     /// Stop the control connection (shutdown): CDN for every call, then StopCCRQ.
     pub fn stop(&mut self) -> Vec<Output> {
+        self.stop_with(stop_reason::STOP_LOCAL_SHUTDOWN)
+    }
+
+    fn stop_with(&mut self, reason: u8) -> Vec<Output> {
         let mut out = Vec::new();
         match self.state {
             State::Established => {
@@ -405,7 +535,7 @@ impl Connection {
                 }
                 out.push(Output::Send(
                     StopControlConnectionRequest {
-                        reason: stop_reason::STOP_LOCAL_SHUTDOWN,
+                        reason,
                         ..Default::default()
                     }
                     .into(),

@@ -47,6 +47,9 @@ pub mod result {
     pub const OCRP_NO_DIAL_TONE: u8 = 5;
     pub const OCRP_TIME_OUT: u8 = 6;
     pub const OCRP_DO_NOT_ACCEPT: u8 = 7;
+    pub const ICRP_CONNECT: u8 = 1;
+    pub const ICRP_GENERAL_ERROR: u8 = 2;
+    pub const ICRP_DO_NOT_ACCEPT: u8 = 3;
     pub const CDN_LOST_CARRIER: u8 = 1;
     pub const CDN_GENERAL_ERROR: u8 = 2;
     pub const CDN_ADMIN_SHUTDOWN: u8 = 3;
@@ -406,26 +409,78 @@ impl Framer {
 
     /// The next complete message, `None` when more bytes are needed.
     pub fn next_message(&mut self) -> Option<Result<ControlMessage, Error>> {
-        if let Some(e) = self.poisoned {
-            return Some(Err(e));
+        self.next_frame().map(|r| r.map_err(|r| r.error))
+    }
+
+    /// Like [`Framer::next_message`], but a well-framed message that fails to parse comes back
+    /// with its control type and first body bytes, so the receiver can answer it (RFC 2637
+    /// replies carry a General Error Code) instead of only logging it.
+    pub fn next_frame(&mut self) -> Option<Result<ControlMessage, Rejected>> {
+        if let Some(error) = self.poisoned {
+            return Some(Err(Rejected::fatal(error)));
         }
         if self.buf.len() < HEADER_LEN {
             return None;
         }
-        let length = match parse_header(&mut Reader::new(&self.buf[..HEADER_LEN])) {
-            Ok((length, _, _)) => length,
+        let (length, code) = match parse_header(&mut Reader::new(&self.buf[..HEADER_LEN])) {
+            Ok((length, code, _)) => (length, code),
             Err(e) => {
                 self.poisoned = Some(e);
                 self.buf = Vec::new();
-                return Some(Err(e));
+                return Some(Err(Rejected::fatal(e)));
             }
         };
         if self.buf.len() < length {
             return None;
         }
-        let result = ControlMessage::parse(&self.buf[..length]);
+        let result = ControlMessage::parse(&self.buf[..length]).map_err(|error| {
+            let mut head = [0u8; 4];
+            let body = &self.buf[HEADER_LEN..length];
+            let n = body.len().min(head.len());
+            head[..n].copy_from_slice(&body[..n]);
+            Rejected { error, code, head }
+        });
         self.buf.drain(..length);
         Some(result)
+    }
+}
+
+/// A message the framer could not return: why, and what little of it can still be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub error: Error,
+    /// The Control Message Type from the header (0 when the stream itself is broken).
+    pub code: u16,
+    /// The first four body bytes (zero-padded): the identifier or call ID that leads most
+    /// requests, so an error reply can name what it answers.
+    pub head: [u8; 4],
+}
+
+impl Rejected {
+    fn fatal(error: Error) -> Self {
+        Self {
+            error,
+            code: 0,
+            head: [0; 4],
+        }
+    }
+
+    /// The General Error Code (RFC 2637 §2.16) that describes the fault: a wrong length is
+    /// Bad-Format, a non-zero reserved field or an unknown type Bad-Value.
+    pub fn error_code(&self) -> u8 {
+        match self.error {
+            Error::ReservedNotZero(_) | Error::UnknownControlType(_) => error_code::BAD_VALUE,
+            _ => error_code::BAD_FORMAT,
+        }
+    }
+
+    /// The leading 16-bit field of the body (call IDs, the protocol version).
+    pub fn head_u16(&self) -> u16 {
+        u16::from_be_bytes([self.head[0], self.head[1]])
+    }
+
+    pub fn head_u32(&self) -> u32 {
+        u32::from_be_bytes(self.head)
     }
 }
 
