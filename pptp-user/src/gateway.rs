@@ -288,6 +288,8 @@ pub struct Gateway {
     /// A reason that overrides the link's when it goes down (the link only knows it was closed).
     pending: HashMap<SessionId, EndReason>,
     ledger: Ledger,
+    /// Where the next call-ID search starts (random at start, then next-fit).
+    call_id_cursor: u16,
     pub stats: GatewayStats,
 }
 
@@ -307,6 +309,7 @@ impl Gateway {
             shutting_down: false,
             pending: HashMap::new(),
             ledger: Ledger::default(),
+            call_id_cursor: seed as u16,
             stats: GatewayStats::default(),
         }
     }
@@ -679,14 +682,17 @@ impl Gateway {
     }
 
     /// A free call ID for calls from `peer` to `local` (the session key includes both addresses,
-    /// so IDs need only be unique per pair). The search is bounded: a pair whose IDs are all but
-    /// taken is refused rather than searched for ever.
-    fn free_call_id(&self, local: Ipv4Addr, peer: Ipv4Addr) -> Option<u16> {
-        const PROBES: u32 = 4096;
-        let start = (self.seed as u16).wrapping_add(self.next_session as u16);
-        (0..PROBES)
-            .map(|i| start.wrapping_add(i as u16) | 1)
-            .find(|&id| !self.by_key.contains_key(&session_key(local, peer, id)))
+    /// so IDs need only be unique per pair), searched next-fit from where the last one was
+    /// found. The search is bounded: a pair whose IDs around the cursor are all taken is refused
+    /// rather than searched for ever.
+    fn free_call_id(&mut self, local: Ipv4Addr, peer: Ipv4Addr) -> Option<u16> {
+        const PROBES: u16 = 4096;
+        let start = self.call_id_cursor;
+        let id = (0..PROBES)
+            .map(|i| start.wrapping_add(i))
+            .find(|&id| id != 0 && !self.by_key.contains_key(&session_key(local, peer, id)))?;
+        self.call_id_cursor = id.wrapping_add(1);
+        Some(id)
     }
 
     fn new_call(&mut self, conn: ConnId, peer_call_id: u16, out: &mut Vec<Command>) {
@@ -970,8 +976,8 @@ mod tests {
             cp::{CpPacket, code},
             ppp::proto,
             pptp::{
-                CallClearRequest, ControlMessage, OutgoingCallRequest, PROTOCOL_VERSION,
-                StartControlConnectionRequest, Text,
+                CallClearRequest, ControlMessage, OutgoingCallReply, OutgoingCallRequest,
+                PROTOCOL_VERSION, StartControlConnectionRequest, Text,
             },
         },
     };
@@ -1373,5 +1379,317 @@ mod tests {
         );
         carol.hang_up(&mut g, &mut l);
         clean(&g, &l);
+    }
+
+    /// A control connection from `peer` with SCCRQ done; returns what the gateway said.
+    fn connect(g: &mut Gateway, l: &mut Ledger, conn: ConnId, peer: Ipv4Addr) -> Vec<Command> {
+        let mut out = g.handle(Event::Accepted {
+            conn,
+            local: LOCAL,
+            peer,
+        });
+        let sccrq = control(StartControlConnectionRequest {
+            protocol_version: PROTOCOL_VERSION,
+            ..Default::default()
+        });
+        out.extend(g.handle(Event::ControlBytes {
+            conn,
+            bytes: &sccrq,
+        }));
+        l.apply(&out);
+        out
+    }
+
+    fn ocrq(g: &mut Gateway, l: &mut Ledger, conn: ConnId, call_id: u16) -> OutgoingCallReply {
+        let out = g.handle(Event::ControlBytes {
+            conn,
+            bytes: &control(OutgoingCallRequest {
+                call_id,
+                ..Default::default()
+            }),
+        });
+        l.apply(&out);
+        out.iter()
+            .find_map(|c| match c {
+                Command::SendControl { bytes, .. } => match ControlMessage::parse(bytes) {
+                    Ok(ControlMessage::OutgoingCallReply(r)) => Some(r),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("an OCRP")
+    }
+
+    fn refusals(out: &[Command]) -> Vec<Refusal> {
+        out.iter()
+            .filter_map(|c| match c {
+                Command::Refused { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_source_is_held_to_its_limits_and_others_are_still_served() {
+        let mut g = gateway("10.99.0.10-10.99.0.250");
+        g.config.limits = admission::Limits {
+            max_connections_per_source: 4,
+            max_calls_per_connection: 1,
+            max_unauthenticated: 100,
+            max_unauthenticated_per_source: 3,
+            ..admission::Limits::default()
+        };
+        let mut l = Ledger::default();
+        let hostile = Ipv4Addr::new(198, 51, 100, 66);
+        // A second call on one connection is refused with "general error, no resource".
+        connect(&mut g, &mut l, 1, hostile);
+        assert_eq!(
+            ocrq(&mut g, &mut l, 1, 10).result_code,
+            pptp::result::OCRP_CONNECTED
+        );
+        let r = ocrq(&mut g, &mut l, 1, 11);
+        assert_eq!(
+            (r.result_code, r.error_code, r.peer_call_id),
+            (
+                pptp::result::OCRP_GENERAL_ERROR,
+                pptp::error_code::NO_RESOURCE,
+                11
+            )
+        );
+        // Connections 2 and 3 get one call each; the 4th connection's call is over the
+        // unauthenticated-per-source limit; a 5th connection is closed at once.
+        for conn in 2..=4 {
+            connect(&mut g, &mut l, conn, hostile);
+        }
+        assert_eq!(
+            ocrq(&mut g, &mut l, 2, 20).result_code,
+            pptp::result::OCRP_CONNECTED
+        );
+        assert_eq!(
+            ocrq(&mut g, &mut l, 3, 30).result_code,
+            pptp::result::OCRP_CONNECTED
+        );
+        let out = g.handle(Event::ControlBytes {
+            conn: 4,
+            bytes: &control(OutgoingCallRequest {
+                call_id: 40,
+                ..Default::default()
+            }),
+        });
+        l.apply(&out);
+        assert_eq!(refusals(&out), vec![Refusal::UnauthenticatedPerSource]);
+        let out = g.handle(Event::Accepted {
+            conn: 5,
+            local: LOCAL,
+            peer: hostile,
+        });
+        assert_eq!(refusals(&out), vec![Refusal::ConnectionsPerSource]);
+        assert!(out.contains(&Command::CloseControl { conn: 5 }));
+        assert_eq!(g.stats.refused["calls_per_connection"], 1);
+        // Meanwhile another source dials and comes up.
+        let mut c = Client::new(9, 9, "alice", "s3cret");
+        assert!(up_addr(&c.dial(&mut g, &mut l)).is_some());
+        c.hang_up(&mut g, &mut l);
+        // The hostile calls never authenticate: the negotiation deadline ends them, and their
+        // places are free again.
+        for sid in 1..=3 {
+            l.apply(&g.handle(Event::Timer(TimerKey::Negotiation(sid))));
+        }
+        assert_eq!(
+            l.downs
+                .iter()
+                .filter(|d| **d == EndReason::NegotiationTimeout)
+                .count(),
+            3
+        );
+        assert_eq!(
+            ocrq(&mut g, &mut l, 4, 41).result_code,
+            pptp::result::OCRP_CONNECTED
+        );
+        for conn in 1..=4 {
+            l.apply(&g.handle(Event::ControlClosed { conn }));
+        }
+        clean(&g, &l);
+        assert_eq!((g.ledger.unauthenticated(), g.ledger.sources()), (0, 0));
+    }
+
+    #[test]
+    fn a_full_call_id_space_is_refused_not_searched_for_ever() {
+        let mut g = gateway("10.99.0.10-10.99.0.250");
+        g.config.limits = admission::Limits {
+            max_connections_per_source: 0,
+            max_calls_per_connection: u32::MAX,
+            max_unauthenticated: u32::MAX,
+            max_unauthenticated_per_source: u32::MAX,
+            ..admission::Limits::default()
+        };
+        let mut l = Ledger::default();
+        let peer = Ipv4Addr::new(198, 51, 100, 66);
+        connect(&mut g, &mut l, 1, peer);
+        // 65,535 call IDs per address pair (0 is never one).
+        let mut connected = 0u32;
+        let mut first_refusal = None;
+        for i in 0..70_000u32 {
+            let out = g.handle(Event::ControlBytes {
+                conn: 1,
+                bytes: &control(OutgoingCallRequest {
+                    call_id: i as u16,
+                    ..Default::default()
+                }),
+            });
+            match refusals(&out).first() {
+                None if i < 65_536 => connected += 1,
+                // Past 65,536 the client's own call IDs repeat: duplicates are ignored.
+                None => assert!(
+                    !out.iter().any(|c| matches!(c, Command::SendControl { .. })),
+                    "{out:?}"
+                ),
+                Some(r) => {
+                    assert_eq!(*r, Refusal::CallIdsExhausted);
+                    first_refusal.get_or_insert(i);
+                }
+            }
+        }
+        assert_eq!(connected, 65_535);
+        assert_eq!(first_refusal, Some(65_535));
+        // The unauthenticated count was given back for every refused call.
+        assert_eq!(g.ledger.unauthenticated(), connected);
+        // Another client address has its own call IDs.
+        connect(&mut g, &mut l, 2, Ipv4Addr::new(198, 51, 100, 67));
+        assert_eq!(
+            ocrq(&mut g, &mut l, 2, 7).result_code,
+            pptp::result::OCRP_CONNECTED
+        );
+    }
+
+    /// RFC 2637 answers to malformed messages (`Connection::malformed`), through the framer:
+    /// each control type made wrong twice (a length that is not its size: Bad-Format; a
+    /// non-zero reserved header field: Bad-Value).
+    #[test]
+    fn malformed_control_messages_get_the_tables_answer() {
+        use pptp::{ControlType, error_code, result};
+        #[derive(Debug, PartialEq)]
+        enum Answer {
+            Reply(ControlType, u8, u8),
+            StopAndStay,
+            Close,
+        }
+        let bodies = |code: u16| -> Vec<u8> {
+            let size = ControlType::from_code(code).map_or(16, |k| k.size());
+            let mut b = vec![0u8; size];
+            b[..2].copy_from_slice(&(size as u16).to_be_bytes());
+            b[2..4].copy_from_slice(&1u16.to_be_bytes());
+            b[4..8].copy_from_slice(&pptp::MAGIC_COOKIE.to_be_bytes());
+            b[8..10].copy_from_slice(&code.to_be_bytes());
+            b[12..14].copy_from_slice(&0x4242u16.to_be_bytes());
+            b
+        };
+        for code in [
+            0u16, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 255,
+        ] {
+            let known = ControlType::from_code(code).is_some();
+            for bad_value in [false, true] {
+                let mut bytes = bodies(code);
+                if bad_value {
+                    bytes[11] = 1;
+                } else if known {
+                    // Four bytes more than the type's size (four fewer for the 220-byte ICRQ).
+                    let n = if bytes.len() == 220 {
+                        216
+                    } else {
+                        bytes.len() + 4
+                    };
+                    bytes.resize(n, 0);
+                    bytes[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                } else {
+                    continue;
+                }
+                let e = if bad_value || !known {
+                    error_code::BAD_VALUE
+                } else {
+                    error_code::BAD_FORMAT
+                };
+                let expected = match code {
+                    1 => Answer::Reply(
+                        ControlType::StartControlConnectionReply,
+                        result::SCCRP_GENERAL_ERROR,
+                        e,
+                    ),
+                    3 => Answer::Close,
+                    5 => Answer::Reply(ControlType::EchoReply, result::ECHO_GENERAL_ERROR, e),
+                    7 => Answer::Reply(
+                        ControlType::OutgoingCallReply,
+                        result::OCRP_GENERAL_ERROR,
+                        e,
+                    ),
+                    9 => Answer::Reply(
+                        ControlType::IncomingCallReply,
+                        result::ICRP_GENERAL_ERROR,
+                        e,
+                    ),
+                    12 => Answer::Reply(
+                        ControlType::CallDisconnectNotify,
+                        result::CDN_GENERAL_ERROR,
+                        e,
+                    ),
+                    _ => Answer::StopAndStay,
+                };
+                let mut g = gateway("10.99.0.10-10.99.0.13");
+                let mut l = Ledger::default();
+                connect(&mut g, &mut l, 1, Ipv4Addr::new(198, 51, 100, 7));
+                let out = g.handle(Event::ControlBytes {
+                    conn: 1,
+                    bytes: &bytes,
+                });
+                let sent: Vec<ControlMessage> = out
+                    .iter()
+                    .filter_map(|c| match c {
+                        Command::SendControl { bytes, .. } => ControlMessage::parse(bytes).ok(),
+                        _ => None,
+                    })
+                    .collect();
+                let closed = out
+                    .iter()
+                    .any(|c| matches!(c, Command::CloseControl { .. }));
+                let got = match (sent.as_slice(), closed) {
+                    ([ControlMessage::StopControlConnectionRequest(rq)], false) => {
+                        assert_eq!(rq.reason, pptp::stop_reason::NONE);
+                        Answer::StopAndStay
+                    }
+                    ([ControlMessage::StopControlConnectionReply(rp)], true) => {
+                        assert_eq!(
+                            (rp.result_code, rp.error_code),
+                            (result::STOPCCRP_GENERAL_ERROR, e)
+                        );
+                        Answer::Close
+                    }
+                    ([m], false) => {
+                        let (r, err, echoed) = match m {
+                            ControlMessage::StartControlConnectionReply(m) => {
+                                (m.result_code, m.error_code, 0x4242)
+                            }
+                            ControlMessage::EchoReply(m) => {
+                                (m.result_code, m.error_code, (m.identifier >> 16) as u16)
+                            }
+                            ControlMessage::OutgoingCallReply(m) => {
+                                (m.result_code, m.error_code, m.peer_call_id)
+                            }
+                            ControlMessage::IncomingCallReply(m) => {
+                                (m.result_code, m.error_code, m.peer_call_id)
+                            }
+                            ControlMessage::CallDisconnectNotify(m) => {
+                                (m.result_code, m.error_code, 0x4242)
+                            }
+                            other => panic!("type {code}: unexpected {other:?}"),
+                        };
+                        assert_eq!(echoed, 0x4242, "type {code}: the answer names the request");
+                        Answer::Reply(m.control_type(), r, err)
+                    }
+                    other => panic!("type {code} (bad value {bad_value}): {other:?}"),
+                };
+                assert_eq!(got, expected, "type {code}, bad value {bad_value}");
+                assert_eq!(g.stats.control_malformed, 1);
+            }
+        }
     }
 }

@@ -4,7 +4,10 @@
 //! an outgoing call, clear a call, stop). Outputs: messages to send, timers to arm, calls to set
 //! up or tear down, and when to close the TCP connection. Call IDs are the shell's to allocate.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use crate::wire::pptp::{
     CallClearRequest, CallDisconnectNotify, ControlMessage, ControlType, EchoReply, EchoRequest,
@@ -125,12 +128,34 @@ pub enum State {
     Closed,
 }
 
+/// The calls a connection carries, found by either call ID (a CCRQ names the client's).
+#[derive(Debug, Default)]
+struct Calls {
+    /// Our call ID → the client's.
+    ours: BTreeMap<u16, u16>,
+    by_peer: HashMap<u16, u16>,
+}
+
+impl Calls {
+    fn remove(&mut self, ours: u16) -> Option<u16> {
+        let peer = self.ours.remove(&ours)?;
+        self.by_peer.remove(&peer);
+        Some(peer)
+    }
+
+    fn remove_peer(&mut self, peer: u16) -> Option<u16> {
+        let ours = self.by_peer.remove(&peer)?;
+        self.ours.remove(&ours);
+        Some(ours)
+    }
+}
+
 pub struct Connection {
     config: ControlConfig,
     admission: Admission,
     state: State,
     /// Our call ID → the client's call ID.
-    calls: BTreeMap<u16, u16>,
+    calls: Calls,
     /// Calls requested but not yet answered by the shell: the client's IDs.
     pending: Vec<u16>,
     echo_identifier: u32,
@@ -145,7 +170,7 @@ impl Connection {
             config,
             admission,
             state: State::Idle,
-            calls: BTreeMap::new(),
+            calls: Calls::default(),
             pending: Vec::new(),
             echo_identifier: 0,
             echo_outstanding: None,
@@ -159,11 +184,11 @@ impl Connection {
 
     /// Our call IDs of the calls this connection carries.
     pub fn calls(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
-        self.calls.iter().map(|(&ours, &peer)| (ours, peer))
+        self.calls.ours.iter().map(|(&ours, &peer)| (ours, peer))
     }
 
     fn close(&mut self, reason: CloseReason, clear: ClearReason, out: &mut Vec<Output>) {
-        for (call_id, _) in std::mem::take(&mut self.calls) {
+        for (call_id, _) in std::mem::take(&mut self.calls).ours {
             out.push(Output::CallCleared {
                 call_id,
                 reason: clear,
@@ -230,14 +255,8 @@ impl Connection {
                 }),
             ) => {
                 // CCRQ names the client's call ID; answer with CDN naming ours (RFC 2637 §2.12–13).
-                match self
-                    .calls
-                    .iter()
-                    .find(|(_, p)| **p == peer_id)
-                    .map(|(o, _)| *o)
-                {
+                match self.calls.remove_peer(peer_id) {
                     Some(ours) => {
-                        self.calls.remove(&ours);
                         out.push(Output::CallCleared {
                             call_id: ours,
                             reason: ClearReason::ClientClear,
@@ -370,13 +389,8 @@ impl Connection {
             )),
             (_, Some(ControlType::CallClearRequest)) => {
                 let peer_id = rejected.head_u16();
-                let ours = self
-                    .calls
-                    .iter()
-                    .find(|(_, p)| **p == peer_id)
-                    .map(|(o, _)| *o);
+                let ours = self.calls.remove_peer(peer_id);
                 if let Some(ours) = ours {
-                    self.calls.remove(&ours);
                     out.push(Output::CallCleared {
                         call_id: ours,
                         reason: ClearReason::ClientClear,
@@ -442,7 +456,7 @@ impl Connection {
     }
 
     fn call_request(&mut self, rq: OutgoingCallRequest, out: &mut Vec<Output>) {
-        if self.calls.values().any(|&p| p == rq.call_id) || self.pending.contains(&rq.call_id) {
+        if self.calls.by_peer.contains_key(&rq.call_id) || self.pending.contains(&rq.call_id) {
             tracing::info!(
                 peer_call_id = rq.call_id,
                 "duplicate Outgoing-Call-Request ignored"
@@ -463,7 +477,8 @@ impl Connection {
         if !self.take_pending(peer_call_id) {
             return Vec::new();
         }
-        self.calls.insert(call_id, peer_call_id);
+        self.calls.ours.insert(call_id, peer_call_id);
+        self.calls.by_peer.insert(peer_call_id, call_id);
         vec![Output::Send(
             OutgoingCallReply {
                 call_id,
@@ -511,7 +526,7 @@ impl Connection {
 
     /// Our side ended a call (PPP terminated, echo timeout, administrative kill): CDN.
     pub fn clear_call(&mut self, call_id: u16, result_code: u8) -> Vec<Output> {
-        if self.calls.remove(&call_id).is_none() || self.state == State::Closed {
+        if self.calls.remove(call_id).is_none() || self.state == State::Closed {
             return Vec::new();
         }
         vec![Output::Send(Self::cdn(call_id, result_code))]
@@ -526,7 +541,7 @@ impl Connection {
         let mut out = Vec::new();
         match self.state {
             State::Established => {
-                for (call_id, _) in std::mem::take(&mut self.calls) {
+                for (call_id, _) in std::mem::take(&mut self.calls).ours {
                     out.push(Output::Send(Self::cdn(call_id, result::CDN_ADMIN_SHUTDOWN)));
                     out.push(Output::CallCleared {
                         call_id,
