@@ -90,7 +90,10 @@ pub async fn add_address(
 /// no IPv6 on it, forwarding on, both ends up.
 pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Pptp0> {
     let peer_name = format!("{name}p");
-    delete(handle, name).await?;
+    if delete(handle, name).await? {
+        // A previous run that was killed (SIGKILL, OOM) could not remove it.
+        tracing::info!(device = name, "removed {name} left by a previous run");
+    }
     handle
         .link()
         .add(LinkVeth::new(name, &peer_name).mtu(mtu).arp(false).build())
@@ -138,17 +141,18 @@ pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Ppt
     })
 }
 
-/// Deletes the pair (deleting one end deletes both); absent is fine.
-pub async fn delete(handle: &Handle, name: &str) -> anyhow::Result<()> {
-    if let Some(m) = find(handle, name).await? {
-        handle
-            .link()
-            .del(m.header.index)
-            .execute()
-            .await
-            .with_context(|| format!("delete {name}"))?;
-    }
-    Ok(())
+/// Deletes the pair (deleting one end deletes both); absent is fine. True when it was there.
+pub async fn delete(handle: &Handle, name: &str) -> anyhow::Result<bool> {
+    let Some(m) = find(handle, name).await? else {
+        return Ok(false);
+    };
+    handle
+        .link()
+        .del(m.header.index)
+        .execute()
+        .await
+        .with_context(|| format!("delete {name}"))?;
+    Ok(true)
 }
 
 /// `ethtool -K IFNAME tx off` (ETHTOOL_STXCSUM through SIOCETHTOOL).

@@ -34,9 +34,12 @@ use crate::{
 /// Inputs waiting for the core at most. Readers wait for room (TCP pushes back on their
 /// clients), so a fast sender slows itself down instead of growing our memory.
 const INPUT_QUEUE: usize = 1024;
-/// Messages queued towards one control connection at most; a client that does not read them
-/// is disconnected rather than buffered for.
-const CONN_QUEUE: usize = 32;
+/// Bytes queued towards one control connection before we stop reading its requests (TCP then
+/// pushes back on a client that pipelines requests without reading the replies)...
+const CONN_QUEUE_PAUSE: usize = 16 * 1024;
+/// ...and the most we queue: past it the connection is closed rather than buffered for (only
+/// replies to requests already read can get there).
+const CONN_QUEUE_MAX: usize = 256 * 1024;
 /// How long one control write may wait for a client to read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refusals and accept errors are logged once per source (or listener) per this interval.
@@ -81,7 +84,7 @@ enum Input {
         conn: ConnId,
         local: Ipv4Addr,
         peer: Ipv4Addr,
-        out: mpsc::Sender<Vec<u8>>,
+        out: ConnQueue,
     },
     Bytes {
         conn: ConnId,
@@ -162,7 +165,7 @@ struct Shell {
     seq: SeqSpace,
     gre: Arc<AsyncFd<GreSocket>>,
     /// Each control connection's outgoing queue; dropping it closes the connection.
-    conns: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    conns: HashMap<ConnId, ConnQueue>,
     /// Programmed sessions, for the idle-ack scan.
     programmed: HashMap<SessionKey, pptp_common::session::Session>,
     timers: Timers,
@@ -397,7 +400,7 @@ impl Shell {
             match c {
                 Command::SendControl { conn, bytes } => {
                     if let Some(q) = self.conns.get(&conn)
-                        && q.try_send(bytes).is_err()
+                        && !q.push(bytes)
                     {
                         // Full (the client does not read) or gone: either way the connection
                         // closes, and its reader tells the core.
@@ -826,7 +829,7 @@ impl Acceptor {
             }
             let _ = stream.set_nodelay(true);
             let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (out, out_rx) = mpsc::channel(CONN_QUEUE);
+            let (out, out_rx) = ConnQueue::new();
             let accepted = Input::Accepted {
                 conn,
                 local: *local.ip(),
@@ -842,14 +845,60 @@ impl Acceptor {
     }
 }
 
-/// One control connection: its bytes go to the core, the core's messages go out. Ends when the
-/// client closes, a write stalls, or the core drops the queue (after writing what it holds);
-/// then the core is told and the socket closes.
+/// The core's end of a control connection's outgoing queue, counted in bytes. Dropping it closes
+/// the connection once what it holds is written.
+struct ConnQueue {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The connection task's end.
+struct ConnQueueRx {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnQueue {
+    fn new() -> (Self, ConnQueueRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let rx = ConnQueueRx {
+            rx,
+            queued: queued.clone(),
+        };
+        (Self { tx, queued }, rx)
+    }
+
+    /// Queues a message; false when the connection is gone or holds too much already.
+    fn push(&self, bytes: Vec<u8>) -> bool {
+        let len = bytes.len();
+        let before = self
+            .queued
+            .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        before + len <= CONN_QUEUE_MAX && self.tx.send(bytes).is_ok()
+    }
+}
+
+impl ConnQueueRx {
+    fn paused(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed) >= CONN_QUEUE_PAUSE
+    }
+
+    fn written(&self, len: usize) {
+        self.queued
+            .fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One control connection: its bytes go to the core, the core's messages go out. Its requests
+/// are not read while too many replies wait to be written. Ends when the client closes, a write
+/// stalls, or the core drops the queue (after writing what it holds); then the core is told and
+/// the socket closes.
 async fn connection(
     conn: ConnId,
     stream: TcpStream,
     tx: mpsc::Sender<Input>,
-    mut out: mpsc::Receiver<Vec<u8>>,
+    mut out: ConnQueueRx,
 ) {
     let (mut read, mut write) = stream.into_split();
     // Control messages are at most 220 bytes: a small buffer per connection (there may be
@@ -858,9 +907,10 @@ async fn connection(
     loop {
         tokio::select! {
             biased;
-            m = out.recv() => match m {
+            m = out.rx.recv() => match m {
                 Some(bytes) => {
                     let w = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&bytes)).await;
+                    out.written(bytes.len());
                     if !matches!(w, Ok(Ok(()))) {
                         break;
                     }
@@ -870,7 +920,7 @@ async fn connection(
                     break;
                 }
             },
-            r = read.read(&mut buf) => match r {
+            r = read.read(&mut buf), if !out.paused() => match r {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let bytes = buf[..n].to_vec();

@@ -244,7 +244,7 @@ fn limits_refuse_as_configured() {
     assert!(num(&s, &["shell", "connections_rate_limited"]) >= 3, "{s}");
     let log = rig.log();
     assert!(log.contains("per-user limit"), "{log}");
-    assert!(log.contains("connection rate limit"), "{log}");
+    assert!(log.contains("reason=connection_rate"), "{log}");
 }
 
 #[test]
