@@ -160,12 +160,12 @@ impl Ledger {
     }
 }
 
-/// Logs refusals once per source per interval: a flood is one line every few seconds, with the
-/// count of what was not logged, never a line per packet or connection.
+/// Logs refusals once per source and reason per interval: a flood is a line every few seconds,
+/// with the count of what was not logged, never a line per packet or connection.
 #[derive(Debug, Default)]
 pub struct LogThrottle {
-    /// Per source: when it was last logged and how many refusals were not logged since.
-    last: HashMap<Ipv4Addr, (Duration, u64)>,
+    /// Per source and reason: when it was last logged and how many were not logged since.
+    last: HashMap<(Ipv4Addr, Refusal), (Duration, u64)>,
 }
 
 /// Sources remembered before those outside their interval are forgotten.
@@ -174,12 +174,19 @@ const THROTTLE_PRUNE_ABOVE: usize = 16_384;
 impl LogThrottle {
     /// `Some(suppressed)` when a refusal from `peer` at `now` should be logged (with how many
     /// went unlogged before it), `None` when it is only counted.
-    pub fn admit(&mut self, peer: Ipv4Addr, now: Duration, interval: Duration) -> Option<u64> {
+    pub fn admit(
+        &mut self,
+        peer: Ipv4Addr,
+        reason: Refusal,
+        now: Duration,
+        interval: Duration,
+    ) -> Option<u64> {
+        let key = (peer, reason);
         if self.last.len() >= THROTTLE_PRUNE_ABOVE {
             self.last
                 .retain(|_, (at, _)| now.saturating_sub(*at) < interval);
         }
-        match self.last.get_mut(&peer) {
+        match self.last.get_mut(&key) {
             Some((at, suppressed)) if now.saturating_sub(*at) < interval => {
                 *suppressed += 1;
                 None
@@ -191,7 +198,7 @@ impl LogThrottle {
             None => {
                 // Still full after pruning: every source is loud; log without remembering.
                 if self.last.len() < THROTTLE_PRUNE_ABOVE {
-                    self.last.insert(peer, (now, 0));
+                    self.last.insert(key, (now, 0));
                 }
                 Some(0)
             }
@@ -259,19 +266,33 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_logged_once_per_source_per_interval() {
+    fn refusals_are_logged_once_per_source_and_reason_per_interval() {
         let mut t = LogThrottle::default();
         let i = Duration::from_secs(10);
         let at = Duration::from_secs;
-        assert_eq!(t.admit(A, at(100), i), Some(0));
-        assert_eq!(t.admit(A, at(101), i), None);
-        assert_eq!(t.admit(A, at(105), i), None);
-        assert_eq!(t.admit(B, at(105), i), Some(0), "another source is its own");
-        assert_eq!(t.admit(A, at(110), i), Some(2), "with what was not logged");
-        assert_eq!(t.admit(A, at(111), i), None);
+        let r = Refusal::ConnectionRate;
+        assert_eq!(t.admit(A, r, at(100), i), Some(0));
+        assert_eq!(t.admit(A, r, at(101), i), None);
+        assert_eq!(t.admit(A, r, at(105), i), None);
+        assert_eq!(
+            t.admit(B, r, at(105), i),
+            Some(0),
+            "another source is its own"
+        );
+        assert_eq!(
+            t.admit(A, Refusal::SessionLimit, at(105), i),
+            Some(0),
+            "so is another reason"
+        );
+        assert_eq!(
+            t.admit(A, r, at(110), i),
+            Some(2),
+            "with what was not logged"
+        );
+        assert_eq!(t.admit(A, r, at(111), i), None);
         // Memory stays bounded under a flood of distinct sources.
         for n in 0..100_000u32 {
-            t.admit(Ipv4Addr::from(n), at(200), i);
+            t.admit(Ipv4Addr::from(n), r, at(200), i);
         }
         assert!(t.last.len() <= THROTTLE_PRUNE_ABOVE);
     }

@@ -487,10 +487,7 @@ impl Gateway {
                 // The shell reads at most a few hundred bytes at a time, so this loop is bounded
                 // by what one read can hold.
                 c.framer.push(bytes);
-                loop {
-                    let Some(c) = self.conns.get_mut(&conn) else {
-                        break;
-                    };
+                while let Some(c) = self.conns.get_mut(&conn) {
                     match c.framer.next_frame() {
                         None => break,
                         Some(Ok(m)) => {

@@ -42,7 +42,7 @@ const CONN_QUEUE_PAUSE: usize = 16 * 1024;
 const CONN_QUEUE_MAX: usize = 256 * 1024;
 /// How long one control write may wait for a client to read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Refusals and accept errors are logged once per source (or listener) per this interval.
+/// Refusals are logged once per source and reason per this interval.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a direction may stay silent before an owed ack goes out on its own.
@@ -114,15 +114,16 @@ struct Refusals {
 }
 
 impl Refusals {
-    /// Logs a refusal unless this source was logged within the interval.
+    /// Logs a refusal unless this source was logged for it within the interval.
     fn log(&self, peer: Ipv4Addr, reason: Refusal, origin: Instant) {
         let shown = self.log.lock().unwrap_or_else(|e| e.into_inner()).admit(
             peer,
+            reason,
             origin.elapsed(),
             LOG_INTERVAL,
         );
         if let Some(suppressed) = shown {
-            tracing::info!(%peer, reason = reason.label(), suppressed, "refused");
+            tracing::info!(%peer, reason = %reason.label(), suppressed, "refused");
         }
     }
 }
@@ -801,7 +802,9 @@ impl Acceptor {
                         .refusals
                         .accept_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if n.is_power_of_two() || backoff == Duration::from_secs(1) && n % 60 == 0 {
+                    if n.is_power_of_two()
+                        || backoff == Duration::from_secs(1) && n.is_multiple_of(60)
+                    {
                         tracing::warn!(error = %e, accept_errors = n + 1, retry_in = ?backoff, "accept failed; backing off");
                     }
                     tokio::time::sleep(backoff).await;
