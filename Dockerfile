@@ -1,11 +1,14 @@
 # syntax=docker/dockerfile:1
-# pptpgw image: built with the same toolchain script CI runs (.ci/install-toolchains: the pinned
-# userspace toolchain, the pinned nightly + rust-src for the eBPF object, bpf-linker 0.10.4),
-# shipped as a small Debian runtime holding only the `pptpgw` binary (the eBPF object is embedded).
+# pptpgw image, for people with a registry. Built with the same toolchain script CI runs
+# (.ci/install-toolchains) and the same root filesystem recipe as `cargo xtask image`
+# (deploy/image/rootfs.sh over deploy/image/packages: the C library from Debian packages, the
+# stripped `pptpgw` with its eBPF object embedded, the default config; no shell). Both ways give
+# the same runtime contents; `cargo xtask image` needs no registry and no container engine.
 
 FROM debian:trixie-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl gcc libc6-dev pkg-config \
+      binutils mmdebstrap \
  && rm -rf /var/lib/apt/lists/*
 ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
 RUN curl -sSf https://sh.rustup.rs | sh -s -- -y --no-modify-path --profile minimal --default-toolchain none
@@ -13,13 +16,11 @@ WORKDIR /src
 COPY . .
 RUN .ci/install-toolchains
 RUN cargo build --release --locked -p pptp-user \
- && install -D -m 0755 target/release/pptpgw /out/pptpgw
+ && objcopy --strip-unneeded target/release/pptpgw /pptpgw \
+ && deploy/image/rootfs.sh /rootfs /pptpgw
 
-FROM debian:trixie-slim
-COPY --from=build /out/pptpgw /usr/local/bin/pptpgw
-COPY config/pptpgw.toml /etc/pptpgw/pptpgw.toml
-# The control API socket lives here; the secrets come from a mount (see deploy/kubernetes).
-RUN mkdir -p /run/pptpgw /etc/ppp
+FROM scratch
+COPY --from=build /rootfs/ /
 EXPOSE 1723/tcp 9723/tcp
 ENTRYPOINT ["/usr/local/bin/pptpgw"]
 CMD ["run", "--config", "/etc/pptpgw/pptpgw.toml"]

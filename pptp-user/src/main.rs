@@ -342,9 +342,45 @@ fn raise_nofile_limit() {
     }
 }
 
+/// The capabilities `run` needs, with what each is for: checked before anything is created, so
+/// a container or unit missing one fails with its name rather than with the first EPERM.
+const CAPABILITIES: [(u32, &str, &str); 4] = [
+    (
+        12,
+        "CAP_NET_ADMIN",
+        "create pptp0, attach XDP, project routes",
+    ),
+    (13, "CAP_NET_RAW", "the raw GRE socket of the slow path"),
+    (39, "CAP_BPF", "load the eBPF programs and maps"),
+    (
+        38,
+        "CAP_PERFMON",
+        "the data path's pointer arithmetic and helpers",
+    ),
+];
+
+fn check_capabilities() -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .context("no CapEff in /proc/self/status")?;
+    let missing: Vec<String> = CAPABILITIES
+        .iter()
+        .filter(|(bit, _, _)| effective & (1 << bit) == 0)
+        .map(|(_, name, why)| format!("{name} ({why})"))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!("missing capabilities: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = read_config(&args)?;
     init_logging(&config.log);
+    check_capabilities()?;
     raise_nofile_limit();
     let Loaded {
         config,

@@ -106,8 +106,8 @@ fn runs_with_the_documented_capabilities_and_needs_each() {
         let (up, log) = starts_with(&fewer);
         assert!(!up, "started without {missing}: {log}");
         assert!(
-            log.contains("pptpgw: "),
-            "without {missing}, a clear error: {log}"
+            log.contains("pptpgw: ") && log.contains(&format!("CAP_{}", missing.to_uppercase())),
+            "without {missing}, a clear error naming it: {log}"
         );
     }
 }

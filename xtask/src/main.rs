@@ -7,6 +7,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+mod image;
 mod vm;
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,10 @@ enum Chore {
     /// `pptpgw check-config`, the systemd unit with `systemd-analyze verify` when present, and
     /// that the Dockerfile builds with CI's toolchain script.
     CheckDeploy,
+    /// Build the OCI image without a registry: a root filesystem from Debian packages
+    /// (deploy/image), the release pptpgw, the default config; written to
+    /// target/image/pptpgw.oci.tar (`podman load -i`, `skopeo copy oci-archive:...`).
+    Image,
     /// Benchmarks (release build, root): data-path cost, forwarding against baselines, control
     /// plane, churn; prints one table. Arguments after `--` go to `pptp-bench` (`--help`).
     Bench {
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Chore::Interop => interop(),
         Chore::CheckDeploy => check_deploy(),
         Chore::Bench { args } => bench(&args),
+        Chore::Image => image::image(),
     }
 }
 
@@ -144,6 +150,10 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo build -p pptp-user -p pptp-client failed");
     }
+    // The container test runs the image a platform team would deploy: built first, in full runs.
+    if extra.is_empty() {
+        image::image()?;
+    }
     let bin = workspace_root().join("target/debug/pptpgw");
     let client = workspace_root().join("target/debug/pptp-client");
     let python = python_env()?;
@@ -154,6 +164,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         .env("PPTPGW_BIN", &bin)
         .env("PPTP_CLIENT_BIN", &client)
         .env("PPTPGW_PYTHON", &python)
+        .env("PPTPGW_IMAGE", image::archive())
+        .env("PPTPGW_IMAGE_REF", image::reference())
         .status()?;
     if !status.success() {
         bail!("tests failed");
@@ -199,6 +211,14 @@ fn check_deploy() -> anyhow::Result<()> {
         .collect();
     if manifests.is_empty() {
         bail!("no manifests in deploy/kubernetes");
+    }
+    // The DaemonSet runs the image `cargo xtask image` builds.
+    let daemonset = std::fs::read_to_string(root.join("deploy/kubernetes/daemonset.yaml"))?;
+    let wanted = format!("image: {}", image::reference());
+    if !daemonset.lines().any(|l| l.trim() == wanted) {
+        bail!(
+            "deploy/kubernetes/daemonset.yaml must say `{wanted}` (what `cargo xtask image` builds)"
+        );
     }
     let status = Command::new(python.with_file_name("kubernetes-validate"))
         .args(["--strict", "--quiet"])
