@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod gre;
 pub mod headers;
 pub mod maps;
+pub mod mppe;
 pub mod seq;
 pub mod session;
 pub mod stats;

@@ -27,6 +27,11 @@ pub const CLIENTS: &str = "CLIENTS";
 pub const GRE_STATE: &str = "GRE_STATE";
 /// `PerCpuArray<SessionStats>` by session slot.
 pub const SESSION_STATS: &str = "SESSION_STATS";
+/// `HashMap<u32, MppeState>` by session slot: MPPE sessions only (not preallocated: 616 bytes
+/// each).
+pub const MPPE_STATE: &str = "MPPE_STATE";
+/// `PerCpuArray<MppeScratch>` of one entry: SHA-1 and RC4 working memory.
+pub const MPPE_SCRATCH: &str = "MPPE_SCRATCH";
 /// `Array<DatapathConfig>` of one entry.
 pub const CONFIG: &str = "CONFIG";
 /// Compiled-in capacity of the per-session maps; the controller may set another at load time.

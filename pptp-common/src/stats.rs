@@ -39,10 +39,25 @@ pub enum DropReason {
     /// Well-formed enhanced GRE that matches no session (unknown call ID, or a call ID from
     /// another address): nobody asked for it, so it never reaches the controller.
     UnknownCall = 16,
+    /// MPPE: a coherency count at or behind the last one accepted (late or duplicate).
+    MppeLate = 17,
+    /// MPPE: a coherency count further ahead than one packet may re-key; the state caught up by
+    /// the bound and the packet was dropped.
+    MppeCatchUp = 18,
+    /// MPPE: another CPU held the session's key state.
+    MppeBusy = 19,
+    /// MPPE: the session has no key state in the data path.
+    MppeNoState = 20,
+    /// MPPE: a packet without the encrypted bit, or plain IPv4 on an encrypted session.
+    MppePlaintext = 21,
+    /// MPPE: the decrypted packet is not IPv4 (wrong key: not accepted, state unchanged).
+    MppeBadDecrypt = 22,
+    /// MPPE: stateful mode where the data path runs stateless only.
+    MppeStateful = 23,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 24;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
@@ -61,6 +76,13 @@ impl DropReason {
         Self::NoNeighbour,
         Self::NotIpv4,
         Self::UnknownCall,
+        Self::MppeLate,
+        Self::MppeCatchUp,
+        Self::MppeBusy,
+        Self::MppeNoState,
+        Self::MppePlaintext,
+        Self::MppeBadDecrypt,
+        Self::MppeStateful,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -82,6 +104,13 @@ impl DropReason {
             Self::NoNeighbour => "no_neighbour",
             Self::NotIpv4 => "not_ipv4",
             Self::UnknownCall => "unknown_call",
+            Self::MppeLate => "mppe_late",
+            Self::MppeCatchUp => "mppe_catch_up",
+            Self::MppeBusy => "mppe_busy",
+            Self::MppeNoState => "mppe_no_state",
+            Self::MppePlaintext => "mppe_plaintext",
+            Self::MppeBadDecrypt => "mppe_bad_decrypt",
+            Self::MppeStateful => "mppe_stateful",
         }
     }
 }

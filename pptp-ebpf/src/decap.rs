@@ -17,8 +17,9 @@ use pptp_common::{
     headers::{
         ETH_HLEN, ETH_P_IP, EthHdr, GreHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr,
     },
+    mppe::PPP_MPPE,
     seq::seq_after,
-    session::{DatapathConfig, MODE_PLAIN, STATE_UP, Session, SessionKey},
+    session::{DatapathConfig, MODE_MPPE, STATE_UP, Session, SessionKey},
     stats::{DropReason, Stat},
 };
 
@@ -158,8 +159,14 @@ fn decap_session(
         (u16::from_be_bytes(p), 2)
     };
     let inner_off = payload_off + ac_len + proto_len;
+    let mppe = session.mode == MODE_MPPE;
+    if mppe && protocol == PPP_IPV4 && session.state == STATE_UP {
+        // Encryption was agreed: plaintext data is not accepted (RFC 3078 §1).
+        return Err(DropReason::MppePlaintext);
+    }
+    let data_protocol = if mppe { PPP_MPPE } else { PPP_IPV4 };
 
-    if protocol != PPP_IPV4 || session.state != STATE_UP || session.mode != MODE_PLAIN {
+    if protocol != data_protocol || session.state != STATE_UP {
         // Control frames keep their place in the sequence space but are never dropped here:
         // pptp.ko exempts LCP echo from the late check, and the slow path sorts out the rest.
         if in_order {
@@ -175,6 +182,17 @@ fn decap_session(
     if !in_order {
         return Err(DropReason::SequenceLate);
     }
+    let inner_off = if mppe {
+        // The MPPE header, then (encrypted) the PPP protocol and the packet.
+        crate::mppe::decrypt(ctx, session.slot, inner_off, payload_off + payload_len)?;
+        // Two bytes read, one maybe used: a 1-byte read's bounds check compiles to a form
+        // the verifier cannot follow (`p >= end`).
+        let p: [u8; 2] = read_at(ctx, inner_off + pptp_common::mppe::HEADER_LEN)?;
+        let plen = if p[0] == 0x21 { 1 } else { 2 };
+        inner_off + pptp_common::mppe::HEADER_LEN + plen
+    } else {
+        inner_off
+    };
 
     let inner: Ipv4Hdr = read_at(ctx, inner_off)?;
     let inner_hlen = inner.header_len();

@@ -19,7 +19,8 @@ use aya_ebpf::{
 use pptp_common::{
     gre::{FLAG_ACK, FLAG_KEY, FLAG_SEQ, PROTO_PPP, VERSION_PPTP},
     headers::{ETH_HLEN, ETH_P_IP, EthHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr},
-    session::{MODE_PLAIN, STATE_UP},
+    mppe::PPP_MPPE,
+    session::{MODE_MPPE, STATE_UP},
     stats::{DropReason, Stat},
 };
 
@@ -56,6 +57,8 @@ const AF_INET: u8 = 2;
 const PPP_LEN: usize = 4;
 /// Ethernet + outer IPv4 + GRE with seq and ack + PPP: the headers in front of the inner packet.
 pub const HEADER_LEN: usize = ETH_HLEN + IPV4_MIN_HLEN + 16 + PPP_LEN;
+/// What MPPE adds behind them: its header and the (encrypted) PPP protocol of the packet.
+const MPPE_EXTRA: usize = 4;
 
 #[inline(always)]
 pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
@@ -81,9 +84,12 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
     let session = unsafe { SESSIONS.get(key) }
         .copied()
         .ok_or(DropReason::NoSession)?;
-    if session.state != STATE_UP || session.mode != MODE_PLAIN {
+    if session.state != STATE_UP {
         return Err(DropReason::SessionNotUp);
     }
+    let mppe = session.mode == MODE_MPPE;
+    // MPPE adds its 2-byte header and carries the PPP protocol (00 21) inside the encryption.
+    let extra = if mppe { MPPE_EXTRA } else { 0 };
     if inner_len > session.mtu as usize {
         return Err(DropReason::TooBig);
     }
@@ -103,7 +109,7 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
     if rx_seen == 0 {
         return Err(DropReason::SessionNotUp);
     }
-    let outer_len = HEADER_LEN - ETH_HLEN + inner_len;
+    let outer_len = HEADER_LEN - ETH_HLEN + extra + inner_len;
 
     let mut fib = FibLookup {
         family: AF_INET,
@@ -137,13 +143,28 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
         return Err(DropReason::NoRoute);
     }
 
-    // SAFETY: `state` points into a map value that outlives this program run.
-    let seq = unsafe { fetch_add(&raw mut (*state).tx_next) } as u32;
-
     // SAFETY: plain helper call on this program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((HEADER_LEN - ETH_HLEN) as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((HEADER_LEN - ETH_HLEN + extra) as i32)) } != 0 {
         return Err(DropReason::AdjustFailed);
     }
+    let next_seq = || {
+        // SAFETY: `state` points into a map value that outlives this program run.
+        unsafe { fetch_add(&raw mut (*state).tx_next) as u32 }
+    };
+    let seq = if mppe {
+        let m = ptr_at_mut::<[u8; MPPE_EXTRA]>(ctx, HEADER_LEN)?;
+        // SAFETY: checked in bounds; PPP protocol IPv4 after the (not yet written) MPPE header.
+        unsafe { *m = [0, 0, 0x00, 0x21] };
+        crate::mppe::encrypt(
+            ctx,
+            session.slot,
+            HEADER_LEN,
+            HEADER_LEN + MPPE_EXTRA + inner_len,
+            next_seq,
+        )?
+    } else {
+        next_seq()
+    };
     let mut b = [0u8; HEADER_LEN];
     b[0..6].copy_from_slice(&fib.dmac);
     b[6..12].copy_from_slice(&fib.smac);
@@ -161,11 +182,13 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
     let flags = FLAG_KEY | FLAG_SEQ | FLAG_ACK | VERSION_PPTP;
     b[G..G + 2].copy_from_slice(&flags.to_be_bytes());
     b[G + 2..G + 4].copy_from_slice(&PROTO_PPP.to_be_bytes());
-    b[G + 4..G + 6].copy_from_slice(&((PPP_LEN + inner_len) as u16).to_be_bytes());
+    b[G + 4..G + 6].copy_from_slice(&((PPP_LEN + extra + inner_len) as u16).to_be_bytes());
     b[G + 6..G + 8].copy_from_slice(&session.peer_call_id);
     b[G + 8..G + 12].copy_from_slice(&seq.to_be_bytes());
     b[G + 12..G + 16].copy_from_slice(&rx_highest.to_be_bytes());
-    b[G + 16..G + 20].copy_from_slice(&[0xff, 0x03, 0x00, 0x21]);
+    let protocol = if mppe { PPP_MPPE } else { 0x0021 };
+    b[G + 16..G + 18].copy_from_slice(&[0xff, 0x03]);
+    b[G + 18..G + 20].copy_from_slice(&protocol.to_be_bytes());
     let hdr = ptr_at_mut::<[u8; HEADER_LEN]>(ctx, 0)?;
     // SAFETY: `ptr_at_mut` checked the whole header block; the array type has alignment 1.
     unsafe { *hdr = b };

@@ -16,6 +16,7 @@ mod counters;
 mod decap;
 mod encap;
 mod maps;
+mod mppe;
 mod mss;
 mod packet;
 mod tc;

@@ -1,12 +1,13 @@
 //! The session maps (types and names in `pptp_common::session` / `maps`).
 
 use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
 use pptp_common::{
     maps::DEFAULT_MAX_SESSIONS,
+    mppe::{MppeScratch, MppeState},
     session::{DatapathConfig, GreState, Session, SessionKey, SessionStats},
 };
 
@@ -27,6 +28,15 @@ pub static GRE_STATE: Array<GreState> =
 #[map]
 pub static SESSION_STATS: PerCpuArray<SessionStats> =
     PerCpuArray::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+/// MPPE sessions' key state by slot; entries only for encrypted sessions (616 bytes each).
+#[map]
+pub static MPPE_STATE: HashMap<u32, MppeState> =
+    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, BPF_F_NO_PREALLOC);
+
+/// SHA-1 and RC4 working memory, one per CPU (the eBPF stack holds 512 bytes).
+#[map]
+pub static MPPE_SCRATCH: PerCpuArray<MppeScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);

@@ -220,8 +220,37 @@ impl Datapath {
         Ok(())
     }
 
+    /// Keys an MPPE session's state (both directions, before its first packet).
+    pub fn program_mppe(
+        &mut self,
+        slot: u32,
+        send: [u8; 16],
+        recv: [u8; 16],
+        stateful: bool,
+    ) -> anyhow::Result<()> {
+        let mut m: HashMap<&mut MapData, u32, pptp_common::mppe::MppeState> =
+            HashMap::try_from(self.map_mut(maps::MPPE_STATE)?)?;
+        m.insert(
+            slot,
+            pptp_common::mppe::MppeState::new(send, recv, stateful),
+            0,
+        )
+        .with_context(|| format!("program MPPE_STATE[{slot}]"))
+    }
+
+    /// An MPPE session's state as the data path left it (tests, diagnostics).
+    pub fn mppe_state(&self, slot: u32) -> anyhow::Result<pptp_common::mppe::MppeState> {
+        let m: HashMap<&MapData, u32, pptp_common::mppe::MppeState> =
+            HashMap::try_from(self.map(maps::MPPE_STATE)?)?;
+        m.get(&slot, 0)
+            .with_context(|| format!("MPPE_STATE[{slot}]"))
+    }
+
     /// Removes a session's lookups (idempotent: what is not there is not an error).
     pub fn remove_session(&mut self, session: &Session) -> anyhow::Result<()> {
+        let mut mppe: HashMap<&mut MapData, u32, pptp_common::mppe::MppeState> =
+            HashMap::try_from(self.map_mut(maps::MPPE_STATE)?)?;
+        ignore_missing(mppe.remove(&session.slot)).context("remove MPPE_STATE")?;
         let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =
             HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
         if clients

@@ -14,7 +14,7 @@ use std::{
 };
 
 use pptp_common::session::{
-    FLAG_ACFC, FLAG_PFC, MODE_PLAIN, STATE_NEGOTIATING, STATE_UP, Session, SessionKey,
+    FLAG_ACFC, FLAG_PFC, MODE_MPPE, MODE_PLAIN, STATE_NEGOTIATING, STATE_UP, Session, SessionKey,
 };
 
 use crate::{
@@ -161,6 +161,12 @@ pub enum Command {
     CancelTimer(TimerKey),
     /// Program (or reprogram) the session in the maps.
     ProgramSession(Session),
+    /// Key the session's MPPE state in the data path (before it is programmed up).
+    ProgramMppe {
+        slot: u32,
+        keys: crate::auth::authenticator::MppeKeys,
+        stateful: bool,
+    },
     RemoveSession(Session),
     ProjectRoute {
         session: SessionId,
@@ -239,6 +245,7 @@ impl EndReason {
             EndReason::Link(DownReason::Lcp(r)) => format!("lcp_{r:?}").to_lowercase(),
             EndReason::Link(DownReason::AuthFailed { .. }) => "auth_failed".into(),
             EndReason::Link(DownReason::MppeRequired { .. }) => "mppe_required".into(),
+            EndReason::Link(DownReason::MppeRefused { .. }) => "mppe_refused".into(),
             EndReason::Link(DownReason::Ipcp(_)) => "ipcp_failed".into(),
             EndReason::Link(DownReason::EchoTimeout) => "echo_timeout".into(),
             EndReason::Link(DownReason::Closed) => "closed".into(),
@@ -853,10 +860,18 @@ impl Gateway {
                         }
                     }
                 }
-                LinkOutput::Up { negotiated } => {
+                LinkOutput::Up { negotiated, mppe } => {
                     let Some(addr) = s.addr else { continue };
                     s.map.assigned = addr.octets();
                     s.map.state = STATE_UP;
+                    if let Some(m) = mppe {
+                        s.map.mode = MODE_MPPE;
+                        out.push(Command::ProgramMppe {
+                            slot: s.map.slot,
+                            keys: m.keys,
+                            stateful: m.stateful,
+                        });
+                    }
                     let peer_mru = negotiated.peer_mru.min(self.config.mtu);
                     s.map.mtu = peer_mru;
                     s.map.mss = if self.config.mss_clamp {

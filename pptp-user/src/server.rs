@@ -452,6 +452,16 @@ impl Shell {
                         tracing::error!(error = %format!("{e:#}"), "programming a session failed");
                     }
                 }
+                Command::ProgramMppe {
+                    slot,
+                    keys,
+                    stateful,
+                } => {
+                    if let Err(e) = self.dp.program_mppe(slot, keys.send, keys.recv, stateful) {
+                        self.stats.map_errors += 1;
+                        tracing::error!(error = %format!("{e:#}"), "programming MPPE failed");
+                    }
+                }
                 Command::RemoveSession(s) => {
                     self.programmed.remove(&s.key);
                     if let Err(e) = self.dp.remove_session(&s) {

@@ -1,22 +1,85 @@
-//! CCP (RFC 1962) while MPPE is not enabled: we ask for nothing and reject every option, so a
-//! client that allows no compression/encryption opens CCP empty and carries on, and a client that
-//! requires MPPE learns it cannot have it (pppd then terminates LCP itself). The session logs
-//! which of the two happened from [`CcpPolicy::client_offered_mppe`].
+//! CCP (RFC 1962) for MPPE (RFC 3078 §2): 128-bit keys only, stateless or stateful. MPPE runs
+//! both ways or not at all, so both Configure-Requests carry the same bits: we ask for what the
+//! policy wants, and answer the client's request with the same choice (Nak with it when the
+//! client asked for something else). 40- and 56-bit keys are never agreed to (their keys are
+//! broken), nor MPPC compression or any other compressor.
+//!
+//! The session learns the outcome from [`CcpPolicy::outcome`] once CCP has opened (or was
+//! rejected): MPPE and its mode, or plain, or refused where the policy requires MPPE.
 
 use super::fsm::{Negotiator, Verdict};
 use crate::wire::{
     ccp::{CcpOption, mppe_bits},
-    cp::parse_options,
+    cp::{RawOption, parse_options},
 };
 
-#[derive(Default)]
+/// `[ppp] mppe`: what the gateway does about encryption.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MppePolicy {
+    /// MPPE-128 or no session (what pptpd ships, and what Windows clients expect).
+    #[default]
+    Require,
+    /// Ask for MPPE-128; carry on in plain when the client cannot do it.
+    Prefer,
+    /// MPPE-128 when the client asks for it (we then ask too: it runs both ways); otherwise
+    /// plain. On the wire the same as `prefer` once the client has spoken.
+    Allow,
+    /// Never: the client's MPPE option is rejected.
+    Deny,
+}
+
+/// What CCP settled on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CcpOutcome {
+    Mppe { stateful: bool },
+    Plain,
+}
+
 pub struct CcpPolicy {
+    policy: MppePolicy,
+    /// MS-CHAPv2 gave us keys (no keys, no MPPE: PAP and CHAP-MD5 sessions).
+    have_keys: bool,
+    /// Stateful mode (a new key every 256 packets, Reset-Request on loss) is agreed to when the
+    /// client will not do stateless; stateless is always preferred.
+    allow_stateful: bool,
+    /// What we ask for (and agree to): MPPE bits, or none.
+    want: Option<u32>,
+    /// The client's request was acked with MPPE, and ours was acked with MPPE.
+    peer_acked_mppe: Option<u32>,
+    ours_acked_mppe: bool,
     pub client_offered_mppe: bool,
     /// The MPPE bits the client asked for, for the log line when it leaves over them.
     pub client_mppe_bits: u32,
 }
 
+const STATELESS_128: u32 = mppe_bits::STATELESS | mppe_bits::KEY_128;
+
 impl CcpPolicy {
+    pub fn new(policy: MppePolicy, have_keys: bool, allow_stateful: bool) -> Self {
+        let want = match policy {
+            MppePolicy::Require | MppePolicy::Prefer | MppePolicy::Allow if have_keys => {
+                Some(STATELESS_128)
+            }
+            _ => None,
+        };
+        Self {
+            policy,
+            have_keys,
+            allow_stateful,
+            want,
+            peer_acked_mppe: None,
+            ours_acked_mppe: false,
+            client_offered_mppe: false,
+            client_mppe_bits: 0,
+        }
+    }
+
+    /// Whether our Configure-Request asks for MPPE (then the session waits for CCP).
+    pub fn asks_for_mppe(&self) -> bool {
+        self.want.is_some()
+    }
+
     /// A description of the client's MPPE request, e.g. "stateless 128-bit".
     pub fn describe_client_mppe(&self) -> String {
         let b = self.client_mppe_bits;
@@ -35,38 +98,132 @@ impl CcpPolicy {
         }
         parts.join(" ")
     }
+
+    /// Once CCP has opened: MPPE in both directions with the same bits, or plain. `None` when
+    /// the result contradicts the policy (MPPE required but not agreed).
+    pub fn outcome(&self) -> Option<CcpOutcome> {
+        let mppe = match (self.peer_acked_mppe, self.ours_acked_mppe) {
+            (Some(bits), true) => Some(CcpOutcome::Mppe {
+                stateful: bits & mppe_bits::STATELESS == 0,
+            }),
+            _ => None,
+        };
+        match (mppe, self.policy) {
+            (Some(m), _) => Some(m),
+            (None, MppePolicy::Require) => None,
+            (None, _) => Some(CcpOutcome::Plain),
+        }
+    }
+
+    /// CCP itself was refused by the client (Protocol-Reject) or never opened: what that means.
+    pub fn without_ccp(&self) -> Option<CcpOutcome> {
+        (self.policy != MppePolicy::Require).then_some(CcpOutcome::Plain)
+    }
+
+    /// The bits we agree to for a client that asked for `bits`.
+    fn choose(&self, bits: u32) -> u32 {
+        let stateful_ok = self.allow_stateful && bits & mppe_bits::STATELESS == 0;
+        if stateful_ok {
+            mppe_bits::KEY_128
+        } else {
+            STATELESS_128
+        }
+    }
+
+    fn mppe_option(bits: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        CcpOption::Mppe(bits).emit(&mut v);
+        v
+    }
 }
 
 impl Negotiator for CcpPolicy {
     fn request(&mut self) -> Vec<u8> {
-        Vec::new()
+        self.want.map(Self::mppe_option).unwrap_or_default()
     }
 
-    fn check(&mut self, options: &[u8], _reject_only: bool) -> Verdict {
+    fn check(&mut self, options: &[u8], reject_only: bool) -> Verdict {
         let Ok(raws) = parse_options(options) else {
             return Verdict::Discard;
         };
-        if raws.is_empty() {
-            return Verdict::Ack;
-        }
+        self.peer_acked_mppe = None;
+        let mut reject = Vec::new();
+        let mut mppe = None;
         for raw in &raws {
-            if let CcpOption::Mppe(bits) = CcpOption::decode(raw) {
-                self.client_offered_mppe = true;
-                self.client_mppe_bits = bits;
+            match CcpOption::decode(raw) {
+                CcpOption::Mppe(bits) => {
+                    self.client_offered_mppe = true;
+                    self.client_mppe_bits = bits;
+                    mppe = Some((bits, raw));
+                }
+                CcpOption::Other { .. } => raw.emit(&mut reject),
             }
         }
-        Verdict::Reject(options.to_vec())
+        let usable = self.have_keys && self.policy != MppePolicy::Deny;
+        if let Some((_, raw)) = mppe.filter(|_| !usable) {
+            raw.emit(&mut reject);
+        }
+        if !reject.is_empty() {
+            return Verdict::Reject(reject);
+        }
+        match (mppe, self.want) {
+            (Some((bits, _)), _) => {
+                let chosen = self.choose(bits);
+                if bits == chosen {
+                    self.peer_acked_mppe = Some(bits);
+                    // Both ways or neither: our request follows the client's choice.
+                    self.want = Some(chosen);
+                    Verdict::Ack
+                } else if reject_only {
+                    Verdict::Reject(options.to_vec())
+                } else {
+                    Verdict::Nak(Self::mppe_option(chosen))
+                }
+            }
+            // The client asks for nothing while we must encrypt: suggest MPPE (a Nak may name
+            // an option the request lacked, RFC 1661 §5.3).
+            (None, Some(want)) if self.policy == MppePolicy::Require && !reject_only => {
+                Verdict::Nak(Self::mppe_option(want))
+            }
+            (None, _) => Verdict::Ack,
+        }
     }
 
     fn acked(&mut self, options: &[u8]) -> bool {
-        options.is_empty()
-    }
-
-    fn nakked(&mut self, _options: &[u8]) -> bool {
+        if options != self.request().as_slice() {
+            return false;
+        }
+        self.ours_acked_mppe = self.want.is_some();
         true
     }
 
-    fn rejected(&mut self, _options: &[u8]) -> bool {
+    fn nakked(&mut self, options: &[u8]) -> bool {
+        let Ok(raws) = parse_options(options) else {
+            return false;
+        };
+        for raw in &raws {
+            if let CcpOption::Mppe(bits) = CcpOption::decode(raw)
+                && self.want.is_some()
+            {
+                // The client suggests other bits: only ever 128-bit, stateless unless allowed.
+                self.want = Some(self.choose(bits));
+            }
+        }
+        true
+    }
+
+    fn rejected(&mut self, options: &[u8]) -> bool {
+        let Ok(raws) = parse_options(options) else {
+            return false;
+        };
+        if raws
+            .iter()
+            .any(|r: &RawOption<'_>| matches!(CcpOption::decode(r), CcpOption::Mppe(_)))
+        {
+            // The client will not encrypt: under `require` the session ends when CCP opens
+            // without MPPE (see `outcome`).
+            self.want = None;
+        }
         true
     }
 }
@@ -79,31 +236,141 @@ mod tests {
         wire::cp::CpPacket,
     };
 
+    /// pppd require-mppe-128: MPPE option 18, len 6, bits 0x01000040 (stateless, 128-bit).
+    const PPPD_STATELESS_128: [u8; 6] = [18, 6, 1, 0, 0, 0x40];
+
+    fn req(id: u8, options: &[u8]) -> Vec<u8> {
+        CpPacket {
+            code: 1,
+            identifier: id,
+            data: options,
+        }
+        .to_bytes()
+    }
+
+    fn ack_of_ours(out: &[Output]) -> Vec<u8> {
+        let Some(Output::Send {
+            identifier, data, ..
+        }) = out
+            .iter()
+            .find(|o| matches!(o, Output::Send { code: 1, .. }))
+        else {
+            panic!("no Configure-Request in {out:?}")
+        };
+        CpPacket {
+            code: 2,
+            identifier: *identifier,
+            data,
+        }
+        .to_bytes()
+    }
+
     #[test]
-    fn mppe_offer_is_rejected_and_empty_ccp_opens() {
-        let mut f = Fsm::new(CcpPolicy::default(), Config::default());
+    fn require_agrees_stateless_128_with_pppd() {
+        let mut f = Fsm::new(
+            CcpPolicy::new(MppePolicy::Require, true, false),
+            Config::default(),
+        );
         f.open();
         let out = f.up();
-        assert!(out.contains(&Output::Send {
-            code: 1,
-            identifier: 1,
-            data: vec![]
-        }));
-        // pppd require-mppe-128: MPPE option 18, len 6, bits 0x01000040 (stateless, 128-bit).
-        let req = [1, 1, 0, 10, 18, 6, 1, 0, 0, 0x40];
-        let out = f.receive(&CpPacket::parse(&req).unwrap());
+        let our_ack = ack_of_ours(&out);
         assert_eq!(
-            out,
-            vec![Output::Send {
-                code: 4,
-                identifier: 1,
-                data: req[4..].to_vec()
-            }]
+            &our_ack[4..],
+            &PPPD_STATELESS_128,
+            "we ask for stateless 128-bit"
         );
-        assert!(f.negotiator.client_offered_mppe);
-        assert_eq!(f.negotiator.describe_client_mppe(), "stateless 128-bit");
-        f.receive(&CpPacket::parse(&[1, 2, 0, 4]).unwrap());
-        let out = f.receive(&CpPacket::parse(&[2, 1, 0, 4]).unwrap());
+        let out = f.receive(&CpPacket::parse(&req(1, &PPPD_STATELESS_128)).unwrap());
+        assert!(out.contains(&Output::Send {
+            code: 2,
+            identifier: 1,
+            data: PPPD_STATELESS_128.to_vec()
+        }));
+        let out = f.receive(&CpPacket::parse(&our_ack).unwrap());
         assert!(out.contains(&Output::Up));
+        assert_eq!(
+            f.negotiator.outcome(),
+            Some(CcpOutcome::Mppe { stateful: false })
+        );
+    }
+
+    #[test]
+    fn weak_keys_and_mppc_are_nakked_to_128_bit_and_stateful_only_when_allowed() {
+        for (allow_stateful, asked, chosen) in [
+            // 40/56-bit and MPPC offered with 128: Nak to stateless 128 only.
+            (false, 0x0100_00e1u32, 0x0100_0040u32),
+            // A client that wants stateful (no H bit): stateless unless allowed.
+            (false, 0x0000_0040, 0x0100_0040),
+            (true, 0x0000_0040, 0x0000_0040),
+        ] {
+            let mut p = CcpPolicy::new(MppePolicy::Require, true, allow_stateful);
+            let mut opt = vec![18, 6];
+            opt.extend_from_slice(&asked.to_be_bytes());
+            let v = p.check(&opt, false);
+            if asked == chosen {
+                assert_eq!(v, Verdict::Ack);
+            } else {
+                let mut want = vec![18, 6];
+                want.extend_from_slice(&chosen.to_be_bytes());
+                assert_eq!(v, Verdict::Nak(want), "{asked:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn policies_against_a_client_without_mppe_and_sessions_without_keys() {
+        // A client that rejects our MPPE option and asks for nothing.
+        for (policy, have_keys, expect) in [
+            (MppePolicy::Require, true, None),
+            (MppePolicy::Prefer, true, Some(CcpOutcome::Plain)),
+            (MppePolicy::Allow, true, Some(CcpOutcome::Plain)),
+            (MppePolicy::Deny, true, Some(CcpOutcome::Plain)),
+            (MppePolicy::Prefer, false, Some(CcpOutcome::Plain)),
+        ] {
+            let mut f = Fsm::new(CcpPolicy::new(policy, have_keys, false), Config::default());
+            f.open();
+            let out = f.up();
+            let Some(Output::Send {
+                identifier, data, ..
+            }) = out
+                .iter()
+                .find(|o| matches!(o, Output::Send { code: 1, .. }))
+            else {
+                panic!()
+            };
+            let (id, data) = (*identifier, data.clone());
+            // Our request as it stands after the client's answer to it.
+            let mut ours = CpPacket {
+                code: 2,
+                identifier: id,
+                data: &data,
+            }
+            .to_bytes();
+            if !data.is_empty() {
+                let rej = CpPacket {
+                    code: 4,
+                    identifier: id,
+                    data: &data,
+                }
+                .to_bytes();
+                let out = f.receive(&CpPacket::parse(&rej).unwrap());
+                ours = ack_of_ours(&out);
+            }
+            // CCP opens either way; under `require` its outcome is "no" (the link then ends).
+            let out = f.receive(&CpPacket::parse(&req(1, &[])).unwrap());
+            let out2 = f.receive(&CpPacket::parse(&ours).unwrap());
+            assert!(
+                out.contains(&Output::Up) || out2.contains(&Output::Up),
+                "{policy:?}: {out:?} {out2:?}"
+            );
+            assert_eq!(f.negotiator.outcome(), expect, "{policy:?}");
+        }
+        // deny rejects the client's MPPE option outright.
+        let mut p = CcpPolicy::new(MppePolicy::Deny, true, false);
+        assert_eq!(
+            p.check(&PPPD_STATELESS_128, false),
+            Verdict::Reject(PPPD_STATELESS_128.to_vec())
+        );
+        assert!(p.client_offered_mppe);
+        assert_eq!(p.describe_client_mppe(), "stateless 128-bit");
     }
 }

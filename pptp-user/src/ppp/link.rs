@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::{
-    ccp::CcpPolicy,
+    ccp::{CcpOutcome, CcpPolicy, MppePolicy},
     fsm::{self, Fsm, Output, Reason},
     ipcp::{IpcpConfig, IpcpPolicy},
     lcp::{Lcp, LcpConfig, Negotiated},
@@ -28,6 +28,11 @@ pub struct LinkConfig {
     /// LCP Echo-Request interval once the link is up, and how many may go unanswered.
     pub echo_interval: Duration,
     pub echo_failures: u32,
+    /// Encryption (MPPE-128); the shipped config says `require`, the protocol core's own
+    /// default is `deny` (no CCP beyond rejecting), as its transcripts were written for.
+    pub mppe: MppePolicy,
+    /// Agree to stateful MPPE when the client will not do stateless.
+    pub mppe_stateful: bool,
 }
 
 impl Default for LinkConfig {
@@ -38,6 +43,8 @@ impl Default for LinkConfig {
             auth: AuthConfig::default(),
             echo_interval: Duration::from_secs(30),
             echo_failures: 4,
+            mppe: MppePolicy::Deny,
+            mppe_stateful: true,
         }
     }
 }
@@ -64,6 +71,10 @@ pub enum DownReason {
     MppeRequired {
         offered: String,
     },
+    /// We require MPPE and the client would not (or could not: no MS-CHAPv2 keys) agree to it.
+    MppeRefused {
+        why: &'static str,
+    },
     /// IPCP could not be negotiated.
     Ipcp(Reason),
     EchoTimeout,
@@ -85,8 +96,17 @@ pub enum LinkOutput {
     },
     Up {
         negotiated: Negotiated,
+        /// MPPE both ways with these keys, or plain.
+        mppe: Option<MppeSession>,
     },
     Down(DownReason),
+}
+
+/// An encrypted session's parameters for the data path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MppeSession {
+    pub keys: MppeKeys,
+    pub stateful: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,8 +160,14 @@ pub struct Link {
     identifier: u8,
     /// What ends the link once LCP has finished terminating.
     down: Option<DownReason>,
-    /// `Up` was reported (once our IPCP acked the client's request).
+    /// `Up` was reported (once our IPCP acked the client's request and CCP settled).
     network_reported: bool,
+    /// Our IPCP acked the client's request (the client may send data from then on).
+    ipcp_acked: bool,
+    /// From MS-CHAPv2, kept for the data path until the session is up.
+    mppe_keys: Option<MppeKeys>,
+    /// What CCP settled on (None: still negotiating, or not started).
+    ccp_outcome: Option<CcpOutcome>,
 }
 
 impl Link {
@@ -163,6 +189,9 @@ impl Link {
             identifier: 0,
             down: None,
             network_reported: false,
+            ipcp_acked: false,
+            mppe_keys: None,
+            ccp_outcome: None,
         };
         let mut out = Vec::new();
         let o = link.lcp.fsm.open();
@@ -256,12 +285,64 @@ impl Link {
         o.extend(f.up());
         self.ipcp = Some(f);
         self.ncp_outputs(proto::IPCP, o, &mut out);
-        let mut c = Fsm::new(CcpPolicy::default(), self.config.fsm);
+        let policy = CcpPolicy::new(
+            self.config.mppe,
+            self.mppe_keys.is_some(),
+            self.config.mppe_stateful,
+        );
+        if !policy.asks_for_mppe() {
+            // Nothing to wait for: CCP only answers (and rejects) what the client asks.
+            self.ccp_outcome = Some(CcpOutcome::Plain);
+        }
+        let mut c = Fsm::new(policy, self.config.fsm);
         let mut o = c.open();
         o.extend(c.up());
         self.ccp = Some(c);
         self.ncp_outputs(proto::CCP, o, &mut out);
         out
+    }
+
+    /// Reports `Up` once the client may send data (our IPCP Ack is out) and CCP has settled
+    /// (MPPE agreed, or plain allowed): with MPPE required, no user data before CCP opened.
+    fn maybe_up(&mut self, out: &mut Vec<LinkOutput>) {
+        if self.network_reported || !self.ipcp_acked {
+            return;
+        }
+        let Some(outcome) = self.ccp_outcome else {
+            return;
+        };
+        self.network_reported = true;
+        let mppe = match (outcome, self.mppe_keys) {
+            (CcpOutcome::Mppe { stateful }, Some(keys)) => Some(MppeSession { keys, stateful }),
+            _ => None,
+        };
+        out.push(LinkOutput::Up {
+            negotiated: self.lcp.negotiated(),
+            mppe,
+        });
+    }
+
+    /// CCP is over without agreeing (rejected, not converging): plain if the policy allows.
+    fn ccp_failed(&mut self, out: &mut Vec<LinkOutput>) {
+        let plain = self
+            .ccp
+            .as_ref()
+            .map_or(self.config.mppe != MppePolicy::Require, |c| {
+                c.negotiator.without_ccp().is_some()
+            });
+        self.ccp = None;
+        out.push(LinkOutput::CancelTimer(LinkTimer::Ccp));
+        if plain {
+            self.ccp_outcome = Some(CcpOutcome::Plain);
+            self.maybe_up(out);
+        } else {
+            out.extend(self.terminate_with(
+                DownReason::MppeRefused {
+                    why: "the client does not run CCP",
+                },
+                "MPPE-128 is required",
+            ));
+        }
     }
 
     /// The shell could not give the client an address (pool exhausted): terminate, saying why
@@ -395,10 +476,10 @@ impl Link {
                     }
                 }
                 Output::ProtocolRejected(p) => {
-                    // The client does not run CCP (or IPCP): stop that protocol, keep the link.
-                    if p == proto::CCP {
-                        self.ccp = None;
-                        out.push(LinkOutput::CancelTimer(LinkTimer::Ccp));
+                    // The client does not run CCP (or IPCP): stop that protocol, keep the link
+                    // unless encryption is required.
+                    if p == proto::CCP && self.ccp.is_some() {
+                        self.ccp_failed(out);
                     }
                 }
                 Output::Started => {}
@@ -431,6 +512,14 @@ impl Link {
                 self.auth = Some(a);
                 self.auth_outputs(o, out);
             }
+            None if self.config.mppe == MppePolicy::Require => {
+                out.extend(self.terminate_with(
+                    DownReason::MppeRefused {
+                        why: "no authentication, so no MPPE keys",
+                    },
+                    "MPPE-128 is required: authenticate with MS-CHAPv2",
+                ));
+            }
             None => {
                 self.phase = Phase::AwaitAddress;
                 out.push(LinkOutput::Authenticated {
@@ -449,8 +538,22 @@ impl Link {
                 }
                 AuthOutput::StartTimer(d) => out.push(LinkOutput::SetTimer(LinkTimer::Auth, d)),
                 AuthOutput::StopTimer => out.push(LinkOutput::CancelTimer(LinkTimer::Auth)),
+                AuthOutput::Success { user, mppe: None }
+                    if self.config.mppe == MppePolicy::Require =>
+                {
+                    // PAP and CHAP-MD5 give no keys: the session could never be encrypted.
+                    self.auth = None;
+                    tracing::info!(%user, "MPPE required but the method gives no keys");
+                    out.extend(self.terminate_with(
+                        DownReason::MppeRefused {
+                            why: "authenticated without MS-CHAPv2, so no MPPE keys",
+                        },
+                        "MPPE-128 is required: authenticate with MS-CHAPv2",
+                    ));
+                }
                 AuthOutput::Success { user, mppe } => {
                     self.phase = Phase::AwaitAddress;
+                    self.mppe_keys = mppe;
                     // Authentication frames are only looked at in the Authenticate phase, so the
                     // authenticator (challenge, last reply) is done with: free it (memory per
                     // idle session counts at 100,000 sessions).
@@ -488,14 +591,9 @@ impl Link {
                     // would have Nak'd) lets the client go up as soon as its own request is
                     // acked too, and send data at once: the data path must accept it from
                     // now, not only when our side's IPCP opens a round trip later.
-                    if protocol == proto::IPCP
-                        && code == crate::wire::cp::code::CONFIGURE_ACK
-                        && !self.network_reported
-                    {
-                        self.network_reported = true;
-                        out.push(LinkOutput::Up {
-                            negotiated: self.lcp.negotiated(),
-                        });
+                    if protocol == proto::IPCP && code == crate::wire::cp::code::CONFIGURE_ACK {
+                        self.ipcp_acked = true;
+                        self.maybe_up(out);
                     }
                 }
                 Output::StartTimer(d) => out.push(LinkOutput::SetTimer(timer, d)),
@@ -503,12 +601,8 @@ impl Link {
                 Output::Up if protocol == proto::IPCP => {
                     self.phase = Phase::Opened;
                     self.echo_unanswered = 0;
-                    if !self.network_reported {
-                        self.network_reported = true;
-                        out.push(LinkOutput::Up {
-                            negotiated: self.lcp.negotiated(),
-                        });
-                    }
+                    self.ipcp_acked = true;
+                    self.maybe_up(out);
                     out.push(LinkOutput::SetTimer(
                         LinkTimer::Echo,
                         self.config.echo_interval,
@@ -517,6 +611,22 @@ impl Link {
                 Output::Finished(reason) if protocol == proto::IPCP => {
                     out.extend(self.terminate(DownReason::Ipcp(reason)));
                 }
+                Output::Up => {
+                    // CCP opened: with MPPE both ways, or plain where the policy allows.
+                    match self.ccp.as_ref().and_then(|c| c.negotiator.outcome()) {
+                        Some(outcome) => {
+                            self.ccp_outcome = Some(outcome);
+                            self.maybe_up(out);
+                        }
+                        None => out.extend(self.terminate_with(
+                            DownReason::MppeRefused {
+                                why: "the client would not agree to MPPE-128",
+                            },
+                            "MPPE-128 is required",
+                        )),
+                    }
+                }
+                Output::Finished(_) if self.ccp_outcome.is_none() => self.ccp_failed(out),
                 _ => {}
             }
         }
@@ -646,7 +756,7 @@ mod tests {
         // Up with our Ack of the client's address: the client may send data from now on.
         assert!(
             r.iter()
-                .any(|o| matches!(o, LinkOutput::Up { negotiated } if negotiated.peer_pfc)),
+                .any(|o| matches!(o, LinkOutput::Up { negotiated, .. } if negotiated.peer_pfc)),
             "{r:?}"
         );
         let r = link.receive(proto::IPCP, &ack_of(&our_ipcp), secret);
