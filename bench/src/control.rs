@@ -62,7 +62,7 @@ fn rig(tag: &str, sessions: u32) -> Rig {
     // per-source limits (which would hold any one address to 10 connections a second and 64 at
     // once) are opened; the totals stay as shipped.
     let config = format!(
-        "[ppp]\ntunnel_local = \"10.99.0.1\"\n[auth]\nmethods = [\"mschapv2\"]\n\
+        "[ppp]\ntunnel_local = \"10.99.0.1\"\nmppe = \"deny\"\n[auth]\nmethods = [\"mschapv2\"]\n\
          [limits]\nmax_sessions = {}\nconnection_rate_per_source = 0\n\
          max_connections_per_source = 0\nmax_unauthenticated_per_source = 4096\n\
          [metrics]\nlisten = \"\"\n\

@@ -6,6 +6,7 @@
 //! and [`session`] (one task per call). The client carries data in userspace: it is a test tool,
 //! not a data path.
 pub mod gre;
+pub mod mppe;
 pub mod packet;
 pub mod peer;
 pub mod responder;

@@ -167,6 +167,10 @@ pub struct Ppp {
     pub mss_clamp: bool,
     pub dns: Vec<Ipv4Addr>,
     pub wins: Vec<Ipv4Addr>,
+    /// Encryption: MPPE-128 "require" | "prefer" | "allow" | "deny".
+    pub mppe: crate::ppp::ccp::MppePolicy,
+    /// Agree to stateful MPPE when a client will not do stateless.
+    pub mppe_stateful: bool,
 }
 
 impl Default for Ppp {
@@ -177,6 +181,8 @@ impl Default for Ppp {
             mss_clamp: true,
             dns: Vec::new(),
             wins: Vec::new(),
+            mppe: crate::ppp::ccp::MppePolicy::Require,
+            mppe_stateful: false,
         }
     }
 }
@@ -488,6 +494,12 @@ impl Config {
             return Err(ConfigError::new(
                 "ppp.mtu",
                 format!("{} is outside 576..=1500", self.ppp.mtu),
+            ));
+        }
+        if self.ppp.mppe_stateful {
+            return Err(ConfigError::new(
+                "ppp.mppe_stateful",
+                "the data path runs stateless MPPE only so far",
             ));
         }
         for (field, list) in [("ppp.dns", &self.ppp.dns), ("ppp.wins", &self.ppp.wins)] {

@@ -181,6 +181,8 @@ pub enum Command {
         addr: Ipv4Addr,
         local: Ipv4Addr,
         peer: Ipv4Addr,
+        /// MPPE-128 runs on the session.
+        encrypted: bool,
     },
     SessionDown {
         session: SessionId,
@@ -864,6 +866,7 @@ impl Gateway {
                     let Some(addr) = s.addr else { continue };
                     s.map.assigned = addr.octets();
                     s.map.state = STATE_UP;
+                    let encrypted = mppe.is_some();
                     if let Some(m) = mppe {
                         s.map.mode = MODE_MPPE;
                         out.push(Command::ProgramMppe {
@@ -892,6 +895,7 @@ impl Gateway {
                         addr,
                         local: s.map.key.local.into(),
                         peer: s.map.key.peer.into(),
+                        encrypted,
                     });
                 }
                 LinkOutput::Down(reason) => {

@@ -280,6 +280,8 @@ fn gateway_config(config: &Config) -> GatewayConfig {
     link.lcp.auth = config.auth.methods.iter().map(|m| (*m).into()).collect();
     link.auth.name = config.auth.server_name.clone();
     link.auth.max_attempts = config.auth.max_attempts;
+    link.mppe = config.ppp.mppe;
+    link.mppe_stateful = config.ppp.mppe_stateful;
     link.echo_interval = t.echo_interval;
     link.echo_failures = t.echo_failures;
     link.fsm = pptp_user::ppp::fsm::Config {

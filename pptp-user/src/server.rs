@@ -500,9 +500,11 @@ impl Shell {
                     addr,
                     local,
                     peer,
+                    encrypted,
                 } => {
                     self.up_since.insert(session, Instant::now());
-                    tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, "session up");
+                    let encryption = if encrypted { "mppe-128" } else { "none" };
+                    tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption, "session up");
                 }
                 Command::SessionDown {
                     session,

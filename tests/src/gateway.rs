@@ -46,10 +46,16 @@ pub struct Rig {
     pub dial: Ipv4Addr,
 }
 
-/// A config for the rig: the given TOML after the rig's own `[interfaces]`/`[api]`-independent
-/// defaults (fast timers so tests finish quickly).
+/// A config for the rig: the given TOML after the rig's own `[ppp]` settings, with MPPE off
+/// (`deny`): these tests are about everything but encryption, and the project's client dials in
+/// plain unless told to encrypt. Encrypted sessions use [`config_mppe`].
 pub fn config(extra: &str) -> String {
-    format!("[ppp]\ntunnel_local = \"{TUNNEL_LOCAL}\"\n\n{extra}\n",)
+    config_mppe("deny", extra)
+}
+
+/// A config for the rig with this `[ppp] mppe` policy.
+pub fn config_mppe(policy: &str, extra: &str) -> String {
+    format!("[ppp]\ntunnel_local = \"{TUNNEL_LOCAL}\"\nmppe = \"{policy}\"\n\n{extra}\n",)
 }
 
 impl Rig {

@@ -424,6 +424,33 @@ fn sh(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the real client does against each `[ppp] mppe` policy ("POLICY CASE" per line; the
+/// cases are the job's: mppe = require-mppe-128, plain = nomppe, any = pppd's default, chapmd5 /
+/// pap = that method without MPPE, tt1-3 = require-mppe-128 with pptp-linux's reordering).
+const INTEROP_CASES: &str = "require mppe
+require plain
+require pap
+require tt1
+require tt2
+require tt3
+prefer plain
+prefer mppe
+allow any
+allow plain
+deny mppe
+deny chapmd5
+deny pap
+";
+/// The cases the gateway must refuse (the client gives up by itself, never reaching IPCP).
+const REFUSED: [&str; 3] = ["require-plain", "require-pap", "deny-mppe"];
+/// Sessions that come up encrypted (require mppe, tt1-3, prefer mppe, allow any) and in plain.
+const ENCRYPTED_UPS: usize = 6;
+const PLAIN_UPS: usize = 4;
+
+fn interop_config(policy: &str) -> String {
+    format!("[ppp]\nmppe = \"{policy}\"\n")
+}
+
 fn interop() -> anyhow::Result<()> {
     let image = vm::build_image(&vm_cache())?;
     let status = cargo().args(["build", "-p", "pptp-user"]).status()?;
@@ -438,12 +465,19 @@ fn interop() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&share);
     std::fs::create_dir_all(&share)?;
     std::fs::write(share.join("job.sh"), include_str!("jobs/interop.sh"))?;
-    std::fs::write(
-        share.join("methods"),
-        "mschapv2 chapmd5 pap mppe tt1 tt2 tt3\n",
-    )?;
-    std::fs::write(share.join("iperf"), "")?;
+    std::fs::write(share.join("methods"), INTEROP_CASES)?;
+    for (case, _) in INTEROP_CASES
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(p, m)| (format!("{p}-{m}"), ()))
+        .filter(|(c, _)| REFUSED.contains(&c.as_str()))
+    {
+        std::fs::write(share.join(format!("refused-{case}")), "")?;
+    }
+    std::fs::write(share.join("iperf-require-mppe"), "")?;
     std::fs::write(share.join("chap-secrets"), "alice * s3cret *\n")?;
+    let config = share.join("pptpgw.toml");
+    std::fs::write(&config, interop_config("require"))?;
     let ns = format!("pptpgw-interop-{}", std::process::id());
     sh(&["ip", "netns", "add", &ns])?;
     let result = (|| -> anyhow::Result<()> {
@@ -468,6 +502,8 @@ fn interop() -> anyhow::Result<()> {
             .arg(&bin)
             .args(["run", "--wan", "tap0", "--xdp-mode", "generic", "--secrets"])
             .arg(share.join("chap-secrets"))
+            .arg("--config")
+            .arg(&config)
             .stderr(log)
             .spawn()
             .context("spawn pptpgw")?;
@@ -480,13 +516,42 @@ fn interop() -> anyhow::Result<()> {
             .spawn()
             .context("spawn iperf3 -s")?;
         let started = Instant::now();
+        // The job asks for `[ppp] mppe` policies by writing policy-request: rewrite the config,
+        // SIGHUP, and say so in policy-done.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let switcher = {
+            let (share, config, done) = (share.clone(), config.clone(), done.clone());
+            let pid = gw.id() as i32;
+            std::thread::spawn(move || {
+                let mut current = String::from("require");
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let Ok(want) = std::fs::read_to_string(share.join("policy-request")) else {
+                        continue;
+                    };
+                    let want = want.trim().to_string();
+                    if want == current {
+                        continue;
+                    }
+                    if std::fs::write(&config, interop_config(&want)).is_ok() {
+                        // SAFETY: kill(2) on our own child.
+                        unsafe { libc::kill(pid, libc::SIGHUP) };
+                        std::thread::sleep(std::time::Duration::from_millis(500));
+                        let _ = std::fs::write(share.join("policy-done"), &want);
+                        current = want;
+                    }
+                }
+            })
+        };
         let rc = vm::run_job(
             &image,
             &share,
             Some(&ns),
             Some("tap0"),
-            std::time::Duration::from_secs(600),
+            std::time::Duration::from_secs(900),
         );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = switcher.join();
         println!(
             "VM job finished after {:.0} s",
             started.elapsed().as_secs_f64()
@@ -506,10 +571,12 @@ fn interop() -> anyhow::Result<()> {
                 println!("{f}: {}", l.trim());
             }
         }
-        for m in ["mschapv2", "chapmd5", "pap", "mppe", "tt1", "tt2", "tt3"] {
-            let ping = std::fs::read_to_string(share.join(format!("{m}.ping"))).unwrap_or_default();
+        for (p, m) in INTEROP_CASES.lines().filter_map(|l| l.split_once(' ')) {
+            let name = format!("{p}-{m}");
+            let ping =
+                std::fs::read_to_string(share.join(format!("{name}.ping"))).unwrap_or_default();
             println!(
-                "{m}: {}",
+                "{name}: {}",
                 ping.lines()
                     .find(|l| l.contains("packets transmitted") || l.contains("refused"))
                     .unwrap_or("no result")
@@ -537,8 +604,20 @@ fn interop() -> anyhow::Result<()> {
                 .and_then(|v| v.trim_matches('"').parse().ok())
                 .unwrap_or(0)
         };
-        if !log.contains("MppeRequired") {
-            bail!("no clear log line for the client that requires MPPE");
+        // The refused clients are refused with the reason in the log; every session that came
+        // up says whether it is encrypted, and the right ones are.
+        if !log.contains("MppeRequired") || !log.contains("MppeRefused") {
+            bail!("no clear log line for a refused client (MppeRequired, MppeRefused)");
+        }
+        let ups = |enc: &str| {
+            log.lines()
+                .filter(|l| l.contains("session up") && l.contains(&format!("encryption={enc}")))
+                .count()
+        };
+        let (encrypted, plain) = (ups("mppe-128"), ups("none"));
+        println!("sessions up: {encrypted} encrypted, {plain} plain");
+        if (encrypted, plain) != (ENCRYPTED_UPS, PLAIN_UPS) {
+            bail!("expected {ENCRYPTED_UPS} encrypted and {PLAIN_UPS} plain sessions");
         }
         if count("xdp_decap") == 0 || count("encapsulated") == 0 {
             bail!("no data took the XDP path: {counters}");

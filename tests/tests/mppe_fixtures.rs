@@ -1,0 +1,291 @@
+//! Kernel fixtures for MPPE in the data path: the real XDP programs, an MPPE session programmed
+//! through the controller's `Datapath`, and the project client's independent MPPE
+//! (`pptp_client::mppe`, RustCrypto RC4 and SHA-1) on the other end. What the client encrypts XDP
+//! must decrypt to the exact packet, what XDP encrypts the client must decrypt, and the key state
+//! must follow the RFC 3078 rules through loss, reordering and forgery.
+
+use std::net::Ipv4Addr;
+
+use pptp_client::mppe::Direction;
+use pptp_common::{
+    maps::{PROG_XDP_DECAP, PROG_XDP_ENCAP},
+    session::{DatapathConfig, MODE_MPPE, STATE_UP, Session},
+    stats::{DropReason, Stat},
+};
+use pptp_tests::{
+    frames::*,
+    kernel::{self, xdp_run},
+    netns::{Netns, fmt_mac, veth_pair},
+    require_root,
+};
+use pptp_user::datapath::{Counters, Datapath};
+
+const XDP_DROP: u32 = 1;
+const XDP_REDIRECT: u32 = 4;
+
+const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const ASSIGNED: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
+const FAR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+const PPTP0_MAC: [u8; 6] = [2, 0, 0, 0, 9, 1];
+const PPTP0_PEER_MAC: [u8; 6] = [2, 0, 0, 0, 9, 2];
+const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0xa, 0xfe];
+const CALL_ID: u16 = 0x4000;
+const SLOT: u32 = 3;
+/// Our send key (the client's receive key) and our receive key (the client's send key).
+const SEND_KEY: [u8; 16] = [0x5a; 16];
+const RECV_KEY: [u8; 16] = [0xa5; 16];
+
+fn mppe_session() -> Session {
+    Session {
+        mode: MODE_MPPE,
+        ..kernel::session(SLOT, GW, CLIENT, CALL_ID, ASSIGNED, STATE_UP)
+    }
+}
+
+/// A namespace where the client is reachable (for the encapsulation's FIB lookup), with the
+/// data path loaded and the MPPE session programmed.
+fn setup() -> (Netns, Netns, Datapath) {
+    require_root();
+    let gw = Netns::new("mppegw");
+    let up = Netns::new("mppeup");
+    veth_pair(&gw, "upa", &up, "ra", 0xc);
+    gw.ip(&["addr", "add", "192.0.2.1/24", "dev", "upa"]);
+    gw.ip(&[
+        "neigh",
+        "replace",
+        "192.0.2.254",
+        "lladdr",
+        &fmt_mac(&ROUTER_MAC),
+        "dev",
+        "upa",
+        "nud",
+        "permanent",
+    ]);
+    gw.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
+    pptp_tests::netns::run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    let dp = gw.enter(|| {
+        let mut dp = Datapath::load().expect("load");
+        dp.set_config(&DatapathConfig {
+            pptp0_peer_ifindex: 1,
+            pptp0_mac: PPTP0_MAC,
+            pptp0_peer_mac: PPTP0_PEER_MAC,
+            enabled: 1,
+        })
+        .unwrap();
+        dp.install_session(&mppe_session()).unwrap();
+        dp.program_mppe(SLOT, SEND_KEY, RECV_KEY, false).unwrap();
+        dp
+    });
+    (gw, up, dp)
+}
+
+fn inner_udp(payload: &[u8]) -> Vec<u8> {
+    ipv4(ASSIGNED, FAR, IPPROTO_UDP, &udp(5000, 53, payload))
+}
+
+/// The client's GRE frame carrying `mppe_packet` (the MPPE header and ciphertext) as PPP 0x00FD.
+fn gre_mppe(seq: u32, mppe_packet: &[u8]) -> Vec<u8> {
+    let mut ppp = vec![0xff, 0x03, 0x00, 0xfd];
+    ppp.extend_from_slice(mppe_packet);
+    ethernet(
+        [2, 0, 0, 0, 0, 1],
+        [2, 0, 0, 0, 0, 2],
+        ETH_P_IP,
+        &ipv4(
+            CLIENT,
+            GW,
+            IPPROTO_GRE,
+            &gre_v1(CALL_ID, Some(seq), None, &ppp),
+        ),
+    )
+}
+
+/// The client encrypts `inner` (PPP protocol 00 21 in front).
+fn client_packet(tx: &mut Direction, inner: &[u8]) -> Vec<u8> {
+    let mut plain = vec![0x00, 0x21];
+    plain.extend_from_slice(inner);
+    tx.encrypt(&plain)
+}
+
+fn decap(dp: &Datapath, frame: &[u8]) -> (u32, Vec<u8>, Counters) {
+    xdp_run(dp, PROG_XDP_DECAP, frame)
+}
+
+fn rx_ccount(dp: &Datapath) -> u16 {
+    dp.mppe_state(SLOT).unwrap().rx.ccount
+}
+
+#[test]
+fn what_the_client_encrypts_xdp_decrypts_to_the_exact_packet() {
+    let (gw, _up, dp) = setup();
+    gw.enter(|| {
+        let mut tx = Direction::new(RECV_KEY, false);
+        let mut seq = 0;
+        let mut send = |tx: &mut Direction, inner: &[u8]| {
+            seq += 1;
+            decap(&dp, &gre_mppe(seq, &client_packet(tx, inner)))
+        };
+        // In order: every packet out as Ethernet(pptp0) + the inner packet, byte for byte.
+        for n in 0..5u8 {
+            let inner = inner_udp(&[n; 40]);
+            let (v, out, d) = send(&mut tx, &inner);
+            assert_eq!(v, XDP_REDIRECT, "{d:?}");
+            assert_eq!(out, ethernet(PPTP0_MAC, PPTP0_PEER_MAC, ETH_P_IP, &inner));
+            assert_eq!(rx_ccount(&dp), u16::from(n));
+        }
+        // The session key follows the client's.
+        assert_eq!(
+            dp.mppe_state(SLOT).unwrap().rx.session_key,
+            tx.session_key()
+        );
+        // A 1400-byte packet.
+        let inner = inner_udp(&[0x77; 1372]);
+        assert_eq!(inner.len(), 1400);
+        let (v, out, _) = send(&mut tx, &inner);
+        assert_eq!((v, &out[14..]), (XDP_REDIRECT, &inner[..]));
+
+        // Coherency-count jumps: 2 (one lost) and 8 (the most one packet re-keys for).
+        for lost in [1, 7] {
+            for _ in 0..lost {
+                client_packet(&mut tx, &inner_udp(b"lost"));
+            }
+            let inner = inner_udp(b"after loss");
+            let (v, out, _) = send(&mut tx, &inner);
+            assert_eq!(
+                (v, &out[14..]),
+                (XDP_REDIRECT, &inner[..]),
+                "after {lost} lost"
+            );
+            assert_eq!(rx_ccount(&dp), tx.ccount());
+        }
+        // A jump of 255: more than one packet may cost. Each packet catches up 8 counts and is
+        // dropped, until the state is in step and packets are delivered again.
+        for _ in 0..254 {
+            client_packet(&mut tx, &inner_udp(b"lost"));
+        }
+        let (mut caught_up, mut dropped) = (false, 0);
+        for _ in 0..40 {
+            let inner = inner_udp(b"catching up");
+            let (v, out, d) = send(&mut tx, &inner);
+            if v == XDP_REDIRECT {
+                assert_eq!(&out[14..], &inner[..]);
+                caught_up = true;
+                break;
+            }
+            assert_eq!(d.dropped(DropReason::MppeCatchUp), 1, "{d:?}");
+            dropped += 1;
+        }
+        // Each dropped packet closes the gap by 8 and opens it by 1: 255 - 7k <= 8 at k = 36.
+        assert!(caught_up, "never caught up");
+        assert_eq!(dropped, 36);
+        assert_eq!(rx_ccount(&dp), tx.ccount());
+    });
+}
+
+#[test]
+fn late_duplicate_forged_and_plain_packets_leave_the_key_state_alone() {
+    let (gw, _up, dp) = setup();
+    gw.enter(|| {
+        let mut tx = Direction::new(RECV_KEY, false);
+        let first = client_packet(&mut tx, &inner_udp(b"one"));
+        let second = client_packet(&mut tx, &inner_udp(b"two"));
+        assert_eq!(decap(&dp, &gre_mppe(1, &second)).0, XDP_REDIRECT);
+        let state = dp.mppe_state(SLOT).unwrap();
+        let unchanged = |dp: &Datapath| {
+            let now = dp.mppe_state(SLOT).unwrap();
+            assert_eq!(
+                (now.rx.ccount, now.rx.session_key),
+                (state.rx.ccount, state.rx.session_key)
+            );
+        };
+        // Late (count behind, though its GRE sequence number is new) and duplicate.
+        for (seq, p) in [(2, &first), (3, &second)] {
+            let (v, _, d) = decap(&dp, &gre_mppe(seq, p));
+            assert_eq!((v, d.dropped(DropReason::MppeLate)), (XDP_DROP, 1));
+            unchanged(&dp);
+        }
+        // 4095 ahead is one behind: late, no 4,095 re-keys.
+        let mut behind = second.clone();
+        let c = tx.ccount().wrapping_sub(1) & 0x0fff;
+        behind[0] = (behind[0] & 0xf0) | (c >> 8) as u8;
+        behind[1] = c as u8;
+        let (v, _, d) = decap(&dp, &gre_mppe(4, &behind));
+        assert_eq!((v, d.dropped(DropReason::MppeLate)), (XDP_DROP, 1));
+        unchanged(&dp);
+        // Forged: the next count with garbage in it decrypts to no IPv4, and moves nothing.
+        let mut forged = client_packet(&mut Direction::new([9; 16], false), &inner_udp(b"x"));
+        forged[1] = (tx.ccount() + 1) as u8;
+        let (v, _, d) = decap(&dp, &gre_mppe(5, &forged));
+        assert_eq!((v, d.dropped(DropReason::MppeBadDecrypt)), (XDP_DROP, 1));
+        unchanged(&dp);
+        // Not encrypted (D bit clear), and plain IPv4 on an encrypted session.
+        let mut clear = client_packet(&mut Direction::new([1; 16], false), &inner_udp(b"x"));
+        clear[0] &= !0x10;
+        let (v, _, d) = decap(&dp, &gre_mppe(6, &clear));
+        assert_eq!((v, d.dropped(DropReason::MppePlaintext)), (XDP_DROP, 1));
+        let mut ppp = vec![0xff, 0x03, 0x00, 0x21];
+        ppp.extend_from_slice(&inner_udp(b"plain"));
+        let frame = ethernet(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            ETH_P_IP,
+            &ipv4(
+                CLIENT,
+                GW,
+                IPPROTO_GRE,
+                &gre_v1(CALL_ID, Some(7), None, &ppp),
+            ),
+        );
+        let (v, _, d) = decap(&dp, &frame);
+        assert_eq!((v, d.dropped(DropReason::MppePlaintext)), (XDP_DROP, 1));
+        unchanged(&dp);
+        // The next real packet still decrypts.
+        let inner = inner_udp(b"three");
+        let (v, out, _) = decap(&dp, &gre_mppe(8, &client_packet(&mut tx, &inner)));
+        assert_eq!((v, &out[14..]), (XDP_REDIRECT, &inner[..]));
+    });
+}
+
+#[test]
+fn what_xdp_encrypts_the_client_decrypts() {
+    let (gw, _up, dp) = setup();
+    gw.enter(|| {
+        // The session needs a received sequence number before it sends (its ack).
+        let mut tx = Direction::new(RECV_KEY, false);
+        assert_eq!(
+            decap(
+                &dp,
+                &gre_mppe(1, &client_packet(&mut tx, &inner_udp(b"hi")))
+            )
+            .0,
+            XDP_REDIRECT
+        );
+        let mut rx = Direction::new(SEND_KEY, false);
+        let mut last_seq = 0;
+        for (n, size) in [(0u8, 20), (1, 200), (2, 1372)] {
+            let inner = ipv4(FAR, ASSIGNED, IPPROTO_UDP, &udp(53, 5000, &vec![n; size]));
+            let frame = ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IP, &inner);
+            let (v, out, d) = xdp_run(&dp, PROG_XDP_ENCAP, &frame);
+            assert_eq!(v, XDP_REDIRECT, "{d:?}");
+            assert_eq!(d.get(Stat::Encapsulated), 1);
+            // Ethernet 14, IPv4 20, GRE 16, PPP FF 03 00 FD, then the MPPE packet.
+            assert_eq!(&out[50..54], &[0xff, 0x03, 0x00, 0xfd]);
+            let seq = u32::from_be_bytes(out[42..46].try_into().unwrap());
+            assert!(seq >= last_seq, "sequence numbers in order");
+            last_seq = seq;
+            assert_eq!(out[54] & 0x90, 0x90, "flushed and encrypted (stateless)");
+            let plain = rx.decrypt(&out[54..]).expect("the client decrypts it");
+            assert_eq!(&plain[..2], &[0x00, 0x21]);
+            assert_eq!(&plain[2..], &inner[..]);
+            // The GRE payload length covers PPP (4), MPPE (2), the protocol (2), the packet.
+            let payload_len = u16::from_be_bytes([out[38], out[39]]) as usize;
+            assert_eq!(payload_len, 4 + 2 + 2 + inner.len());
+            assert_eq!(dp.mppe_state(SLOT).unwrap().tx.ccount, u16::from(n));
+        }
+        assert_eq!(
+            dp.mppe_state(SLOT).unwrap().tx.session_key,
+            rx.session_key()
+        );
+    });
+}
