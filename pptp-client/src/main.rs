@@ -52,6 +52,9 @@ struct Args {
     /// Give up dialling after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Require MPPE-128 (stateless), as pppd's require-mppe-128: MS-CHAPv2 only.
+    #[arg(long)]
+    mppe: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +93,7 @@ async fn main() -> ExitCode {
     let mut peer = PeerConfig {
         user: args.user.clone(),
         password: args.password.clone(),
+        mppe: args.mppe,
         ..PeerConfig::default()
     };
     if !args.auth.is_empty() {
@@ -116,14 +120,19 @@ async fn main() -> ExitCode {
     };
     let i = &session.info;
     say!(
-        "up address={} peer={} local={} server={} call_id={} peer_call_id={} auth={:?}",
+        "up address={} peer={} local={} server={} call_id={} peer_call_id={} auth={:?} encryption={}",
         i.network.address,
         i.network.peer,
         i.local,
         i.server,
         i.call_id,
         i.peer_call_id,
-        i.network.auth
+        i.network.auth,
+        if i.network.mppe.is_some() {
+            "mppe-128"
+        } else {
+            "none"
+        }
     );
     if let Some(dst) = args.ping {
         let r = session.ping(dst, args.count, Duration::from_secs(2)).await;

@@ -1,7 +1,8 @@
 //! One call's PPP link, client side, as a pure state machine: LCP (our policy: accept the
 //! server's authentication protocol when we allow it), authentication as the peer, IPCP asking
-//! for an address and name servers. CCP is not run: the server's CCP gets a Protocol-Reject, as
-//! pppd without compression support answers.
+//! for an address and name servers. CCP runs only to agree on MPPE-128 (stateless) when asked
+//! to encrypt; otherwise the server's CCP gets a Protocol-Reject, as pppd without compression
+//! support answers.
 //!
 //! The automaton and codecs are the gateway's own (`pptp_user::ppp`, `pptp_user::wire`).
 
@@ -22,6 +23,9 @@ use pptp_user::{
 
 use crate::responder::{Responder, ResponderOutput};
 
+/// PPP protocol of MPPE packets.
+pub const MPPE: u16 = pptp_common::mppe::PPP_MPPE;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
     pub user: String,
@@ -31,6 +35,9 @@ pub struct PeerConfig {
     pub mru: u16,
     pub fsm: fsm::Config,
     pub request_dns: bool,
+    /// Require MPPE-128 (stateless), as pppd's `require-mppe-128`: MS-CHAPv2 only, and the link
+    /// comes up only once CCP agreed on it.
+    pub mppe: bool,
 }
 
 impl Default for PeerConfig {
@@ -46,6 +53,7 @@ impl Default for PeerConfig {
             mru: 1400,
             fsm: fsm::Config::default(),
             request_dns: true,
+            mppe: false,
         }
     }
 }
@@ -55,6 +63,7 @@ pub enum PeerTimer {
     Lcp,
     Auth,
     Ipcp,
+    Ccp,
 }
 
 /// The link's results.
@@ -67,6 +76,8 @@ pub struct Network {
     pub auth: Option<AuthProtocol>,
     /// The server's MRU: the largest packet we may send.
     pub peer_mru: u16,
+    /// MPPE-128 stateless with our (send, receive) start keys, when agreed.
+    pub mppe: Option<([u8; 16], [u8; 16])>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +91,8 @@ pub enum PeerDown {
     Ipcp(Reason),
     /// The server sent LCP Terminate-Request with a reason in its data.
     ServerTerminated(String),
+    /// We require MPPE and the server would not agree to it.
+    MppeRefused,
     Closed,
 }
 
@@ -305,12 +318,76 @@ pub enum Phase {
     Dead,
 }
 
+/// CCP, client side: MPPE-128 stateless or nothing.
+struct ClientCcp {
+    /// We ask for MPPE and agree to it; false once the server rejected it.
+    want: bool,
+    acked_ours: bool,
+    acked_theirs: bool,
+}
+
+const MPPE_STATELESS_128: [u8; 6] = [18, 6, 0x01, 0, 0, 0x40];
+
+impl Negotiator for ClientCcp {
+    fn request(&mut self) -> Vec<u8> {
+        if self.want {
+            MPPE_STATELESS_128.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn check(&mut self, options: &[u8], _reject_only: bool) -> Verdict {
+        let Ok(raws) = parse_options(options) else {
+            return Verdict::Discard;
+        };
+        let mut reject = Vec::new();
+        let mut mppe_ok = false;
+        for raw in &raws {
+            if raw.kind == 18 && self.want {
+                if raw.value == &MPPE_STATELESS_128[2..] {
+                    mppe_ok = true;
+                } else {
+                    return Verdict::Nak(MPPE_STATELESS_128.to_vec());
+                }
+            } else {
+                raw.emit(&mut reject);
+            }
+        }
+        if !reject.is_empty() {
+            return Verdict::Reject(reject);
+        }
+        self.acked_theirs = mppe_ok;
+        Verdict::Ack
+    }
+
+    fn acked(&mut self, _options: &[u8]) -> bool {
+        self.acked_ours = self.want;
+        true
+    }
+
+    fn nakked(&mut self, _options: &[u8]) -> bool {
+        true
+    }
+
+    fn rejected(&mut self, _options: &[u8]) -> bool {
+        self.want = false;
+        true
+    }
+}
+
 pub struct Peer {
     config: PeerConfig,
     phase: Phase,
     lcp: Lcp<ClientLcp>,
     responder: Option<Responder>,
     ipcp: Option<Fsm<ClientIpcp>>,
+    ccp: Option<Fsm<ClientCcp>>,
+    /// Our MPPE start keys, from MS-CHAPv2.
+    keys: Option<([u8; 16], [u8; 16])>,
+    /// IPCP is up; the network is reported once CCP agreed too (when encrypting).
+    ipcp_up: bool,
+    ccp_up: bool,
     identifier: u8,
     seed: u64,
     down: Option<PeerDown>,
@@ -333,6 +410,10 @@ impl Peer {
             lcp,
             responder: None,
             ipcp: None,
+            ccp: None,
+            keys: None,
+            ipcp_up: false,
+            ccp_up: false,
             identifier: 0,
             seed,
             down: None,
@@ -390,7 +471,13 @@ impl Peer {
                     self.ipcp_outputs(o, &mut out);
                 }
             }
-            proto::IPV4 => {}
+            proto::CCP if self.ccp.is_some() => {
+                if let (Some(f), Ok(p)) = (self.ccp.as_mut(), CpPacket::parse(info)) {
+                    let o = f.receive(&p);
+                    self.ccp_outputs(o, &mut out);
+                }
+            }
+            proto::IPV4 | MPPE => {}
             other if self.lcp.fsm.is_opened() && !matches!(other, proto::PAP | proto::CHAP) => {
                 // CCP, IPV6CP and anything else we do not run (RFC 1661 §5.7).
                 self.identifier = self.identifier.wrapping_add(1);
@@ -425,6 +512,12 @@ impl Peer {
                 if let Some(f) = self.ipcp.as_mut() {
                     let o = f.timeout();
                     self.ipcp_outputs(o, &mut out);
+                }
+            }
+            PeerTimer::Ccp => {
+                if let Some(f) = self.ccp.as_mut() {
+                    let o = f.timeout();
+                    self.ccp_outputs(o, &mut out);
                 }
             }
         }
@@ -527,7 +620,15 @@ impl Peer {
                     out.push(PeerOutput::SetTimer(PeerTimer::Auth, d))
                 }
                 ResponderOutput::StopTimer => out.push(PeerOutput::CancelTimer(PeerTimer::Auth)),
-                ResponderOutput::Success => self.start_network(out),
+                ResponderOutput::Success => {
+                    self.keys = self.responder.as_ref().and_then(|r| r.mppe_keys());
+                    if self.config.mppe && self.keys.is_none() {
+                        // No MS-CHAPv2, no keys: pppd's require-mppe-128 hangs up here too.
+                        out.extend(self.terminate(PeerDown::MppeRefused));
+                        continue;
+                    }
+                    self.start_network(out)
+                }
                 ResponderOutput::Failed { message } => {
                     let attempts = self.responder.as_ref().map_or(0, |r| r.attempts);
                     // The server closes the link after a failure; we hang up too.
@@ -554,6 +655,71 @@ impl Peer {
         o.extend(f.up());
         self.ipcp = Some(f);
         self.ipcp_outputs(o, out);
+        if self.config.mppe {
+            let mut c = Fsm::new(
+                ClientCcp {
+                    want: true,
+                    acked_ours: false,
+                    acked_theirs: false,
+                },
+                self.config.fsm,
+            );
+            let mut o = c.open();
+            o.extend(c.up());
+            self.ccp = Some(c);
+            self.ccp_outputs(o, out);
+        }
+    }
+
+    fn ccp_outputs(&mut self, o: Vec<Output>, out: &mut Vec<PeerOutput>) {
+        for x in o {
+            match x {
+                Output::Send {
+                    code,
+                    identifier,
+                    data,
+                } => out.push(send(proto::CCP, code, identifier, &data)),
+                Output::StartTimer(d) => out.push(PeerOutput::SetTimer(PeerTimer::Ccp, d)),
+                Output::StopTimer => out.push(PeerOutput::CancelTimer(PeerTimer::Ccp)),
+                Output::Up => {
+                    let agreed = self
+                        .ccp
+                        .as_ref()
+                        .is_some_and(|c| c.negotiator.acked_ours && c.negotiator.acked_theirs);
+                    if !agreed {
+                        out.extend(self.terminate(PeerDown::MppeRefused));
+                        return;
+                    }
+                    self.ccp_up = true;
+                    self.report_up(out);
+                }
+                Output::Finished(_) if !self.ccp_up && self.phase != Phase::Terminate => {
+                    out.extend(self.terminate(PeerDown::MppeRefused));
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The network is up once IPCP is, and CCP too when we encrypt.
+    fn report_up(&mut self, out: &mut Vec<PeerOutput>) {
+        if !self.ipcp_up || (self.config.mppe && !self.ccp_up) || self.phase == Phase::Opened {
+            return;
+        }
+        let Some(n) = self.ipcp.as_ref().map(|f| &f.negotiator) else {
+            return;
+        };
+        let network = Network {
+            address: n.address,
+            peer: n.peer,
+            dns: n.dns.filter(|d| !d.is_unspecified()),
+            auth: self.lcp.fsm.negotiator.auth,
+            peer_mru: self.lcp.fsm.negotiator.peer_mru,
+            mppe: if self.config.mppe { self.keys } else { None },
+        };
+        self.phase = Phase::Opened;
+        out.push(PeerOutput::Up(network));
     }
 
     fn ipcp_outputs(&mut self, o: Vec<Output>, out: &mut Vec<PeerOutput>) {
@@ -567,17 +733,8 @@ impl Peer {
                 Output::StartTimer(d) => out.push(PeerOutput::SetTimer(PeerTimer::Ipcp, d)),
                 Output::StopTimer => out.push(PeerOutput::CancelTimer(PeerTimer::Ipcp)),
                 Output::Up => {
-                    let Some(n) = self.ipcp.as_ref().map(|f| &f.negotiator) else {
-                        continue;
-                    };
-                    self.phase = Phase::Opened;
-                    out.push(PeerOutput::Up(Network {
-                        address: n.address,
-                        peer: n.peer,
-                        dns: n.dns.filter(|d| !d.is_unspecified()),
-                        auth: self.lcp.fsm.negotiator.auth,
-                        peer_mru: self.lcp.fsm.negotiator.peer_mru,
-                    }));
+                    self.ipcp_up = true;
+                    self.report_up(out);
                 }
                 Output::Down(_) => {}
                 Output::Finished(reason) => {
@@ -700,6 +857,7 @@ mod tests {
                     dns: Some(Ipv4Addr::new(192, 0, 2, 53)),
                     auth: Some(m),
                     peer_mru: 1400,
+                    mppe: None,
                 })],
                 "{m:?}"
             );

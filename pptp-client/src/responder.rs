@@ -113,6 +113,25 @@ impl Responder {
         }
     }
 
+    /// After MS-CHAPv2 succeeded: our MPPE start keys (send, receive), RFC 3079 §3.4 from the
+    /// client's side.
+    pub fn mppe_keys(&self) -> Option<([u8; 16], [u8; 16])> {
+        let (_, _, nt) = self.mschap?;
+        if !self.done {
+            return None;
+        }
+        let hash = mschap::nt_password_hash(&self.password);
+        let master = mschap::get_master_key(&mschap::hash_nt_password_hash(&hash), &nt);
+        let key = |is_send| {
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&mschap::get_asymmetric_start_key(
+                &master, 16, is_send, false,
+            ));
+            k
+        };
+        Some((key(true), key(false)))
+    }
+
     /// Authentication starts (LCP is open): PAP speaks first, CHAP waits for the challenge.
     pub fn start(&mut self) -> Vec<ResponderOutput> {
         match self.protocol {

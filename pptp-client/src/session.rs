@@ -354,6 +354,7 @@ async fn dial_inner(
         ack_sent: None,
         last_tx: Instant::now(),
         timers: HashMap::new(),
+        mppe: None,
     };
     let seed = u64::from(cfg.call_id) << 32 ^ u64::from(u32::from(local)) ^ 0x9e37_79b9_7f4a_7c15;
     let task = tokio::spawn(run(
@@ -405,12 +406,37 @@ struct Call {
     ack_sent: Option<u32>,
     last_tx: Instant,
     timers: HashMap<PeerTimer, Instant>,
+    /// MPPE-128 stateless, both directions, once agreed.
+    mppe: Option<(crate::mppe::Direction, crate::mppe::Direction)>,
 }
 
 /// Ack-only packets go out when we owe an ack and sent nothing for this long.
 const IDLE_ACK: Duration = Duration::from_millis(300);
 
 impl Call {
+    /// An IPv4 packet to the server: encrypted (PPP protocol inside) when MPPE runs.
+    fn send_ip(&mut self, ip: &[u8]) {
+        match &mut self.mppe {
+            Some((tx, _)) => {
+                let mut plain = vec![0x00, 0x21];
+                plain.extend_from_slice(ip);
+                let packet = tx.encrypt(&plain);
+                self.send_frame(crate::peer::MPPE, &packet);
+            }
+            None => self.send_frame(proto::IPV4, ip),
+        }
+    }
+
+    /// An MPPE packet from the server: the IPv4 packet inside, if it decrypts to one.
+    fn decrypt(&mut self, info: &[u8]) -> Option<Vec<u8>> {
+        let (_, rx) = self.mppe.as_mut()?;
+        let plain = rx.decrypt(info)?;
+        match plain.as_slice() {
+            [0x00, 0x21, ip @ ..] | [0x21, ip @ ..] => Some(ip.to_vec()),
+            _ => None,
+        }
+    }
+
     fn send_frame(&mut self, protocol: u16, info: &[u8]) {
         let mut frame = Vec::with_capacity(info.len() + 4);
         PppFrame { protocol, info }.emit(Compression::default(), &mut frame);
@@ -492,6 +518,12 @@ async fn run(
                     call.timers.remove(&t);
                 }
                 PeerOutput::Up(n) => {
+                    if let Some((send, recv)) = n.mppe {
+                        call.mppe = Some((
+                            crate::mppe::Direction::new(send, false),
+                            crate::mppe::Direction::new(recv, false),
+                        ));
+                    }
                     if let Some(tx) = up_tx.take() {
                         let _ = tx.send(Ok(n));
                     }
@@ -552,14 +584,18 @@ async fn run(
                     continue;
                 }
                 let Ok((frame, _)) = PppFrame::parse(&p.payload) else { continue };
-                if frame.protocol == proto::IPV4 {
+                if frame.protocol == proto::IPV4 && call.mppe.is_none() {
                     let _ = ip_tx.try_send(frame.info.to_vec());
-                } else {
+                } else if frame.protocol == crate::peer::MPPE {
+                    if let Some(ip) = call.decrypt(frame.info) {
+                        let _ = ip_tx.try_send(ip);
+                    }
+                } else if frame.protocol != proto::IPV4 {
                     pending = peer.receive(frame.protocol, frame.info);
                 }
             }
             c = cmd.recv() => match c {
-                Some(Cmd::Send(ip)) => call.send_frame(proto::IPV4, &ip),
+                Some(Cmd::Send(ip)) => call.send_ip(&ip),
                 Some(Cmd::Hangup(done)) => {
                     hangup = Some(done);
                     pending = peer.close();

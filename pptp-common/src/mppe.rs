@@ -317,14 +317,14 @@ impl MppeDirection {
     }
 }
 
-/// Per-session MPPE state in the data path: both directions and the lock that keeps one CPU at
-/// a time on it.
+/// Per-session MPPE state in the data path: both directions, each with the lock that keeps one
+/// CPU at a time on it (the two directions are independent and run in parallel).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct MppeState {
-    /// 0 free, 1 held (an atomic exchange takes it).
-    pub lock: u32,
-    pub _pad: u32,
+    /// 0 free, 1 held (an atomic compare-and-exchange takes it): receive, send.
+    pub rx_lock: u32,
+    pub tx_lock: u32,
     /// Client → us.
     pub rx: MppeDirection,
     /// Us → client.
@@ -347,8 +347,8 @@ impl MppeState {
     pub fn new(send: [u8; KEY_LEN], recv: [u8; KEY_LEN], stateful: bool) -> Self {
         let mut scratch = Sha1Scratch::default();
         Self {
-            lock: 0,
-            _pad: 0,
+            rx_lock: 0,
+            tx_lock: 0,
             rx: MppeDirection::new(recv, stateful, &mut scratch),
             tx: MppeDirection::new(send, stateful, &mut scratch),
         }

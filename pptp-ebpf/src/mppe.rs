@@ -2,11 +2,13 @@
 //! decapsulation, and encryption of what goes to it, in the encapsulation. RC4, SHA-1 and the key
 //! change are `pptp_common::mppe`, the same code the controller and the tests run.
 //!
-//! One CPU at a time per session: a session's key chain and coherency count are sequential, so
-//! each direction's work runs under the session's lock (an atomic compare-and-exchange in its
-//! `MppeState`). A packet that finds the lock taken is dropped and counted (`mppe_busy`), never
-//! processed on a half-updated key. On the way out the GRE sequence number is taken under the
-//! same lock, so sequence numbers and coherency counts leave in the same order.
+//! One CPU at a time per session and direction: a direction's key chain and coherency count are
+//! sequential, so its work runs under that direction's lock (an atomic compare-and-exchange in
+//! the session's `MppeState`; receive and send have one each and run in parallel). A CPU that
+//! finds the lock taken spins for a bounded while (another CPU's packet takes a few
+//! microseconds), then drops the packet and counts it (`mppe_busy`): never is a packet processed
+//! on a half-updated key. On the way out the GRE sequence number is taken under the same lock,
+//! so sequence numbers and coherency counts are handed out in the same order.
 
 use aya_ebpf::programs::XdpContext;
 use pptp_common::{
@@ -28,24 +30,45 @@ pub const MAX_REKEYS: u16 = 8;
 /// The longest payload encrypted or decrypted (a bound for the verifier; tunnel MTU ≤ 1500).
 const MAX_PAYLOAD: usize = 1536;
 
-/// The session's state and this CPU's scratch, with the session locked; unlocked on drop.
+/// Lock attempts before a packet is given up as busy (a few tens of microseconds: several
+/// packets' worth of another CPU's work).
+const LOCK_SPINS: u32 = 4096;
+
+/// The session's state and this CPU's scratch, with one direction locked; unlocked on drop.
 pub struct Locked {
     state: *mut MppeState,
     scratch: *mut pptp_common::mppe::MppeScratch,
+    lock: *mut u32,
 }
 
 impl Locked {
     #[inline(always)]
-    pub fn take(slot: u32) -> Result<Self, DropReason> {
+    pub fn take(slot: u32, rx: bool) -> Result<Self, DropReason> {
         let state = MPPE_STATE
             .get_ptr_mut(slot)
             .ok_or(DropReason::MppeNoState)?;
         let scratch = MPPE_SCRATCH.get_ptr_mut(0).ok_or(DropReason::MppeNoState)?;
         // SAFETY: `state` points into a map value that outlives this program run.
-        if !unsafe { try_lock(&raw mut (*state).lock) } {
-            return Err(DropReason::MppeBusy);
+        let lock = unsafe {
+            if rx {
+                &raw mut (*state).rx_lock
+            } else {
+                &raw mut (*state).tx_lock
+            }
+        };
+        let mut n = 0;
+        while n < LOCK_SPINS {
+            // SAFETY: `lock` as above.
+            if unsafe { try_lock(lock) } {
+                return Ok(Self {
+                    state,
+                    scratch,
+                    lock,
+                });
+            }
+            n += 1;
         }
-        Ok(Self { state, scratch })
+        Err(DropReason::MppeBusy)
     }
 }
 
@@ -53,7 +76,7 @@ impl Drop for Locked {
     #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: as in `take`; we hold the lock.
-        unsafe { unlock(&raw mut (*self.state).lock) };
+        unsafe { unlock(self.lock) };
     }
 }
 
@@ -87,7 +110,7 @@ pub fn decrypt(ctx: &XdpContext, slot: u32, off: usize, end: usize) -> Result<()
     if bits & BIT_ENCRYPTED == 0 {
         return Err(DropReason::MppePlaintext);
     }
-    let l = Locked::take(slot)?;
+    let l = Locked::take(slot, true)?;
     // SAFETY: `Locked` holds pointers into map values valid for this run, and the lock.
     let (dir, scratch) = unsafe { (&mut (*l.state).rx, &mut *l.scratch) };
     if dir.stateful != 0 {
@@ -129,7 +152,7 @@ pub fn encrypt(
     end: usize,
     next_seq: impl FnOnce() -> u32,
 ) -> Result<u32, DropReason> {
-    let l = Locked::take(slot)?;
+    let l = Locked::take(slot, false)?;
     // SAFETY: as in `decrypt`.
     let (dir, scratch) = unsafe { (&mut (*l.state).tx, &mut *l.scratch) };
     if dir.stateful != 0 {

@@ -504,7 +504,7 @@ impl Shell {
                 } => {
                     self.up_since.insert(session, Instant::now());
                     let encryption = if encrypted { "mppe-128" } else { "none" };
-                    tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption, "session up");
+                    tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption = %encryption, "session up");
                 }
                 Command::SessionDown {
                     session,

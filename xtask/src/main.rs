@@ -443,9 +443,10 @@ deny pap
 ";
 /// The cases the gateway must refuse (the client gives up by itself, never reaching IPCP).
 const REFUSED: [&str; 3] = ["require-plain", "require-pap", "deny-mppe"];
-/// Sessions that come up encrypted (require mppe, tt1-3, prefer mppe, allow any) and in plain.
-const ENCRYPTED_UPS: usize = 6;
-const PLAIN_UPS: usize = 4;
+/// Sessions that come up encrypted (require mppe, tt1-3, prefer mppe) and in plain (prefer plain,
+/// allow any and plain: pppd asks for no MPPE unless told to, deny chapmd5 and pap).
+const ENCRYPTED_UPS: usize = 5;
+const PLAIN_UPS: usize = 5;
 
 fn interop_config(policy: &str) -> String {
     format!("[ppp]\nmppe = \"{policy}\"\n")

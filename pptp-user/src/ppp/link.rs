@@ -488,9 +488,11 @@ impl Link {
     }
 
     fn reason_for(&self, lcp_reason: Reason) -> DownReason {
-        // A client that asked for MPPE and leaves after our CCP Configure-Reject leaves over it.
+        // A client that asked for MPPE and leaves after our CCP Configure-Reject leaves over it
+        // (before the network came up: later it is an ordinary hang-up).
         if let Some(c) = &self.ccp
             && c.negotiator.client_offered_mppe
+            && !self.network_reported
             && lcp_reason == Reason::PeerTerminated
         {
             return DownReason::MppeRequired {
