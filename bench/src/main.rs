@@ -4,6 +4,7 @@
 
 mod control;
 mod dataplane;
+mod mppe;
 mod table;
 mod topo;
 
@@ -36,7 +37,7 @@ struct Args {
     /// Churn soak length in seconds.
     #[arg(long, default_value_t = 60)]
     soak: u64,
-    /// Only these parts (1–5); default all.
+    /// Only these parts (1–6); default all.
     #[arg(long = "only")]
     only: Vec<u8>,
 }
@@ -92,6 +93,13 @@ fn main() {
             500,
             Duration::from_secs(args.soak),
             args.parallel.min(64),
+        ));
+    }
+    if want(6) {
+        eprintln!("bench 6: MPPE per-packet cost");
+        rows.extend(mppe::per_packet_cost(
+            (args.packets as usize).clamp(500, 4000),
+            args.runs,
         ));
     }
     println!("\npptpgw benchmarks — {}", machine());
