@@ -29,7 +29,7 @@ fn session(
             let encrypted = s.info.network.mppe.is_some();
             let r = s.ping(SERVER, 5, Duration::from_secs(2)).await;
             s.hangup().await;
-            Ok((encrypted, u32::from(r.received)))
+            Ok((encrypted, r.received))
         })
     })
 }
