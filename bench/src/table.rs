@@ -31,6 +31,19 @@ impl Row {
         }
     }
 
+    /// A ratio against a baseline, with no target of its own.
+    pub fn compare(group: &str, name: &str, value: String, baseline: String, ratio: f64) -> Self {
+        Self {
+            group: group.into(),
+            name: name.into(),
+            value,
+            baseline,
+            ratio: Some(ratio),
+            target: String::new(),
+            met: None,
+        }
+    }
+
     pub fn target(group: &str, name: &str, value: String, target: &str, met: bool) -> Self {
         Self {
             group: group.into(),

@@ -66,13 +66,14 @@ fn vm_cache() -> PathBuf {
     workspace_root().join("target/interop-vm")
 }
 
-const FUZZ_TARGETS: [&str; 6] = [
+const FUZZ_TARGETS: [&str; 7] = [
     "control_framer",
     "gre",
     "ppp",
     "options",
     "negotiation",
     "link",
+    "mppe",
 ];
 
 fn main() -> anyhow::Result<()> {
