@@ -202,8 +202,6 @@ pub fn per_packet_cost(packets: usize, runs: usize) -> Vec<Row> {
             ns(dec_mppe),
             format!("{} (plain)", ns(dec_plain)),
             dec_mppe / dec_plain,
-            "",
-            true,
         ),
         Row::compare(
             g,
@@ -211,8 +209,6 @@ pub fn per_packet_cost(packets: usize, runs: usize) -> Vec<Row> {
             ns(enc_mppe),
             format!("{} (plain)", ns(enc_plain)),
             enc_mppe / enc_plain,
-            "",
-            true,
         ),
         Row::ratio(
             g,
