@@ -654,6 +654,7 @@ mod tests {
     use super::*;
     use crate::{
         auth::mschap,
+        ppp::ccp::MppePolicy,
         wire::cp::{code, parse_options},
     };
 
@@ -802,6 +803,77 @@ mod tests {
         assert_eq!(echoes, 4);
         assert_eq!(down, Some(DownReason::EchoTimeout));
         assert_eq!(link.phase(), Phase::Dead);
+    }
+
+    /// With MPPE required the network is reported up only once CCP agreed on MPPE too (no user
+    /// data before it), carrying the MS-CHAPv2 keys; a client that will not is refused.
+    #[test]
+    fn mppe_required_holds_the_network_until_ccp_agrees() {
+        for client_agrees in [true, false] {
+            let config = LinkConfig {
+                mppe: MppePolicy::Require,
+                ..LinkConfig::default()
+            };
+            let (mut link, out) = Link::new(config, 42);
+            let our_req = sent(&out, proto::LCP).remove(0);
+            link.receive(proto::LCP, &PPPD_LCP_CONFREQ, secret);
+            let out = link.receive(proto::LCP, &ack_of(&our_req), secret);
+            let challenge = sent(&out, proto::CHAP).remove(0);
+            let out = link.receive(
+                proto::CHAP,
+                &ms_chap_v2_response(&challenge, "alice", "s3cret"),
+                secret,
+            );
+            let keys = out.iter().find_map(|o| match o {
+                LinkOutput::Authenticated { mppe, .. } => *mppe,
+                _ => None,
+            });
+            assert!(keys.is_some());
+            let out = link.start_network(ipcp_config());
+            let our_ipcp = sent(&out, proto::IPCP).remove(0);
+            let our_ccp = sent(&out, proto::CCP).remove(0);
+            assert_eq!(
+                &our_ccp[4..],
+                &[18, 6, 1, 0, 0, 0x40],
+                "we ask for stateless 128"
+            );
+            // IPCP completes first: no Up yet.
+            let mut r = link.receive(proto::IPCP, &[1, 3, 0, 10, 3, 6, 10, 99, 0, 10], secret);
+            r.extend(link.receive(proto::IPCP, &ack_of(&our_ipcp), secret));
+            assert!(
+                !r.iter().any(|o| matches!(o, LinkOutput::Up { .. })),
+                "{r:?}"
+            );
+            let r = if client_agrees {
+                let mut r = link.receive(proto::CCP, &[1, 1, 0, 10, 18, 6, 1, 0, 0, 0x40], secret);
+                r.extend(link.receive(proto::CCP, &ack_of(&our_ccp), secret));
+                r
+            } else {
+                // pppd with nomppe: CCP is Protocol-Rejected.
+                let mut rej = vec![8, 9, 0, 0, 0x80, 0xfd];
+                rej.extend_from_slice(&our_ccp);
+                let len = rej.len() as u16;
+                rej[2..4].copy_from_slice(&len.to_be_bytes());
+                link.receive(proto::LCP, &rej, secret)
+            };
+            let up = r.iter().find_map(|o| match o {
+                LinkOutput::Up { mppe, .. } => Some(*mppe),
+                _ => None,
+            });
+            if client_agrees {
+                let m = up.flatten().expect("up with MPPE");
+                assert_eq!((Some(m.keys), m.stateful), (keys, false));
+            } else {
+                assert_eq!(up, None, "{r:?}");
+                let term = sent(&r, proto::LCP).remove(0);
+                assert_eq!(term[0], code::TERMINATE_REQUEST);
+                assert!(String::from_utf8_lossy(&term[4..]).contains("MPPE-128 is required"));
+                assert!(matches!(
+                    link.terminating_because(),
+                    Some(DownReason::MppeRefused { .. })
+                ));
+            }
+        }
     }
 
     #[test]
