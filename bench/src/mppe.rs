@@ -14,11 +14,7 @@ use pptp_common::{
     mppe::{MppeScratch, rekey},
     session::{DatapathConfig, MODE_MPPE, STATE_UP, Session},
 };
-use pptp_tests::{
-    frames::*,
-    kernel,
-    netns::{Netns, fmt_mac, veth_pair},
-};
+use pptp_tests::{frames::*, kernel, netns::gateway_with_uplink};
 use pptp_user::datapath::Datapath;
 
 use crate::table::Row;
@@ -123,24 +119,7 @@ fn native(packets: usize, runs: usize) -> (f64, f64) {
 }
 
 pub fn per_packet_cost(packets: usize, runs: usize) -> Vec<Row> {
-    let gw = Netns::new("bmppe");
-    let up = Netns::new("bmppeu");
-    veth_pair(&gw, "upa", &up, "ra", 0xd);
-    gw.ip(&["addr", "add", "192.0.2.1/24", "dev", "upa"]);
-    gw.ip(&[
-        "neigh",
-        "replace",
-        "192.0.2.254",
-        "lladdr",
-        &fmt_mac(&[2, 0, 0, 0, 0xd, 0xfe]),
-        "dev",
-        "upa",
-        "nud",
-        "permanent",
-    ]);
-    gw.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
-    // The encapsulation's FIB lookup is a forwarding lookup.
-    pptp_tests::netns::run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    let (gw, up) = gateway_with_uplink("bmppe", 0xd);
     let (dec_plain, dec_mppe, enc_plain, enc_mppe, verified) = gw.enter(|| {
         let mut dp = Datapath::load().expect("load");
         dp.set_config(&DatapathConfig {

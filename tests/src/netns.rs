@@ -121,6 +121,33 @@ pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str, id: u8) -> (VethE
     )
 }
 
+/// A gateway namespace with one uplink (`upa`, 192.0.2.1/24) to a router namespace, the
+/// router's neighbour entry fixed (02:00:00:00:<id>:fe at 192.0.2.254), clients
+/// (198.51.100.0/24) routed through it, and forwarding on: where the encapsulation's FIB lookup
+/// succeeds for BPF_PROG_TEST_RUN. Returns (gateway, router).
+pub fn gateway_with_uplink(tag: &str, id: u8) -> (Netns, Netns) {
+    let gw = Netns::new(tag);
+    let up = Netns::new(&format!("{tag}u"));
+    veth_pair(&gw, "upa", &up, "ra", id);
+    gw.ip(&["addr", "add", "192.0.2.1/24", "dev", "upa"]);
+    let router = fmt_mac(&[2, 0, 0, 0, id, 0xfe]);
+    gw.ip(&[
+        "neigh",
+        "replace",
+        "192.0.2.254",
+        "lladdr",
+        &router,
+        "dev",
+        "upa",
+        "nud",
+        "permanent",
+    ]);
+    gw.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
+    // The encapsulation's FIB lookup is a forwarding lookup.
+    run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    (gw, up)
+}
+
 pub fn fmt_mac(m: &[u8; 6]) -> String {
     format!(
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",

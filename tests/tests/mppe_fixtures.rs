@@ -15,7 +15,7 @@ use pptp_common::{
 use pptp_tests::{
     frames::*,
     kernel::{self, xdp_run},
-    netns::{Netns, fmt_mac, veth_pair},
+    netns::{Netns, gateway_with_uplink},
     require_root,
 };
 use pptp_user::datapath::{Counters, Datapath};
@@ -29,7 +29,6 @@ const ASSIGNED: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 10);
 const FAR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 const PPTP0_MAC: [u8; 6] = [2, 0, 0, 0, 9, 1];
 const PPTP0_PEER_MAC: [u8; 6] = [2, 0, 0, 0, 9, 2];
-const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0xa, 0xfe];
 const CALL_ID: u16 = 0x4000;
 const SLOT: u32 = 3;
 /// Our send key (the client's receive key) and our receive key (the client's send key).
@@ -47,23 +46,7 @@ fn mppe_session() -> Session {
 /// data path loaded and the MPPE session programmed.
 fn setup() -> (Netns, Netns, Datapath) {
     require_root();
-    let gw = Netns::new("mppegw");
-    let up = Netns::new("mppeup");
-    veth_pair(&gw, "upa", &up, "ra", 0xc);
-    gw.ip(&["addr", "add", "192.0.2.1/24", "dev", "upa"]);
-    gw.ip(&[
-        "neigh",
-        "replace",
-        "192.0.2.254",
-        "lladdr",
-        &fmt_mac(&ROUTER_MAC),
-        "dev",
-        "upa",
-        "nud",
-        "permanent",
-    ]);
-    gw.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.254"]);
-    pptp_tests::netns::run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+    let (gw, up) = gateway_with_uplink("mppegw", 0xc);
     let dp = gw.enter(|| {
         let mut dp = Datapath::load().expect("load");
         dp.set_config(&DatapathConfig {
