@@ -24,7 +24,7 @@ use pptp_common::{
     session::{DatapathConfig, STATE_UP},
 };
 use pptp_tests::{frames, kernel, netns::run_ok};
-use pptp_user::{datapath::Datapath, netdev, route};
+use pptp_user::kernel::{datapath::Datapath, netdev, route};
 
 use crate::{
     table::Row,
@@ -567,7 +567,7 @@ impl Relay {
             assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
             let tun = open_tun("relay0");
             run_ok(std::process::Command::new("ip").args(["link", "set", "relay0", "up"]));
-            let gre = pptp_user::slowpath::GreSocket::open().expect("GRE socket");
+            let gre = pptp_user::kernel::slowpath::GreSocket::open().expect("GRE socket");
             let _ = ready_tx.send(());
             let mut moved = 0u64;
             while !flag.load(Ordering::Relaxed) {

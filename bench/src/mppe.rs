@@ -15,7 +15,7 @@ use pptp_common::{
     session::{DatapathConfig, MODE_MPPE, STATE_UP, Session},
 };
 use pptp_tests::{frames::*, kernel, netns::gateway_with_uplink};
-use pptp_user::datapath::Datapath;
+use pptp_user::kernel::datapath::Datapath;
 
 use crate::table::Row;
 

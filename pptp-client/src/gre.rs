@@ -10,7 +10,7 @@ use std::{
 };
 
 use pptp_user::{
-    slowpath::{GreSocket, next_packet},
+    kernel::slowpath::{GreSocket, next_packet},
     wire::gre::GreHeader,
 };
 use tokio::{io::unix::AsyncFd, sync::mpsc};

@@ -212,7 +212,8 @@ fn load(config: Config, secrets_override: Option<&Path>) -> anyhow::Result<Loade
     if let Some(s) = secrets_override {
         config.auth.secrets = s.to_path_buf();
     }
-    let local = pptp_user::netdev::local_ipv4_addresses().context("list local addresses")?;
+    let local =
+        pptp_user::kernel::netdev::local_ipv4_addresses().context("list local addresses")?;
     config.validate(&local)?;
     let path = &config.auth.secrets;
     let text = std::fs::read_to_string(path)

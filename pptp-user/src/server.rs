@@ -22,12 +22,9 @@ use tokio::{
 use crate::{
     admission::{LogThrottle, Refusal},
     api,
-    datapath::Datapath,
     gateway::{Command, ConnId, Event, Gateway, TimerKey},
+    kernel::{datapath::Datapath, netdev, route, seqspace::SeqSpace, slowpath::GreSocket},
     metrics::ShellStats,
-    netdev, route,
-    seqspace::SeqSpace,
-    slowpath::GreSocket,
     wire::gre::GreHeader,
 };
 
@@ -188,7 +185,7 @@ impl Shell {
     /// Sends ack-only packets for sessions whose client sent data we have not acknowledged and
     /// towards which nothing has gone for a while.
     fn send_idle_acks(&self) {
-        let now = crate::seqspace::monotonic_ns();
+        let now = crate::kernel::seqspace::monotonic_ns();
         for s in self.programmed.values() {
             let slot = s.slot;
             let (Some(ack_sent), Some(last_tx)) =
@@ -196,7 +193,7 @@ impl Shell {
             else {
                 continue;
             };
-            let Some(ack) = crate::seqspace::ack_due(
+            let Some(ack) = crate::kernel::seqspace::ack_due(
                 self.seq.rx_highest(slot),
                 ack_sent,
                 last_tx,
@@ -636,7 +633,7 @@ pub async fn run(
         let gre = gre.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            while let Ok(r) = crate::slowpath::next_packet(&gre).await {
+            while let Ok(r) = crate::kernel::slowpath::next_packet(&gre).await {
                 match r {
                     Ok(r) => {
                         let input = Input::Gre {

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use pptp_common::session::{MODE_PLAIN, Session, SessionKey};
-use pptp_user::datapath::{Counters, Datapath};
+use pptp_user::kernel::datapath::{Counters, Datapath};
 
 /// A plain-mode session as the controller programs it: dialled `local`, client `peer`, our call
 /// ID `call_id`, the client's call ID 0x0080, MTU 1400 / MSS 1360.

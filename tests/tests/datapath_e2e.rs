@@ -22,8 +22,7 @@ use pptp_tests::{
     sockets::{GreReceiver, PacketSender},
 };
 use pptp_user::{
-    datapath::Datapath,
-    netdev, route,
+    kernel::{datapath::Datapath, netdev, route},
     wire::{
         gre::GreHeader,
         ppp::{PppFrame, proto},

@@ -16,7 +16,7 @@ use pptp_tests::{
     pptpgw_bin, require_root,
     sockets::{GreReceiver, PacketSender},
 };
-use pptp_user::datapath::Datapath;
+use pptp_user::kernel::datapath::Datapath;
 
 const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

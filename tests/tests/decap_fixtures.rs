@@ -13,7 +13,7 @@ use pptp_tests::{
     kernel::{self, xdp_run},
     require_root,
 };
-use pptp_user::datapath::{Counters, Datapath};
+use pptp_user::kernel::datapath::{Counters, Datapath};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

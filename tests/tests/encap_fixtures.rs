@@ -15,7 +15,7 @@ use pptp_tests::{
     netns::{Netns, fmt_mac, veth_pair},
     require_root,
 };
-use pptp_user::datapath::Datapath;
+use pptp_user::kernel::datapath::Datapath;
 
 const XDP_DROP: u32 = 1;
 const XDP_REDIRECT: u32 = 4;

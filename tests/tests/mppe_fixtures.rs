@@ -18,7 +18,7 @@ use pptp_tests::{
     netns::{Netns, gateway_with_uplink},
     require_root,
 };
-use pptp_user::datapath::{Counters, Datapath};
+use pptp_user::kernel::datapath::{Counters, Datapath};
 
 const XDP_DROP: u32 = 1;
 const XDP_REDIRECT: u32 = 4;

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use pptp_tests::{netns::Netns, require_root};
-use pptp_user::route::{self, RTPROT_PPTPGW};
+use pptp_user::kernel::route::{self, RTPROT_PPTPGW};
 
 fn ours(ns: &Netns) -> Vec<String> {
     let out = ns.ip(&["route", "show", "proto", &RTPROT_PPTPGW.to_string()]);

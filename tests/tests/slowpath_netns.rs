@@ -11,7 +11,7 @@ use pptp_tests::{
     sockets::{GreReceiver, PacketSender},
 };
 use pptp_user::{
-    slowpath::{GreSocket, RecvError},
+    kernel::slowpath::{GreSocket, RecvError},
     wire::gre::GreHeader,
 };
 

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use aya::programs::{TestRun as _, TestRunOptions};
 use pptp_common::stats::{DropReason, Stat};
 use pptp_tests::{frames::*, require_root};
-use pptp_user::datapath::{Counters, Datapath};
+use pptp_user::kernel::datapath::{Counters, Datapath};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;

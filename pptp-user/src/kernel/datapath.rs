@@ -275,13 +275,13 @@ impl Datapath {
     }
 
     /// The sequence state mapped into our memory (see `seqspace.rs`).
-    pub fn seq_space(&self) -> anyhow::Result<crate::seqspace::SeqSpace> {
+    pub fn seq_space(&self) -> anyhow::Result<crate::kernel::seqspace::SeqSpace> {
         let aya::maps::Map::Array(data) = self.map(maps::GRE_STATE)? else {
             return Err(anyhow!("{} is not an array", maps::GRE_STATE));
         };
         let entries = data.info()?.max_entries();
         use std::os::fd::AsFd as _;
-        crate::seqspace::SeqSpace::map(data.fd().as_fd(), entries).context("mmap GRE_STATE")
+        crate::kernel::seqspace::SeqSpace::map(data.fd().as_fd(), entries).context("mmap GRE_STATE")
     }
 
     pub fn gre_state(&self, slot: u32) -> anyhow::Result<GreState> {
