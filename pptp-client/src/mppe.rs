@@ -42,8 +42,9 @@ pub struct Direction {
     /// The last coherency count (4095 before the first packet).
     ccount: u16,
     stateful: Option<Rc4<U16>>,
-    /// Stateful receive: discarding until a flushed packet.
-    discard: bool,
+    /// Stateful: receiving, a packet was lost and all is discarded until a flushed one;
+    /// sending, the next packet re-keys and goes out flushed (a Reset-Request came).
+    resync: bool,
 }
 
 impl Direction {
@@ -54,7 +55,7 @@ impl Direction {
             key,
             ccount: 4095,
             stateful: stateful.then(|| rc4(&key)),
-            discard: false,
+            resync: false,
         }
     }
 
@@ -64,6 +65,18 @@ impl Direction {
 
     pub fn ccount(&self) -> u16 {
         self.ccount
+    }
+
+    /// Stateful: the peer asked for a reset (CCP Reset-Request): the next packet re-keys and is
+    /// sent flushed.
+    pub fn flush(&mut self) {
+        self.resync = true;
+    }
+
+    /// Whether a stateful receiver lost a packet and waits for a flushed one (send a CCP
+    /// Reset-Request).
+    pub fn wants_reset(&self) -> bool {
+        self.resync
     }
 
     /// Encrypts `plain` (PPP protocol and packet): the MPPE packet (header first).
@@ -78,7 +91,8 @@ impl Direction {
                 rc4(&self.key).apply_keystream(&mut data);
             }
             Some(r) => {
-                if self.ccount & 0xff == 0xff {
+                // A new key on flag packets, and on the first packet after a Reset-Request.
+                if self.ccount & 0xff == 0xff || std::mem::take(&mut self.resync) {
                     self.key = change_key(&self.start, &self.key);
                     *r = rc4(&self.key);
                     bits |= FLUSHED;
@@ -115,27 +129,31 @@ impl Direction {
                 rc4(&self.key).apply_keystream(&mut data);
             }
             Some(r) => {
-                let expected = (self.ccount + 1) % 4096;
-                if !self.discard && ccount != expected {
-                    self.discard = true;
-                    return None;
-                }
-                if self.discard {
+                // As Linux's ppp_mppe (RFC 3078 §8.2): a gap sends the receiver into discard
+                // until a flushed packet; the key changes once per flag packet missed, and once
+                // more for every flushed packet (flag packets and flushes after Reset-Request).
+                if !self.resync {
+                    let expected = (self.ccount + 1) % 4096;
+                    if ccount != expected {
+                        self.ccount = expected;
+                        self.resync = true;
+                        return None;
+                    }
+                } else {
                     if !flushed {
                         return None;
                     }
-                    // Re-key for every flag packet missed (RFC 3078 §7.1).
                     while self.ccount & !0xff != ccount & !0xff {
                         self.key = change_key(&self.start, &self.key);
                         self.ccount = (self.ccount + 256) % 4096;
                     }
-                    self.discard = false;
-                    *r = rc4(&self.key);
-                } else if flushed && ccount & 0xff == 0xff {
+                    self.resync = false;
+                }
+                self.ccount = ccount;
+                if flushed {
                     self.key = change_key(&self.start, &self.key);
                     *r = rc4(&self.key);
                 }
-                self.ccount = ccount;
                 r.apply_keystream(&mut data);
             }
         }
@@ -172,6 +190,31 @@ mod tests {
             pptp_common::mppe::rekey(&start, &mut theirs, &mut scratch, &mut r);
             ours = change_key(&start, &ours);
             assert_eq!(theirs, ours);
+        }
+    }
+
+    #[test]
+    fn stateful_loss_is_recovered_by_a_reset() {
+        let mut tx = Direction::new([3; 16], true);
+        let mut rx = Direction::new([3; 16], true);
+        for n in 0..300u32 {
+            let p = tx.encrypt(&n.to_be_bytes());
+            assert_eq!(rx.decrypt(&p).as_deref(), Some(&n.to_be_bytes()[..]), "{n}");
+        }
+        // One packet lost: the next is refused, and so is all until a flushed one.
+        tx.encrypt(b"lost");
+        assert_eq!(rx.decrypt(&tx.encrypt(b"gap")), None);
+        assert!(rx.wants_reset());
+        assert_eq!(rx.decrypt(&tx.encrypt(b"still")), None);
+        // The Reset-Request reaches the sender: its next packet is flushed, and decrypts.
+        tx.flush();
+        let p = tx.encrypt(b"again");
+        assert_eq!(p[0] & FLUSHED, FLUSHED);
+        assert_eq!(rx.decrypt(&p).as_deref(), Some(&b"again"[..]));
+        assert!(!rx.wants_reset());
+        for n in 0..600u32 {
+            let p = tx.encrypt(&n.to_be_bytes());
+            assert_eq!(rx.decrypt(&p).as_deref(), Some(&n.to_be_bytes()[..]), "{n}");
         }
     }
 
