@@ -62,6 +62,58 @@ pub fn stateless_rx(current: u16, ccount: u16, max: u16) -> StatelessRx {
     }
 }
 
+/// What a stateful receiver does with a packet (RFC 3078 §8.2, as Linux's `ppp_mppe` does it):
+/// RC4 runs on across packets, so a gap cannot be decrypted past; the receiver discards until
+/// a flushed packet (the sender re-keys on every "flag" packet, whose count ends in 0xff, and
+/// on the first packet after a CCP Reset-Request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatefulRx {
+    /// At or behind the last count (a duplicate, or more than half the space back): dropped, no
+    /// state change.
+    Late,
+    /// A gap: the receiver goes into discard at the expected count and asks for a reset.
+    Loss { expected: u16 },
+    /// Discarding, and this packet is not flushed: dropped.
+    Discard,
+    /// Decrypt: change the key `rekeys` times first (one per flag packet missed while
+    /// discarding, one more when the packet is flushed), re-keying RC4 if `rekeys > 0`.
+    Decrypt { rekeys: u16 },
+}
+
+/// The stateful receive rule. `current` is the last count accepted (or the expected one, while
+/// `discarding`).
+#[inline(always)]
+pub fn stateful_rx(current: u16, discarding: bool, ccount: u16, flushed: bool) -> StatefulRx {
+    if !discarding {
+        let expected = (current + 1) % CCOUNT_SPACE;
+        // A duplicate is late too (Linux would take it for a gap and ask for a reset: a
+        // replayed packet must not cost the session a round trip).
+        let ahead = ccount_ahead(current, ccount);
+        if ahead == 0 || ahead > CCOUNT_SPACE / 2 {
+            return StatefulRx::Late;
+        }
+        if ccount != expected {
+            return StatefulRx::Loss { expected };
+        }
+        return StatefulRx::Decrypt {
+            rekeys: flushed as u16,
+        };
+    }
+    if !flushed {
+        return StatefulRx::Discard;
+    }
+    // The flag packets passed while discarding: one key change per 256-count block entered.
+    let blocks = ((ccount >> 8).wrapping_sub(current >> 8)) & 0x0f;
+    StatefulRx::Decrypt { rekeys: blocks + 1 }
+}
+
+/// Whether a stateful sender changes the key before this count: on flag packets, and on the
+/// first packet after a Reset-Request (`reset`). The packet then carries the flushed bit.
+#[inline(always)]
+pub fn stateful_tx_rekeys(ccount: u16, reset: bool) -> bool {
+    ccount & 0xff == STATEFUL_FLAG || reset
+}
+
 /// RC4's state. 258 bytes: the programs keep it in a map value.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -295,10 +347,15 @@ pub struct MppeDirection {
     pub stateful: u8,
     /// Stateful receive: a packet was lost; discard until a flushed one arrives.
     pub discard: u8,
-    pub _pad: [u8; 4],
+    /// Stateful send: the last reset generation acted on (`GreState::mppe_reset`, which the
+    /// controller bumps for every CCP Reset-Request).
+    pub reset_seen: u32,
     /// Stateful mode's RC4 (stateless mode keys a fresh one per packet).
     pub rc4: Rc4,
     pub _pad2: [u8; 6],
+    /// Stateful receive: `bpf_ktime_get_ns` when a lost packet was last handed to the
+    /// controller (it answers with a Reset-Request; at most one a second while discarding).
+    pub signal_ns: u64,
 }
 
 impl MppeDirection {
@@ -410,10 +467,80 @@ mod tests {
     }
 
     #[test]
+    fn the_stateful_receive_rule() {
+        use StatefulRx::*;
+        assert_eq!(stateful_rx(4095, false, 0, false), Decrypt { rekeys: 0 });
+        assert_eq!(
+            stateful_rx(254, false, 255, true),
+            Decrypt { rekeys: 1 },
+            "flag"
+        );
+        assert_eq!(stateful_rx(10, false, 12, false), Loss { expected: 11 });
+        assert_eq!(stateful_rx(10, false, 10, false), Late, "duplicate");
+        assert_eq!(stateful_rx(10, false, 4000, false), Late);
+        assert_eq!(stateful_rx(11, true, 20, false), Discard);
+        // Discarding from 11: a flushed 20 (a reset) is in the same block: one change.
+        assert_eq!(stateful_rx(11, true, 20, true), Decrypt { rekeys: 1 });
+        // From 11 to the flag packet 255: still block 0, one change (the flag's own).
+        assert_eq!(stateful_rx(11, true, 255, true), Decrypt { rekeys: 1 });
+        // Flag 255 lost too, then a reset at 300: block 1 entered (255's change) + 300's.
+        assert_eq!(stateful_rx(11, true, 300, true), Decrypt { rekeys: 2 });
+        // Across the wrap: from 4000 (block 15) to 5 (block 0).
+        assert_eq!(stateful_rx(4000, true, 5, true), Decrypt { rekeys: 2 });
+        assert!(stateful_tx_rekeys(255, false) && stateful_tx_rekeys(4095, false));
+        assert!(!stateful_tx_rekeys(256, false) && stateful_tx_rekeys(256, true));
+    }
+
+    /// The rule against a stateful sender written from the RFC's words, through loss of every
+    /// kind: after each Loss the sender is told to reset, and the receiver's key and count must
+    /// be the sender's whenever it decrypts.
+    #[test]
+    fn stateful_rule_follows_a_sender_through_losses() {
+        let start = [9u8; KEY_LEN];
+        let mut scratch = Sha1Scratch::default();
+        let mut rc4 = Rc4::default();
+        let (mut tx_key, mut rx_key) = (
+            initial_session_key(&start, &mut scratch),
+            initial_session_key(&start, &mut scratch),
+        );
+        let (mut tx_count, mut rx_count, mut discarding, mut reset) =
+            (4095u16, 4095u16, false, false);
+        let mut decrypted = 0;
+        for n in 0..3000u32 {
+            tx_count = (tx_count + 1) % CCOUNT_SPACE;
+            let flushed = stateful_tx_rekeys(tx_count, core::mem::take(&mut reset));
+            if flushed {
+                rekey(&start, &mut tx_key, &mut scratch, &mut rc4);
+            }
+            // Lose runs of packets: short ones, and one of 600 (two flag packets).
+            let lost = n % 97 == 5 || (1000..1600).contains(&n);
+            if lost {
+                continue;
+            }
+            match stateful_rx(rx_count, discarding, tx_count, flushed) {
+                StatefulRx::Late => panic!("{n}: late"),
+                StatefulRx::Loss { expected } => {
+                    (rx_count, discarding, reset) = (expected, true, true);
+                }
+                StatefulRx::Discard => {}
+                StatefulRx::Decrypt { rekeys: k } => {
+                    for _ in 0..k {
+                        rekey(&start, &mut rx_key, &mut scratch, &mut rc4);
+                    }
+                    (rx_count, discarding) = (tx_count, false);
+                    assert_eq!(rx_key, tx_key, "{n}");
+                    decrypted += 1;
+                }
+            }
+        }
+        assert!(decrypted > 2000, "{decrypted}");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(core::mem::size_of::<Rc4>(), 258);
-        assert_eq!(core::mem::size_of::<MppeDirection>(), 304);
-        assert_eq!(core::mem::size_of::<MppeState>(), 616);
+        assert_eq!(core::mem::size_of::<MppeDirection>(), 312);
+        assert_eq!(core::mem::size_of::<MppeState>(), 632);
         assert_eq!(core::mem::size_of::<Sha1Scratch>(), 384);
         assert_eq!(core::mem::size_of::<MppeScratch>(), 664);
     }

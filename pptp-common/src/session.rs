@@ -70,8 +70,12 @@ pub struct GreState {
     /// `bpf_ktime_get_ns` of the last data packet each way.
     pub last_rx_ns: u64,
     pub last_tx_ns: u64,
+    /// Stateful MPPE: bumped by the controller for every CCP Reset-Request from the client; the
+    /// encapsulation re-keys and sends flushed when it differs from what it last saw.
+    pub mppe_reset: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<GreState>() == 40);
+const _: () = assert!(core::mem::size_of::<GreState>() == 48);
 
 /// `SESSION_STATS` value (per CPU), one per slot.
 #[repr(C)]

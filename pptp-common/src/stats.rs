@@ -52,12 +52,16 @@ pub enum DropReason {
     MppePlaintext = 21,
     /// MPPE: the decrypted packet is not IPv4 (wrong key: not accepted, state unchanged).
     MppeBadDecrypt = 22,
-    /// MPPE: stateful mode where the data path runs stateless only.
-    MppeStateful = 23,
+    /// MPPE, stateful: a gap in the coherency counts. The packet goes up to the controller
+    /// (XDP_PASS), which sends the client a CCP Reset-Request; the session discards until a
+    /// flushed packet.
+    MppeLoss = 23,
+    /// MPPE, stateful: discarding after a loss, and this packet is not flushed.
+    MppeDiscard = 24,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 25;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
@@ -82,7 +86,8 @@ impl DropReason {
         Self::MppeNoState,
         Self::MppePlaintext,
         Self::MppeBadDecrypt,
-        Self::MppeStateful,
+        Self::MppeLoss,
+        Self::MppeDiscard,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -110,7 +115,8 @@ impl DropReason {
             Self::MppeNoState => "mppe_no_state",
             Self::MppePlaintext => "mppe_plaintext",
             Self::MppeBadDecrypt => "mppe_bad_decrypt",
-            Self::MppeStateful => "mppe_stateful",
+            Self::MppeLoss => "mppe_loss",
+            Self::MppeDiscard => "mppe_discard",
         }
     }
 }

@@ -24,7 +24,7 @@ use pptp_common::{
 };
 
 use crate::{
-    counters::count,
+    counters::{count, count_drop},
     maps::{CONFIG, GRE_STATE, SESSION_STATS, SESSIONS},
     packet::{ptr_at_mut, read_at},
 };
@@ -184,7 +184,13 @@ fn decap_session(
     }
     let inner_off = if mppe {
         // The MPPE header, then (encrypted) the PPP protocol and the packet.
-        crate::mppe::decrypt(ctx, session.slot, inner_off, payload_off + payload_len)?;
+        match crate::mppe::decrypt(ctx, session.slot, inner_off, payload_off + payload_len)? {
+            crate::mppe::Received::Plain => {}
+            crate::mppe::Received::ToController => {
+                count_drop(DropReason::MppeLoss);
+                return Ok(xdp_action::XDP_PASS);
+            }
+        }
         // Two bytes read, one maybe used: a 1-byte read's bounds check compiles to a form
         // the verifier cannot follow (`p >= end`).
         let p: [u8; 2] = read_at(ctx, inner_off + pptp_common::mppe::HEADER_LEN)?;

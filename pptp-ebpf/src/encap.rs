@@ -160,6 +160,8 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
             session.slot,
             HEADER_LEN,
             HEADER_LEN + MPPE_EXTRA + inner_len,
+            // SAFETY: `state` as above; a plain 4-byte read (the controller bumps it).
+            unsafe { core::ptr::read_volatile(&raw const (*state).mppe_reset) },
             next_seq,
         )?
     } else {

@@ -21,6 +21,7 @@ use pptp_tests::{
 use pptp_user::kernel::datapath::{Counters, Datapath};
 
 const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
 const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -45,6 +46,10 @@ fn mppe_session() -> Session {
 /// A namespace where the client is reachable (for the encapsulation's FIB lookup), with the
 /// data path loaded and the MPPE session programmed.
 fn setup() -> (Netns, Netns, Datapath) {
+    setup_mode(false)
+}
+
+fn setup_mode(stateful: bool) -> (Netns, Netns, Datapath) {
     require_root();
     let (gw, up) = gateway_with_uplink("mppegw", 0xc);
     let dp = gw.enter(|| {
@@ -57,7 +62,7 @@ fn setup() -> (Netns, Netns, Datapath) {
         })
         .unwrap();
         dp.install_session(&mppe_session()).unwrap();
-        dp.program_mppe(SLOT, SEND_KEY, RECV_KEY, false).unwrap();
+        dp.program_mppe(SLOT, SEND_KEY, RECV_KEY, stateful).unwrap();
         dp
     });
     (gw, up, dp)
@@ -266,6 +271,132 @@ fn what_xdp_encrypts_the_client_decrypts() {
             assert_eq!(payload_len, 4 + 2 + 2 + inner.len());
             assert_eq!(dp.mppe_state(SLOT).unwrap().tx.ccount, u16::from(n));
         }
+        assert_eq!(
+            dp.mppe_state(SLOT).unwrap().tx.session_key,
+            rx.session_key()
+        );
+    });
+}
+
+/// Stateful receive (RFC 3078 §8.2, Linux's rules): RC4 runs on across packets and the key
+/// changes on flag packets; a gap goes up to the controller (which sends the Reset-Request) and
+/// everything is discarded until a flushed packet, which decrypts after the key changes missed.
+#[test]
+fn stateful_receive_through_flag_packets_loss_and_reset() {
+    let (gw, _up, dp) = setup_mode(true);
+    gw.enter(|| {
+        let mut tx = Direction::new(RECV_KEY, true);
+        let mut seq = 0;
+        let mut send = |tx: &mut Direction, inner: &[u8]| {
+            seq += 1;
+            decap(&dp, &gre_mppe(seq, &client_packet(tx, inner)))
+        };
+        let delivered = |r: (u32, Vec<u8>, Counters), inner: &[u8], what: &str| {
+            assert_eq!(r.0, XDP_REDIRECT, "{what}: {:?}", r.2);
+            assert_eq!(&r.1[14..], inner, "{what}");
+        };
+        // 300 in order: past the flag packet 255 (a key change), sizes up to 1400 bytes.
+        for n in 0..300u32 {
+            let inner = inner_udp(&vec![n as u8; 20 + (n as usize * 5) % 1352]);
+            delivered(send(&mut tx, &inner), &inner, &format!("packet {n}"));
+        }
+        let st = dp.mppe_state(SLOT).unwrap().rx;
+        assert_eq!((st.ccount, st.session_key), (tx.ccount(), tx.session_key()));
+        assert_ne!(
+            tx.session_key(),
+            Direction::new(RECV_KEY, true).session_key()
+        );
+
+        // One lost: the next goes to the controller, the one after is discarded.
+        client_packet(&mut tx, &inner_udp(b"lost"));
+        let (v, _, d) = send(&mut tx, &inner_udp(b"gap"));
+        assert_eq!((v, d.dropped(DropReason::MppeLoss)), (XDP_PASS, 1));
+        assert_eq!(dp.mppe_state(SLOT).unwrap().rx.discard, 1);
+        let (v, _, d) = send(&mut tx, &inner_udp(b"discarded"));
+        assert_eq!((v, d.dropped(DropReason::MppeDiscard)), (XDP_DROP, 1));
+        // A forged flushed packet does not end the discard.
+        let mut forged = client_packet(&mut Direction::new([9; 16], true), &inner_udp(b"x"));
+        forged[0] |= 0x80;
+        forged[1] = (tx.ccount() + 1) as u8;
+        // (Its GRE sequence number is far ahead; a dropped packet does not move the GRE state.)
+        let (v, _, d) = decap(&dp, &gre_mppe(100_000, &forged));
+        assert_eq!((v, d.dropped(DropReason::MppeBadDecrypt)), (XDP_DROP, 1));
+        assert_eq!(dp.mppe_state(SLOT).unwrap().rx.discard, 1);
+        // The Reset-Request reached the client: its next packet is flushed and decrypts.
+        tx.flush();
+        let inner = inner_udp(b"after reset");
+        delivered(send(&mut tx, &inner), &inner, "after the reset");
+        assert_eq!(dp.mppe_state(SLOT).unwrap().rx.discard, 0);
+
+        // 300 lost (a flag packet among them): the key changes missed are made up when the
+        // flushed packet comes.
+        for _ in 0..300 {
+            client_packet(&mut tx, &inner_udp(b"lost"));
+        }
+        let (v, _, _) = send(&mut tx, &inner_udp(b"gap"));
+        assert_eq!(v, XDP_PASS);
+        tx.flush();
+        for n in 0..300u32 {
+            let inner = inner_udp(&n.to_be_bytes());
+            delivered(
+                send(&mut tx, &inner),
+                &inner,
+                &format!("after the long loss, {n}"),
+            );
+        }
+        let st = dp.mppe_state(SLOT).unwrap().rx;
+        assert_eq!((st.ccount, st.session_key), (tx.ccount(), tx.session_key()));
+    });
+}
+
+/// Stateful send: RC4 runs on, the key changes on flag packets (flushed), and a reset requested
+/// by the controller (the client's Reset-Request) makes the next packet flushed, which brings a
+/// client that lost packets back in step.
+#[test]
+fn stateful_send_with_flag_packets_and_a_reset() {
+    let (gw, _up, dp) = setup_mode(true);
+    let seqs = gw.enter(|| dp.seq_space().unwrap());
+    gw.enter(|| {
+        let mut tx = Direction::new(RECV_KEY, true);
+        assert_eq!(
+            decap(
+                &dp,
+                &gre_mppe(1, &client_packet(&mut tx, &inner_udp(b"hi")))
+            )
+            .0,
+            XDP_REDIRECT
+        );
+        let mut rx = Direction::new(SEND_KEY, true);
+        let encap = |n: u32| {
+            let inner = ipv4(FAR, ASSIGNED, IPPROTO_UDP, &udp(53, 5000, &n.to_be_bytes()));
+            let frame = ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IP, &inner);
+            let (v, out, d) = xdp_run(&dp, PROG_XDP_ENCAP, &frame);
+            assert_eq!(v, XDP_REDIRECT, "{d:?}");
+            (out[54..].to_vec(), inner)
+        };
+        for n in 0..300u32 {
+            let (p, inner) = encap(n);
+            let ccount = (u16::from(p[0] & 0x0f) << 8) | u16::from(p[1]);
+            assert_eq!(ccount as u32, n);
+            assert_eq!(
+                p[0] & 0x80 != 0,
+                n == 255,
+                "flushed on the flag packet only ({n})"
+            );
+            let plain = rx.decrypt(&p).expect("decrypts");
+            assert_eq!(&plain[2..], &inner[..]);
+        }
+        // The client loses one and asks for a reset (its Reset-Request reaches the controller).
+        encap(300);
+        assert_eq!(rx.decrypt(&encap(301).0), None);
+        assert!(rx.wants_reset());
+        seqs.request_mppe_reset(SLOT);
+        let (p, inner) = encap(302);
+        assert_eq!(p[0] & 0x80, 0x80, "flushed after the reset");
+        assert_eq!(&rx.decrypt(&p).expect("back in step")[2..], &inner[..]);
+        let (p, _) = encap(303);
+        assert_eq!(p[0] & 0x80, 0, "one flushed packet per reset");
+        assert!(rx.decrypt(&p).is_some());
         assert_eq!(
             dp.mppe_state(SLOT).unwrap().tx.session_key,
             rx.session_key()

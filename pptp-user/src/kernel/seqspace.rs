@@ -61,7 +61,7 @@ impl SeqSpace {
     /// Takes the session's next GRE sequence number.
     pub fn next_tx(&self, slot: u32) -> Option<u32> {
         let s = self.slot(slot)?;
-        // SAFETY: `s` points into the live mapping; tx_next is 8-byte aligned (the stride is 40).
+        // SAFETY: `s` points into the live mapping; tx_next is 8-byte aligned (the stride is 48).
         // SeqCst matches the kernel side's BPF_ADD | BPF_FETCH.
         let v =
             unsafe { AtomicU64::from_ptr(&raw mut (*s).tx_next) }.fetch_add(1, Ordering::SeqCst);
@@ -98,6 +98,16 @@ impl SeqSpace {
 }
 
 impl SeqSpace {
+    /// Stateful MPPE: the client sent a CCP Reset-Request; the encapsulation's next packet for
+    /// this session re-keys and goes out flushed (it compares this generation with the last it
+    /// acted on, so no write of ours can race one of its own).
+    pub fn request_mppe_reset(&self, slot: u32) {
+        if let Some(s) = self.slot(slot) {
+            // SAFETY: as above; a 4-byte aligned u32.
+            unsafe { AtomicU32::from_ptr(&raw mut (*s).mppe_reset) }.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// `bpf_ktime_get_ns` of the session's last data packet towards the client.
     pub fn last_tx_ns(&self, slot: u32) -> Option<u64> {
         let s = self.slot(slot)?;
