@@ -55,6 +55,9 @@ struct Args {
     /// Require MPPE-128 (stateless), as pppd's require-mppe-128: MS-CHAPv2 only.
     #[arg(long)]
     mppe: bool,
+    /// Agree to stateful MPPE when the server asks for it (pppd's mppe-stateful).
+    #[arg(long)]
+    mppe_stateful: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +97,7 @@ async fn main() -> ExitCode {
         user: args.user.clone(),
         password: args.password.clone(),
         mppe: args.mppe,
+        mppe_stateful: args.mppe_stateful,
         ..PeerConfig::default()
     };
     if !args.auth.is_empty() {
@@ -128,7 +132,9 @@ async fn main() -> ExitCode {
         i.call_id,
         i.peer_call_id,
         i.network.auth,
-        if i.network.mppe.is_some() {
+        if i.network.mppe.is_some() && i.network.mppe_stateful {
+            "mppe-128-stateful"
+        } else if i.network.mppe.is_some() {
             "mppe-128"
         } else {
             "none"

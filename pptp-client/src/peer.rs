@@ -38,6 +38,9 @@ pub struct PeerConfig {
     /// Require MPPE-128 (stateless), as pppd's `require-mppe-128`: MS-CHAPv2 only, and the link
     /// comes up only once CCP agreed on it.
     pub mppe: bool,
+    /// Agree to stateful MPPE when the server asks for it (pppd's `mppe-stateful`); stateless
+    /// is asked for first either way.
+    pub mppe_stateful: bool,
 }
 
 impl Default for PeerConfig {
@@ -54,6 +57,7 @@ impl Default for PeerConfig {
             fsm: fsm::Config::default(),
             request_dns: true,
             mppe: false,
+            mppe_stateful: false,
         }
     }
 }
@@ -76,8 +80,10 @@ pub struct Network {
     pub auth: Option<AuthProtocol>,
     /// The server's MRU: the largest packet we may send.
     pub peer_mru: u16,
-    /// MPPE-128 stateless with our (send, receive) start keys, when agreed.
+    /// MPPE-128 with our (send, receive) start keys, when agreed.
     pub mppe: Option<([u8; 16], [u8; 16])>,
+    /// The MPPE agreed is stateful (RFC 3078 §8.2).
+    pub mppe_stateful: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,11 +104,17 @@ pub enum PeerDown {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerOutput {
-    Send { protocol: u16, info: Vec<u8> },
+    Send {
+        protocol: u16,
+        info: Vec<u8>,
+    },
     SetTimer(PeerTimer, Duration),
     CancelTimer(PeerTimer),
     Up(Network),
     Down(PeerDown),
+    /// Stateful MPPE: the server sent a CCP Reset-Request; our next packet re-keys and goes
+    /// out flushed (the Reset-Ack is sent already).
+    MppeReset,
 }
 
 /// LCP option policy, client side.
@@ -318,20 +330,35 @@ pub enum Phase {
     Dead,
 }
 
-/// CCP, client side: MPPE-128 stateless or nothing.
+/// CCP, client side: MPPE-128, stateless first, stateful when allowed and the server asks; or
+/// nothing.
 struct ClientCcp {
     /// We ask for MPPE and agree to it; false once the server rejected it.
     want: bool,
+    /// Stateful is acceptable (`mppe-stateful`), and whether it is what we now ask for.
+    allow_stateful: bool,
+    stateful: bool,
     acked_ours: bool,
     acked_theirs: bool,
 }
 
 const MPPE_STATELESS_128: [u8; 6] = [18, 6, 0x01, 0, 0, 0x40];
+const MPPE_STATEFUL_128: [u8; 6] = [18, 6, 0, 0, 0, 0x40];
+
+impl ClientCcp {
+    fn option(&self) -> [u8; 6] {
+        if self.stateful {
+            MPPE_STATEFUL_128
+        } else {
+            MPPE_STATELESS_128
+        }
+    }
+}
 
 impl Negotiator for ClientCcp {
     fn request(&mut self) -> Vec<u8> {
         if self.want {
-            MPPE_STATELESS_128.to_vec()
+            self.option().to_vec()
         } else {
             Vec::new()
         }
@@ -345,10 +372,14 @@ impl Negotiator for ClientCcp {
         let mut mppe_ok = false;
         for raw in &raws {
             if raw.kind == 18 && self.want {
-                if raw.value == &MPPE_STATELESS_128[2..] {
+                if raw.value == &MPPE_STATEFUL_128[2..] && self.allow_stateful {
+                    // Both directions run one mode: ours follows.
+                    self.stateful = true;
+                }
+                if raw.value == &self.option()[2..] {
                     mppe_ok = true;
                 } else {
-                    return Verdict::Nak(MPPE_STATELESS_128.to_vec());
+                    return Verdict::Nak(self.option().to_vec());
                 }
             } else {
                 raw.emit(&mut reject);
@@ -366,7 +397,17 @@ impl Negotiator for ClientCcp {
         true
     }
 
-    fn nakked(&mut self, _options: &[u8]) -> bool {
+    fn nakked(&mut self, options: &[u8]) -> bool {
+        if let Ok(raws) = parse_options(options) {
+            for raw in raws.iter().filter(|r| r.kind == 18) {
+                if raw.value == &MPPE_STATEFUL_128[2..] && self.allow_stateful {
+                    self.stateful = true;
+                } else if raw.value != &MPPE_STATELESS_128[2..] {
+                    // Anything else (stateful not allowed, other strengths): no MPPE.
+                    self.want = false;
+                }
+            }
+        }
         true
     }
 
@@ -473,8 +514,18 @@ impl Peer {
             }
             proto::CCP if self.ccp.is_some() => {
                 if let (Some(f), Ok(p)) = (self.ccp.as_mut(), CpPacket::parse(info)) {
-                    let o = f.receive(&p);
-                    self.ccp_outputs(o, &mut out);
+                    match p.code {
+                        // Reset-Request (RFC 1962 §2.1): re-key, and ack with its identifier.
+                        14 if self.ccp_up => {
+                            out.push(PeerOutput::MppeReset);
+                            out.push(send(proto::CCP, 15, p.identifier, p.data));
+                        }
+                        14 | 15 => {}
+                        _ => {
+                            let o = f.receive(&p);
+                            self.ccp_outputs(o, &mut out);
+                        }
+                    }
                 }
             }
             proto::IPV4 | MPPE => {}
@@ -659,6 +710,8 @@ impl Peer {
             let mut c = Fsm::new(
                 ClientCcp {
                     want: true,
+                    allow_stateful: self.config.mppe_stateful,
+                    stateful: false,
                     acked_ours: false,
                     acked_theirs: false,
                 },
@@ -717,6 +770,7 @@ impl Peer {
             auth: self.lcp.fsm.negotiator.auth,
             peer_mru: self.lcp.fsm.negotiator.peer_mru,
             mppe: if self.config.mppe { self.keys } else { None },
+            mppe_stateful: self.ccp.as_ref().is_some_and(|c| c.negotiator.stateful),
         };
         self.phase = Phase::Opened;
         out.push(PeerOutput::Up(network));
@@ -776,6 +830,10 @@ mod tests {
     fn converse(methods_server: Vec<AuthProtocol>, client: PeerConfig) -> Vec<PeerOutput> {
         let mut lc = LinkConfig::default();
         lc.lcp.auth = methods_server;
+        converse_with(lc, client)
+    }
+
+    fn converse_with(lc: LinkConfig, client: PeerConfig) -> Vec<PeerOutput> {
         let (mut server, so) = Link::new(lc, 42);
         let (mut peer, po) = Peer::new(client, 7);
         let mut to_peer: Vec<(u16, Vec<u8>)> = so
@@ -827,6 +885,45 @@ mod tests {
         results
     }
 
+    /// The client's MPPE modes against the gateway's `mppe_stateful` settings, with no I/O:
+    /// stateless unless the gateway forces stateful and the client allows it (pppd's
+    /// `mppe-stateful`); forced against a client that does not allow it: no session.
+    #[test]
+    fn mppe_modes_against_the_gateways_stateful_settings() {
+        use pptp_user::ppp::ccp::{MppePolicy, StatefulMppe};
+        for (server, client_allows, expect) in [
+            (StatefulMppe::No, true, Some(false)),
+            (StatefulMppe::Allow, true, Some(false)),
+            (StatefulMppe::Force, true, Some(true)),
+            (StatefulMppe::Force, false, None),
+        ] {
+            let lc = LinkConfig {
+                mppe: MppePolicy::Require,
+                mppe_stateful: server,
+                ..LinkConfig::default()
+            };
+            let client = PeerConfig {
+                user: "bob".into(),
+                password: "pw".into(),
+                mppe: true,
+                mppe_stateful: client_allows,
+                ..PeerConfig::default()
+            };
+            let r = converse_with(lc, client);
+            let got = r.iter().find_map(|o| match o {
+                PeerOutput::Up(n) => Some((n.mppe.is_some(), n.mppe_stateful)),
+                _ => None,
+            });
+            match expect {
+                Some(stateful) => assert_eq!(got, Some((true, stateful)), "{server:?}: {r:?}"),
+                None => assert!(
+                    got.is_none() && r.contains(&PeerOutput::Down(PeerDown::MppeRefused)),
+                    "{server:?}: {r:?}"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn each_method_brings_the_network_up() {
         for m in [
@@ -858,6 +955,7 @@ mod tests {
                     auth: Some(m),
                     peer_mru: 1400,
                     mppe: None,
+                    mppe_stateful: false,
                 })],
                 "{m:?}"
             );

@@ -355,6 +355,8 @@ async fn dial_inner(
         last_tx: Instant::now(),
         timers: HashMap::new(),
         mppe: None,
+        reset_sent: None,
+        reset_id: 0,
     };
     let seed = u64::from(cfg.call_id) << 32 ^ u64::from(u32::from(local)) ^ 0x9e37_79b9_7f4a_7c15;
     let task = tokio::spawn(run(
@@ -406,8 +408,11 @@ struct Call {
     ack_sent: Option<u32>,
     last_tx: Instant,
     timers: HashMap<PeerTimer, Instant>,
-    /// MPPE-128 stateless, both directions, once agreed.
+    /// MPPE-128, both directions (send, receive), once agreed.
     mppe: Option<(crate::mppe::Direction, crate::mppe::Direction)>,
+    /// Stateful MPPE: when our last Reset-Request went, and its identifier.
+    reset_sent: Option<Instant>,
+    reset_id: u8,
 }
 
 /// Ack-only packets go out when we owe an ack and sent nothing for this long.
@@ -427,10 +432,22 @@ impl Call {
         }
     }
 
-    /// An MPPE packet from the server: the IPv4 packet inside, if it decrypts to one.
+    /// An MPPE packet from the server: the IPv4 packet inside, if it decrypts to one. A stateful
+    /// receiver that lost a packet asks for a reset (CCP Reset-Request), again each second
+    /// while it waits, as pppd does.
     fn decrypt(&mut self, info: &[u8]) -> Option<Vec<u8>> {
         let (_, rx) = self.mppe.as_mut()?;
-        let plain = rx.decrypt(info)?;
+        let plain = rx.decrypt(info);
+        if rx.wants_reset()
+            && self
+                .reset_sent
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.reset_sent = Some(Instant::now());
+            self.reset_id = self.reset_id.wrapping_add(1);
+            self.send_frame(proto::CCP, &[14, self.reset_id, 0, 4]);
+        }
+        let plain = plain?;
         match plain.as_slice() {
             [0x00, 0x21, ip @ ..] | [0x21, ip @ ..] => Some(ip.to_vec()),
             _ => None,
@@ -517,11 +534,16 @@ async fn run(
                 PeerOutput::CancelTimer(t) => {
                     call.timers.remove(&t);
                 }
+                PeerOutput::MppeReset => {
+                    if let Some((tx, _)) = call.mppe.as_mut() {
+                        tx.flush();
+                    }
+                }
                 PeerOutput::Up(n) => {
                     if let Some((send, recv)) = n.mppe {
                         call.mppe = Some((
-                            crate::mppe::Direction::new(send, false),
-                            crate::mppe::Direction::new(recv, false),
+                            crate::mppe::Direction::new(send, n.mppe_stateful),
+                            crate::mppe::Direction::new(recv, n.mppe_stateful),
                         ));
                     }
                     if let Some(tx) = up_tx.take() {

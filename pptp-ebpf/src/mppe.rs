@@ -13,8 +13,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use pptp_common::{
     mppe::{
-        BIT_ENCRYPTED, BIT_FLUSHED, CCOUNT_SPACE, HEADER_LEN, MppeState, StatefulRx,
-        StatelessRx, header, parse_header, rekey, stateful_rx, stateful_tx_rekeys, stateless_rx,
+        BIT_ENCRYPTED, BIT_FLUSHED, CCOUNT_SPACE, HEADER_LEN, MppeState, StatefulRx, StatelessRx,
+        header, parse_header, rekey, stateful_rx, stateful_tx_rekeys, stateless_rx,
     },
     stats::DropReason,
 };

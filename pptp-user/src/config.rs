@@ -169,8 +169,8 @@ pub struct Ppp {
     pub wins: Vec<Ipv4Addr>,
     /// Encryption: MPPE-128 "require" | "prefer" | "allow" | "deny".
     pub mppe: crate::ppp::ccp::MppePolicy,
-    /// Agree to stateful MPPE when a client will not do stateless.
-    pub mppe_stateful: bool,
+    /// Stateful MPPE: "no" | "allow" | "force".
+    pub mppe_stateful: crate::ppp::ccp::StatefulMppe,
 }
 
 impl Default for Ppp {
@@ -182,7 +182,7 @@ impl Default for Ppp {
             dns: Vec::new(),
             wins: Vec::new(),
             mppe: crate::ppp::ccp::MppePolicy::Require,
-            mppe_stateful: false,
+            mppe_stateful: crate::ppp::ccp::StatefulMppe::No,
         }
     }
 }
@@ -494,12 +494,6 @@ impl Config {
             return Err(ConfigError::new(
                 "ppp.mtu",
                 format!("{} is outside 576..=1500", self.ppp.mtu),
-            ));
-        }
-        if self.ppp.mppe_stateful {
-            return Err(ConfigError::new(
-                "ppp.mppe_stateful",
-                "the data path runs stateless MPPE only so far",
             ));
         }
         for (field, list) in [("ppp.dns", &self.ppp.dns), ("ppp.wins", &self.ppp.wins)] {

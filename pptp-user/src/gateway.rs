@@ -167,6 +167,11 @@ pub enum Command {
         keys: crate::auth::authenticator::MppeKeys,
         stateful: bool,
     },
+    /// Stateful MPPE: the client sent a CCP Reset-Request; the data path's next packet to it
+    /// re-keys and goes out flushed.
+    ResetMppe {
+        slot: u32,
+    },
     RemoveSession(Session),
     ProjectRoute {
         session: SessionId,
@@ -181,8 +186,8 @@ pub enum Command {
         addr: Ipv4Addr,
         local: Ipv4Addr,
         peer: Ipv4Addr,
-        /// MPPE-128 runs on the session.
-        encrypted: bool,
+        /// "mppe-128", "mppe-128-stateful" or "none", for the log line.
+        encryption: &'static str,
     },
     SessionDown {
         session: SessionId,
@@ -214,6 +219,9 @@ pub struct GatewayStats {
     /// carries everything.
     pub slowpath_data_frames: u64,
     pub slowpath_control_frames: u64,
+    /// MPPE packets handed up by the data path: stateful sessions' losses (answered with a CCP
+    /// Reset-Request), or packets racing a session's programming.
+    pub slowpath_mppe_frames: u64,
     /// GRE for no known call (wrong outer address, unknown call ID), and undecodable PPP.
     pub slowpath_unknown_call: u64,
     pub slowpath_malformed: u64,
@@ -547,6 +555,8 @@ impl Gateway {
                 };
                 if frame.protocol == crate::wire::ppp::proto::IPV4 {
                     self.stats.slowpath_data_frames += 1;
+                } else if frame.protocol == crate::wire::ppp::proto::COMPRESSED {
+                    self.stats.slowpath_mppe_frames += 1;
                 } else {
                     self.stats.slowpath_control_frames += 1;
                 }
@@ -820,6 +830,7 @@ impl Gateway {
                 LinkOutput::SetTimer(t, d) => {
                     out.push(Command::SetTimer(TimerKey::Link(sid, t), d))
                 }
+                LinkOutput::MppeReset => out.push(Command::ResetMppe { slot: s.map.slot }),
                 LinkOutput::CancelTimer(t) => {
                     out.push(Command::CancelTimer(TimerKey::Link(sid, t)))
                 }
@@ -866,7 +877,11 @@ impl Gateway {
                     let Some(addr) = s.addr else { continue };
                     s.map.assigned = addr.octets();
                     s.map.state = STATE_UP;
-                    let encrypted = mppe.is_some();
+                    let encryption = match mppe {
+                        Some(m) if m.stateful => "mppe-128-stateful",
+                        Some(_) => "mppe-128",
+                        None => "none",
+                    };
                     if let Some(m) = mppe {
                         s.map.mode = MODE_MPPE;
                         out.push(Command::ProgramMppe {
@@ -895,7 +910,7 @@ impl Gateway {
                         addr,
                         local: s.map.key.local.into(),
                         peer: s.map.key.peer.into(),
-                        encrypted,
+                        encryption,
                     });
                 }
                 LinkOutput::Down(reason) => {

@@ -151,6 +151,7 @@ pub fn render(s: &Snapshot) -> String {
     let slow = Family::<Labels, Counter>::default();
     for (kind, n) in [
         ("data", g.slowpath_data_frames),
+        ("mppe", g.slowpath_mppe_frames),
         ("control", g.slowpath_control_frames),
         ("unknown_call", g.slowpath_unknown_call),
         ("malformed", g.slowpath_malformed),

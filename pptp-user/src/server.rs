@@ -459,6 +459,7 @@ impl Shell {
                         tracing::error!(error = %format!("{e:#}"), "programming MPPE failed");
                     }
                 }
+                Command::ResetMppe { slot } => self.seq.request_mppe_reset(slot),
                 Command::RemoveSession(s) => {
                     self.programmed.remove(&s.key);
                     if let Err(e) = self.dp.remove_session(&s) {
@@ -497,10 +498,9 @@ impl Shell {
                     addr,
                     local,
                     peer,
-                    encrypted,
+                    encryption,
                 } => {
                     self.up_since.insert(session, Instant::now());
-                    let encryption = if encrypted { "mppe-128" } else { "none" };
                     tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption = %encryption, "session up");
                 }
                 Command::SessionDown {

@@ -95,3 +95,89 @@ fn prefer_and_allow_agree_with_either_client_and_deny_refuses_one_that_requires_
     assert_eq!(session(&rig, 0x401, false, MSCHAPV2).unwrap(), (false, 5));
     rig.assert_clean();
 }
+
+/// Stateful MPPE (`mppe_stateful = "force"`, the client allowing it as pppd's `mppe-stateful`):
+/// pings through XDP, then one packet lost each way (an nftables rule in the client's namespace
+/// drops one large GRE packet). Client → gateway: the data path hands the packet after the gap
+/// up, the controller sends a CCP Reset-Request, the client's next packet is flushed and the
+/// session carries on. Gateway → client: the client asks, the controller tells the data path,
+/// whose next packet is flushed. Without the reset, 255 packets would be lost each time.
+#[test]
+fn stateful_sessions_recover_from_loss_both_ways_with_ccp_resets() {
+    require_root();
+    let rig = Rig::start(
+        "mppesf",
+        &config_mppe("require", "mppe_stateful = \"force\""),
+        SECRETS,
+    );
+    let before = rig.stats();
+    let nft = |script: &str| {
+        let out = rig
+            .client
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(script.as_bytes())?;
+                c.wait_with_output()
+            });
+        assert!(out.is_ok_and(|o| o.status.success()), "nft {script}");
+    };
+    let drop_big_gre = |hook: &str| {
+        nft(&format!(
+            "table ip lossy {{ chain c {{ type filter hook {hook} priority 0; \
+             ip protocol gre meta length > 1000 drop; }}; }}"
+        ))
+    };
+    let (stateful, pings) = rig.client.enter(|| {
+        rt().block_on(async {
+            let mux = GreMux::open().unwrap();
+            let mut cfg = dial_config(&rig, "alice", "s3cret", 0x500);
+            cfg.peer.mppe = true;
+            cfg.peer.mppe_stateful = true;
+            cfg.peer.methods = MSCHAPV2.to_vec();
+            let mut s = dial(cfg, &mux).await.expect("dial");
+            let stateful = s.info.network.mppe.is_some() && s.info.network.mppe_stateful;
+            let mut pings = vec![s.ping(SERVER, 5, Duration::from_secs(2)).await.received];
+            for hook in ["output", "input"] {
+                drop_big_gre(hook);
+                let big = pptp_client::packet::echo_request(
+                    s.info.network.address,
+                    SERVER,
+                    0x77,
+                    1,
+                    1100,
+                );
+                s.send_ip(big);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                nft("delete table ip lossy");
+                pings.push(s.ping(SERVER, 5, Duration::from_secs(2)).await.received);
+            }
+            s.hangup().await;
+            (stateful, pings)
+        })
+    });
+    let after = rig.stats();
+    let d = |path: &[&str]| num(&after, path) - num(&before, path);
+    assert!(stateful, "stateful MPPE agreed\n{}", rig.log());
+    // All 5; then each loss costs the one packet that showed it, no more.
+    assert_eq!(pings[0], 5, "{}", rig.log());
+    // Exactly 4: the loss happened (the rule dropped the large packet) and cost one more.
+    assert_eq!(pings[1], 4, "client → gateway loss: {pings:?}\n{after}");
+    assert_eq!(pings[2], 4, "gateway → client loss: {pings:?}\n{after}");
+    assert!(d(&["drops", "mppe_loss"]) >= 1, "{after}");
+    assert!(
+        num(&after, &["controller", "slowpath_mppe_frames"]) >= 1,
+        "{after}"
+    );
+    assert_eq!(num(&after, &["controller", "slowpath_data_frames"]), 0);
+    assert_eq!(d(&["drops", "mppe_bad_decrypt"]), 0, "{after}");
+    assert!(
+        rig.log().contains("encryption=mppe-128-stateful"),
+        "{}",
+        rig.log()
+    );
+    rig.assert_clean();
+}

@@ -29,6 +29,19 @@ pub enum MppePolicy {
     Deny,
 }
 
+/// `[ppp] mppe_stateful`: whether stateful MPPE (RFC 3078 §8.2) is agreed to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatefulMppe {
+    /// Stateless only: clients are Nak'd to it (the H bit).
+    #[default]
+    No,
+    /// Stateful for a client whose request lacks the H bit; stateless is preferred.
+    Allow,
+    /// Stateful always: requests with the H bit are Nak'd without it.
+    Force,
+}
+
 /// What CCP settled on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CcpOutcome {
@@ -40,9 +53,9 @@ pub struct CcpPolicy {
     policy: MppePolicy,
     /// MS-CHAPv2 gave us keys (no keys, no MPPE: PAP and CHAP-MD5 sessions).
     have_keys: bool,
-    /// Stateful mode (a new key every 256 packets, Reset-Request on loss) is agreed to when the
-    /// client will not do stateless; stateless is always preferred.
-    allow_stateful: bool,
+    /// Stateful mode (a new key every 256 packets, Reset-Request on loss): never, when the
+    /// client will not do stateless, or always.
+    stateful: StatefulMppe,
     /// What we ask for (and agree to): MPPE bits, or none.
     want: Option<u32>,
     /// The client's request was acked with MPPE, and ours was acked with MPPE.
@@ -56,17 +69,22 @@ pub struct CcpPolicy {
 const STATELESS_128: u32 = mppe_bits::STATELESS | mppe_bits::KEY_128;
 
 impl CcpPolicy {
-    pub fn new(policy: MppePolicy, have_keys: bool, allow_stateful: bool) -> Self {
+    pub fn new(policy: MppePolicy, have_keys: bool, stateful: StatefulMppe) -> Self {
+        let first = if stateful == StatefulMppe::Force {
+            mppe_bits::KEY_128
+        } else {
+            STATELESS_128
+        };
         let want = match policy {
             MppePolicy::Require | MppePolicy::Prefer | MppePolicy::Allow if have_keys => {
-                Some(STATELESS_128)
+                Some(first)
             }
             _ => None,
         };
         Self {
             policy,
             have_keys,
-            allow_stateful,
+            stateful,
             want,
             peer_acked_mppe: None,
             ours_acked_mppe: false,
@@ -122,8 +140,12 @@ impl CcpPolicy {
 
     /// The bits we agree to for a client that asked for `bits`.
     fn choose(&self, bits: u32) -> u32 {
-        let stateful_ok = self.allow_stateful && bits & mppe_bits::STATELESS == 0;
-        if stateful_ok {
+        let stateful = match self.stateful {
+            StatefulMppe::No => false,
+            StatefulMppe::Allow => bits & mppe_bits::STATELESS == 0,
+            StatefulMppe::Force => true,
+        };
+        if stateful {
             mppe_bits::KEY_128
         } else {
             STATELESS_128
@@ -268,7 +290,7 @@ mod tests {
     #[test]
     fn require_agrees_stateless_128_with_pppd() {
         let mut f = Fsm::new(
-            CcpPolicy::new(MppePolicy::Require, true, false),
+            CcpPolicy::new(MppePolicy::Require, true, StatefulMppe::No),
             Config::default(),
         );
         f.open();
@@ -295,14 +317,19 @@ mod tests {
 
     #[test]
     fn weak_keys_and_mppc_are_nakked_to_128_bit_and_stateful_only_when_allowed() {
-        for (allow_stateful, asked, chosen) in [
+        use StatefulMppe::*;
+        for (stateful, asked, chosen) in [
             // 40/56-bit and MPPC offered with 128: Nak to stateless 128 only.
-            (false, 0x0100_00e1u32, 0x0100_0040u32),
+            (No, 0x0100_00e1u32, 0x0100_0040u32),
             // A client that wants stateful (no H bit): stateless unless allowed.
-            (false, 0x0000_0040, 0x0100_0040),
-            (true, 0x0000_0040, 0x0000_0040),
+            (No, 0x0000_0040, 0x0100_0040),
+            (Allow, 0x0000_0040, 0x0000_0040),
+            // Allow prefers stateless when offered; force Naks the H bit away.
+            (Allow, 0x0100_0040, 0x0100_0040),
+            (Force, 0x0100_0040, 0x0000_0040),
+            (Force, 0x0000_0040, 0x0000_0040),
         ] {
-            let mut p = CcpPolicy::new(MppePolicy::Require, true, allow_stateful);
+            let mut p = CcpPolicy::new(MppePolicy::Require, true, stateful);
             let mut opt = vec![18, 6];
             opt.extend_from_slice(&asked.to_be_bytes());
             let v = p.check(&opt, false);
@@ -326,7 +353,10 @@ mod tests {
             (MppePolicy::Deny, true, Some(CcpOutcome::Plain)),
             (MppePolicy::Prefer, false, Some(CcpOutcome::Plain)),
         ] {
-            let mut f = Fsm::new(CcpPolicy::new(policy, have_keys, false), Config::default());
+            let mut f = Fsm::new(
+                CcpPolicy::new(policy, have_keys, StatefulMppe::No),
+                Config::default(),
+            );
             f.open();
             let out = f.up();
             let Some(Output::Send {
@@ -365,7 +395,7 @@ mod tests {
             assert_eq!(f.negotiator.outcome(), expect, "{policy:?}");
         }
         // deny rejects the client's MPPE option outright.
-        let mut p = CcpPolicy::new(MppePolicy::Deny, true, false);
+        let mut p = CcpPolicy::new(MppePolicy::Deny, true, StatefulMppe::No);
         assert_eq!(
             p.check(&PPPD_STATELESS_128, false),
             Verdict::Reject(PPPD_STATELESS_128.to_vec())

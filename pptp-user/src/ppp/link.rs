@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::{
-    ccp::{CcpOutcome, CcpPolicy, MppePolicy},
+    ccp::{CcpOutcome, CcpPolicy, MppePolicy, StatefulMppe},
     fsm::{self, Fsm, Output, Reason},
     ipcp::{IpcpConfig, IpcpPolicy},
     lcp::{Lcp, LcpConfig, Negotiated},
@@ -31,8 +31,8 @@ pub struct LinkConfig {
     /// Encryption (MPPE-128); the shipped config says `require`, the protocol core's own
     /// default is `deny` (no CCP beyond rejecting), as its transcripts were written for.
     pub mppe: MppePolicy,
-    /// Agree to stateful MPPE when the client will not do stateless.
-    pub mppe_stateful: bool,
+    /// Stateful MPPE: never, for clients that will not do stateless, or always.
+    pub mppe_stateful: StatefulMppe,
 }
 
 impl Default for LinkConfig {
@@ -44,7 +44,7 @@ impl Default for LinkConfig {
             echo_interval: Duration::from_secs(30),
             echo_failures: 4,
             mppe: MppePolicy::Deny,
-            mppe_stateful: true,
+            mppe_stateful: StatefulMppe::Allow,
         }
     }
 }
@@ -100,7 +100,14 @@ pub enum LinkOutput {
         mppe: Option<MppeSession>,
     },
     Down(DownReason),
+    /// Stateful MPPE: the client asked for a reset; the next packet to it re-keys and is sent
+    /// flushed.
+    MppeReset,
 }
+
+/// CCP codes beyond RFC 1661's (RFC 1962 §2.1).
+const CCP_RESET_REQUEST: u8 = 14;
+const CCP_RESET_ACK: u8 = 15;
 
 /// An encrypted session's parameters for the data path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,12 +254,27 @@ impl Link {
             }
             proto::CCP if matches!(self.phase, Phase::Network | Phase::Opened) => {
                 if let (Some(f), Ok(p)) = (self.ccp.as_mut(), CpPacket::parse(info)) {
-                    let o = f.receive(&p);
-                    self.ncp_outputs(proto::CCP, o, &mut out);
+                    match p.code {
+                        CCP_RESET_REQUEST | CCP_RESET_ACK => self.ccp_reset(&p, &mut out),
+                        _ => {
+                            let o = f.receive(&p);
+                            self.ncp_outputs(proto::CCP, o, &mut out);
+                        }
+                    }
                 }
             }
+            // An MPPE packet the data path handed up: in stateful mode it showed a loss (the
+            // data path now discards until a flushed packet); ask the client for one, as pppd
+            // does on the kernel's decompression error. Otherwise (racing the programming of
+            // the session) dropped: never Protocol-Rejected while CCP runs.
+            proto::COMPRESSED
+                if self.ccp_outcome == Some(CcpOutcome::Mppe { stateful: true }) =>
+            {
+                self.identifier = self.identifier.wrapping_add(1);
+                out.push(send_cp(proto::CCP, CCP_RESET_REQUEST, self.identifier, &[]));
+            }
             // Data on the slow path (before the session is programmed, or racing it): dropped.
-            proto::IPV4 => {}
+            proto::IPV4 | proto::COMPRESSED => {}
             other
                 if self.lcp.fsm.is_opened()
                     && !matches!(other, proto::PAP | proto::CHAP | proto::IPCP | proto::CCP) =>
@@ -300,6 +322,23 @@ impl Link {
         self.ccp = Some(c);
         self.ncp_outputs(proto::CCP, o, &mut out);
         out
+    }
+
+    /// CCP Reset-Request and Reset-Ack (RFC 1962 §2.1), meaningful once CCP agreed on MPPE.
+    /// The client's Reset-Request: a stateful session's sender re-keys and sends its next
+    /// packet flushed (the data path does it: [`LinkOutput::MppeReset`]), and the request is
+    /// acked with its identifier. A Reset-Ack to ours needs nothing: the data path leaves its
+    /// discard state on the flushed packet itself.
+    fn ccp_reset(&mut self, p: &CpPacket<'_>, out: &mut Vec<LinkOutput>) {
+        let Some(CcpOutcome::Mppe { stateful }) = self.ccp_outcome else {
+            return;
+        };
+        if p.code == CCP_RESET_REQUEST {
+            if stateful {
+                out.push(LinkOutput::MppeReset);
+            }
+            out.push(send_cp(proto::CCP, CCP_RESET_ACK, p.identifier, p.data));
+        }
     }
 
     /// Reports `Up` once the client may send data (our IPCP Ack is out) and CCP has settled
@@ -654,7 +693,7 @@ mod tests {
     use super::*;
     use crate::{
         auth::mschap,
-        ppp::ccp::MppePolicy,
+        ppp::ccp::{MppePolicy, StatefulMppe},
         wire::cp::{code, parse_options},
     };
 
@@ -874,6 +913,69 @@ mod tests {
                 ));
             }
         }
+    }
+
+    /// `mppe_stateful = "force"` against pppd with `mppe-stateful`: our Nak clears the H bit,
+    /// the session comes up stateful, and the CCP reset exchange runs both ways: an MPPE packet
+    /// handed up by the data path (a loss) → our Reset-Request; the client's Reset-Request → the
+    /// data path re-keys (MppeReset) and the request is acked with its identifier.
+    #[test]
+    fn forced_stateful_mppe_and_the_reset_exchange() {
+        let config = LinkConfig {
+            mppe: MppePolicy::Require,
+            mppe_stateful: StatefulMppe::Force,
+            ..LinkConfig::default()
+        };
+        let (mut link, out) = Link::new(config, 42);
+        let our_req = sent(&out, proto::LCP).remove(0);
+        link.receive(proto::LCP, &PPPD_LCP_CONFREQ, secret);
+        let out = link.receive(proto::LCP, &ack_of(&our_req), secret);
+        let challenge = sent(&out, proto::CHAP).remove(0);
+        link.receive(
+            proto::CHAP,
+            &ms_chap_v2_response(&challenge, "alice", "s3cret"),
+            secret,
+        );
+        // Before CCP opened, an MPPE packet (racing) is dropped, not Protocol-Rejected.
+        assert!(
+            link.receive(proto::COMPRESSED, &[0x90, 0, 1, 2], secret)
+                .is_empty()
+        );
+        let out = link.start_network(ipcp_config());
+        let our_ipcp = sent(&out, proto::IPCP).remove(0);
+        let our_ccp = sent(&out, proto::CCP).remove(0);
+        assert_eq!(
+            &our_ccp[4..],
+            &[18, 6, 0, 0, 0, 0x40],
+            "we ask for stateful 128"
+        );
+        link.receive(proto::IPCP, &[1, 3, 0, 10, 3, 6, 10, 99, 0, 10], secret);
+        link.receive(proto::IPCP, &ack_of(&our_ipcp), secret);
+        // pppd asks for stateless first: Nak'd to stateful; it asks again without H.
+        let r = link.receive(proto::CCP, &[1, 1, 0, 10, 18, 6, 1, 0, 0, 0x40], secret);
+        assert_eq!(sent(&r, proto::CCP)[0], [3, 1, 0, 10, 18, 6, 0, 0, 0, 0x40]);
+        let mut r = link.receive(proto::CCP, &[1, 2, 0, 10, 18, 6, 0, 0, 0, 0x40], secret);
+        r.extend(link.receive(proto::CCP, &ack_of(&our_ccp), secret));
+        let m = r
+            .iter()
+            .find_map(|o| match o {
+                LinkOutput::Up { mppe, .. } => *mppe,
+                _ => None,
+            })
+            .expect("up with MPPE");
+        assert!(m.stateful);
+        // A loss seen by the data path: a Reset-Request, each time it hands one up.
+        for _ in 0..2 {
+            let r = link.receive(proto::COMPRESSED, &[0x10, 7, 1, 2], secret);
+            let req = sent(&r, proto::CCP).remove(0);
+            assert_eq!((req[0], &req[2..]), (14, &[0u8, 4][..]));
+        }
+        // The client's Reset-Request: the data path re-keys, and the Ack carries its identifier.
+        let r = link.receive(proto::CCP, &[14, 77, 0, 4], secret);
+        assert!(r.contains(&LinkOutput::MppeReset), "{r:?}");
+        assert_eq!(sent(&r, proto::CCP)[0], [15, 77, 0, 4]);
+        // A Reset-Ack needs nothing, and is not Code-Rejected.
+        assert!(link.receive(proto::CCP, &[15, 5, 0, 4], secret).is_empty());
     }
 
     #[test]
