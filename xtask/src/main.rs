@@ -427,8 +427,11 @@ fn sh(args: &[&str]) -> anyhow::Result<()> {
 
 /// What the real client does against each `[ppp] mppe` policy ("POLICY CASE" per line; the
 /// cases are the job's: mppe = require-mppe-128, plain = nomppe, any = pppd's default, chapmd5 /
-/// pap = that method without MPPE, tt1-3 = require-mppe-128 with pptp-linux's reordering).
+/// pap = that method without MPPE, tt1-3 = require-mppe-128 with pptp-linux's reordering,
+/// mppe-stateful = require-mppe-128 mppe-stateful). The policy "stateful" is `require` with
+/// `mppe_stateful = "force"`.
 const INTEROP_CASES: &str = "require mppe
+stateful mppe-stateful
 require plain
 require pap
 require tt1
@@ -444,13 +447,18 @@ deny pap
 ";
 /// The cases the gateway must refuse (the client gives up by itself, never reaching IPCP).
 const REFUSED: [&str; 3] = ["require-plain", "require-pap", "deny-mppe"];
-/// Sessions that come up encrypted (require mppe, tt1-3, prefer mppe) and in plain (prefer plain,
-/// allow any and plain: pppd asks for no MPPE unless told to, deny chapmd5 and pap).
-const ENCRYPTED_UPS: usize = 5;
+/// Sessions that come up encrypted (require mppe, stateful, tt1-3, prefer mppe; one of them
+/// stateful) and in plain (prefer plain, allow any and plain: pppd asks for no MPPE unless told
+/// to, deny chapmd5 and pap).
+const ENCRYPTED_UPS: usize = 6;
+const STATEFUL_UPS: usize = 1;
 const PLAIN_UPS: usize = 5;
 
 fn interop_config(policy: &str) -> String {
-    format!("[ppp]\nmppe = \"{policy}\"\n")
+    match policy {
+        "stateful" => "[ppp]\nmppe = \"require\"\nmppe_stateful = \"force\"\n".into(),
+        _ => format!("[ppp]\nmppe = \"{policy}\"\n"),
+    }
 }
 
 fn interop() -> anyhow::Result<()> {
@@ -472,7 +480,8 @@ fn interop() -> anyhow::Result<()> {
     for case in REFUSED {
         std::fs::write(share.join(format!("refused-{case}")), "")?;
     }
-    std::fs::write(share.join("iperf-require-mppe"), "")?;
+    std::fs::write(share.join("iperf-require-mppe"), "50M")?;
+    std::fs::write(share.join("iperf-stateful-mppe-stateful"), "20M")?;
     std::fs::write(share.join("chap-secrets"), "alice * s3cret *\n")?;
     let config = share.join("pptpgw.toml");
     std::fs::write(&config, interop_config("require"))?;
@@ -560,7 +569,12 @@ fn interop() -> anyhow::Result<()> {
         unsafe { libc::kill(gw.id() as i32, libc::SIGTERM) };
         let status = gw.wait()?;
         let log = std::fs::read_to_string(share.join("pptpgw.log"))?;
-        for f in ["iperf-up.txt", "iperf-down.txt"] {
+        for f in [
+            "iperf-require-mppe-up.txt",
+            "iperf-require-mppe-down.txt",
+            "iperf-stateful-mppe-stateful-up.txt",
+            "iperf-stateful-mppe-stateful-down.txt",
+        ] {
             let text = std::fs::read_to_string(share.join(f)).unwrap_or_default();
             for l in text
                 .lines()
@@ -612,10 +626,13 @@ fn interop() -> anyhow::Result<()> {
                 .filter(|l| l.contains("session up") && l.contains(&format!("encryption={enc}")))
                 .count()
         };
-        let (encrypted, plain) = (ups("mppe-128"), ups("none"));
-        println!("sessions up: {encrypted} encrypted, {plain} plain");
-        if (encrypted, plain) != (ENCRYPTED_UPS, PLAIN_UPS) {
-            bail!("expected {ENCRYPTED_UPS} encrypted and {PLAIN_UPS} plain sessions");
+        let (encrypted, stateful, plain) = (ups("mppe-128"), ups("mppe-128-stateful"), ups("none"));
+        println!("sessions up: {encrypted} encrypted ({stateful} stateful), {plain} plain");
+        if (encrypted, stateful, plain) != (ENCRYPTED_UPS, STATEFUL_UPS, PLAIN_UPS) {
+            bail!(
+                "expected {ENCRYPTED_UPS} encrypted ({STATEFUL_UPS} stateful) and {PLAIN_UPS} \
+                 plain sessions"
+            );
         }
         if count("xdp_decap") == 0 || count("encapsulated") == 0 {
             bail!("no data took the XDP path: {counters}");

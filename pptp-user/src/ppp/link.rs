@@ -267,9 +267,7 @@ impl Link {
             // data path now discards until a flushed packet); ask the client for one, as pppd
             // does on the kernel's decompression error. Otherwise (racing the programming of
             // the session) dropped: never Protocol-Rejected while CCP runs.
-            proto::COMPRESSED
-                if self.ccp_outcome == Some(CcpOutcome::Mppe { stateful: true }) =>
-            {
+            proto::COMPRESSED if self.ccp_outcome == Some(CcpOutcome::Mppe { stateful: true }) => {
                 self.identifier = self.identifier.wrapping_add(1);
                 out.push(send_cp(proto::CCP, CCP_RESET_REQUEST, self.identifier, &[]));
             }

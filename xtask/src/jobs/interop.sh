@@ -27,12 +27,13 @@ while read -r pol m; do
   [ -z "$m" ] && continue
   policy "$pol"
   name=$pol-$m
-  # Cases: mppe* (require-mppe-128), plain* (nomppe), any* (pppd's default: MPPE if asked),
+  # Cases: mppe-stateful (require-mppe-128 mppe-stateful), mppe* (require-mppe-128), plain* (nomppe), any* (pppd's default: MPPE if asked),
   # chapmd5/pap (nomppe, that method), tt1-3 (require-mppe-128 with pptp-linux reordering).
   mppe=nomppe
   test=""
   refuse="refuse-pap refuse-chap refuse-mschap"
   case $m in
+    mppe-stateful) mppe="require-mppe-128 mppe-stateful" ;;
     mppe*|tt*) mppe=require-mppe-128 ;;
     any*) mppe="" ;;
     chapmd5*) refuse="refuse-pap refuse-mschap refuse-mschap-v2" ;;
@@ -68,9 +69,11 @@ while read -r pol m; do
       ;;
     *) ping -c 5 -W 3 10.99.0.1 > $S/$name.ping 2>&1 || rc=1 ;;
   esac
+  # iperf-<case> holds how much to move each way.
   if [ -f $S/iperf-$name ]; then
-    iperf3 -c 10.99.0.1 -n 50M > $S/iperf-up.txt 2>&1 || rc=1
-    iperf3 -c 10.99.0.1 -n 50M -R > $S/iperf-down.txt 2>&1 || rc=1
+    n=$(cat $S/iperf-$name)
+    iperf3 -c 10.99.0.1 -n $n > $S/iperf-$name-up.txt 2>&1 || rc=1
+    iperf3 -c 10.99.0.1 -n $n -R > $S/iperf-$name-down.txt 2>&1 || rc=1
   fi
   kill -TERM $pid
   i=0
