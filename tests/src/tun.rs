@@ -45,7 +45,10 @@ pub async fn bridge(
     tun: OwnedFd,
     mut stop: oneshot::Receiver<()>,
 ) -> io::Result<(u64, u64)> {
-    let tun = AsyncFd::new(tun)?;
+    // SAFETY: an OwnedFd owns its descriptor for its whole life and always reports the same one,
+    // which is what registration requires.
+    let tun = unsafe { AsyncFd::register_with_interest(tun, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
     let mut buf = vec![0u8; 2048];
     let (mut up, mut down) = (0u64, 0u64);
     loop {
