@@ -37,7 +37,7 @@ use crate::{
 /// Sessions the traffic uses (distinct call IDs and assigned addresses).
 pub const LIVE: u16 = 64;
 
-fn assigned(i: u16) -> Ipv4Addr {
+pub fn assigned(i: u16) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 99, 0, 10)) + u32::from(i))
 }
 
@@ -170,7 +170,48 @@ impl Gateway {
         (t1 - t0).as_nanos() as f64 / runs as f64
     }
 
-    fn client_frames(&self, size: usize) -> Vec<Vec<u8>> {
+    /// Re-installs the live sessions (fresh GRE state) as MPPE sessions with these keys (fresh
+    /// key state), or as plain ones.
+    pub fn reset_live_sessions(&mut self, mppe: Option<([u8; 16], [u8; 16])>) {
+        for i in 0..LIVE {
+            let mut s = kernel::session(
+                u32::from(i),
+                GW_WAN,
+                CLIENT,
+                0x4000 + i,
+                assigned(i),
+                STATE_UP,
+            );
+            if let Some((send, recv)) = mppe {
+                s.mode = pptp_common::session::MODE_MPPE;
+                self.dp
+                    .program_mppe(u32::from(i), send, recv, false)
+                    .expect("MPPE state");
+            }
+            self.dp.install_session(&s).expect("session");
+        }
+    }
+
+    /// Takes the decapsulation off `wan0` (for a relay to get the GRE), or puts it back.
+    pub fn set_decap(&mut self, on: bool) {
+        match (on, self.decap.take()) {
+            (false, Some(link)) => self
+                .dp
+                .detach_named(maps::PROG_XDP_DECAP, link)
+                .expect("detach"),
+            (true, None) => {
+                let dp = &mut self.dp;
+                let l = self.topo.gw.enter(|| {
+                    dp.attach_named(maps::PROG_XDP_DECAP, "wan0", XdpMode::Driver)
+                        .expect("attach")
+                });
+                self.decap = Some(l);
+            }
+            (_, l) => self.decap = l,
+        }
+    }
+
+    pub fn client_frames(&self, size: usize) -> Vec<Vec<u8>> {
         (0..LIVE)
             .map(|i| {
                 client_frame(
@@ -182,7 +223,7 @@ impl Gateway {
             .collect()
     }
 
-    fn server_frames(&self, size: usize) -> Vec<Vec<u8>> {
+    pub fn server_frames(&self, size: usize) -> Vec<Vec<u8>> {
         (0..LIVE)
             .map(|i| {
                 frames::ethernet(
@@ -305,7 +346,7 @@ pub fn per_packet_cost(packets: u64, runs: usize) -> Vec<Row> {
 }
 
 /// Received-packet rate at `dst` while `src` blasts `frames` for `secs`.
-fn rate(
+pub fn rate(
     gw: &Gateway,
     src: Side,
     frames: &mut [Vec<u8>],
@@ -325,7 +366,7 @@ fn rate(
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Side {
+pub enum Side {
     Client,
     Server,
 }
@@ -496,7 +537,7 @@ fn alternatives(gw: &mut Gateway, runs: usize, time: Duration) -> Vec<Row> {
                 })
                 .collect();
             vx.push(rate(gw, Side::Client, &mut v, None, time).0);
-            let r = Relay::start(&gw.topo);
+            let r = Relay::start(&gw.topo, None);
             let mut f = gw.client_frames(size);
             relay.push(rate(gw, Side::Client, &mut f, Some(SEQ_OFFSET), time).0);
             r.stop();
@@ -549,14 +590,18 @@ fn vxlan_frame(gw: &Gateway, inner_mac: [u8; 6], sport: u16, inner: &[u8]) -> Ve
 }
 
 /// A userspace GRE relay as pptpd runs one: every data packet read from a raw GRE socket (the
-/// gateway's own slow-path socket) and written to a TUN device, which hands it to the stack.
-struct Relay {
+/// gateway's own slow-path socket), decrypted when it carries MPPE (stateless, RustCrypto RC4 and
+/// SHA-1, a key state per call ID, as pppd's userspace would), and written to a TUN device,
+/// which hands it to the stack.
+pub struct Relay {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
 impl Relay {
-    fn start(topo: &Topo) -> Self {
+    /// `mppe`: the receive start key of every call (MPPE packets are decrypted; plain ones are
+    /// passed).
+    pub fn start(topo: &Topo, mppe: Option<[u8; 16]>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let path = format!("/run/netns/{}", topo.gw.name());
         let flag = stop.clone();
@@ -570,6 +615,8 @@ impl Relay {
             let gre = pptp_user::kernel::slowpath::GreSocket::open().expect("GRE socket");
             let _ = ready_tx.send(());
             let mut moved = 0u64;
+            let mut keys: std::collections::HashMap<u16, pptp_client::mppe::Direction> =
+                std::collections::HashMap::new();
             while !flag.load(Ordering::Relaxed) {
                 let mut pfd = libc::pollfd {
                     fd: gre.as_raw_fd(),
@@ -582,8 +629,21 @@ impl Relay {
                 }
                 while let Ok(r) = gre.recv() {
                     let p = &r.payload;
-                    let inner = match p.as_slice() {
-                        [0xff, 0x03, 0x00, 0x21, rest @ ..] | [0x00, 0x21, rest @ ..] => rest,
+                    let plain;
+                    let inner = match (p.as_slice(), mppe) {
+                        ([0xff, 0x03, 0x00, 0x21, rest @ ..] | [0x00, 0x21, rest @ ..], _) => rest,
+                        ([0xff, 0x03, 0x00, 0xfd, rest @ ..], Some(k)) => {
+                            let d = keys
+                                .entry(r.header.call_id)
+                                .or_insert_with(|| pptp_client::mppe::Direction::new(k, false));
+                            match d.decrypt(rest) {
+                                Some(x) if x.starts_with(&[0x00, 0x21]) => {
+                                    plain = x;
+                                    &plain[2..]
+                                }
+                                _ => continue,
+                            }
+                        }
                         _ => continue,
                     };
                     // SAFETY: writing a valid buffer to our TUN descriptor.
@@ -600,7 +660,7 @@ impl Relay {
         }
     }
 
-    fn stop(mut self) {
+    pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -101,6 +101,8 @@ fn main() {
             (args.packets as usize).clamp(500, 4000),
             args.runs,
         ));
+        eprintln!("bench 6: MPPE forwarding");
+        rows.extend(mppe::forwarding(args.runs, time));
     }
     println!("\npptpgw benchmarks — {}", machine());
     println!(
