@@ -138,18 +138,33 @@ extern "C" fn apply_chunk(index: u64, ctx: *mut aya_ebpf::cty::c_void) -> i64 {
     // SAFETY: the program's own context, valid for the run.
     let (data, data_end) = unsafe { ((*c.xdp).data as usize, (*c.xdp).data_end as usize) };
     let start = ((c.from + index * CHUNK as u64) & 0x1fff) as usize;
+    let n = (c.to as usize).saturating_sub(start);
+    // RC4's indices in registers for the chunk: through the map value, every packet store
+    // (which might alias it, as far as LLVM knows) would force them back to memory, byte by byte.
+    let (mut i, mut j) = (rc4.i, rc4.j);
+    let s = &mut rc4.s;
     let mut p = data + start;
     let mut k = 0;
+    let mut stop = 0;
     while k < CHUNK {
-        if (start + k) as u64 >= c.to || p + core::hint::black_box(1usize) > data_end {
-            return 1;
+        if k >= n || p + core::hint::black_box(1usize) > data_end {
+            stop = 1;
+            break;
         }
+        i = i.wrapping_add(1);
+        let si = s[i as usize];
+        j = j.wrapping_add(si);
+        let sj = s[j as usize];
+        s[i as usize] = sj;
+        s[j as usize] = si;
         // SAFETY: `p` lies inside the packet (checked just above).
-        unsafe { *(p as *mut u8) ^= rc4.keystream() };
+        unsafe { *(p as *mut u8) ^= s[si.wrapping_add(sj) as usize] };
         p += 1;
         k += 1;
     }
-    0
+    rc4.i = i;
+    rc4.j = j;
+    stop
 }
 
 /// What became of a received MPPE packet that was not dropped.
@@ -230,7 +245,7 @@ pub fn decrypt(
     // A new key starts a new RC4 stream (every packet when stateless); otherwise stateful RC4
     // runs on from where the last packet left it.
     if n > 0 || !stateful {
-        scratch.rc4.init(&key);
+        key_rc4();
     } else {
         scratch.rc4 = dir.rc4;
     }
@@ -276,8 +291,7 @@ pub fn encrypt(
         scratch.key = dir.session_key;
         rekeys(slot, false, 1);
         dir.session_key = scratch.key;
-        let key = dir.session_key;
-        scratch.rc4.init(&key);
+        key_rc4();
     } else {
         scratch.rc4 = dir.rc4;
     }
@@ -295,6 +309,37 @@ pub fn encrypt(
         dir.rc4 = scratch.rc4;
     }
     Ok(next_seq())
+}
+
+/// Keys the CPU's scratch RC4 with the scratch key (RC4's key schedule: two loops of 256).
+///
+/// Through `bpf_loop` (one step) for the verifier's sake: inline, the schedule's 512 iterations
+/// were walked again for every path reaching it, with all that follows each time.
+#[inline(always)]
+fn key_rc4() {
+    // SAFETY: the callback is a static function taking (index, ctx); it needs no context.
+    unsafe {
+        aya_ebpf::helpers::bpf_loop(
+            1,
+            key_rc4_step as *const () as *mut aya_ebpf::cty::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+    }
+}
+
+/// `key_rc4`'s callback.
+#[inline(never)]
+extern "C" fn key_rc4_step(_index: u64, _ctx: *mut aya_ebpf::cty::c_void) -> i64 {
+    let Some(scratch) = MPPE_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: a per-CPU map value, valid for the program run; the caller holds the session's
+    // lock.
+    let scratch = unsafe { &mut *scratch };
+    let key = scratch.key;
+    scratch.rc4.init(&key);
+    1
 }
 
 /// What a re-key step needs: which session, which direction. The key itself is in the CPU's
