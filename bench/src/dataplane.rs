@@ -81,6 +81,7 @@ impl Gateway {
                     pptp0_mac: pptp0.mac,
                     pptp0_peer_mac: pptp0.peer_mac,
                     enabled: 1,
+                    reorder_window: 0,
                 })
                 .expect("config");
                 for i in 0..LIVE {

@@ -9,7 +9,6 @@ pub const DROPS_LEN: u32 = crate::stats::DropReason::COUNT as u32;
 
 /// Program names as they appear in the object file.
 pub const PROG_XDP_DECAP: &str = "pptp_decap";
-pub const PROG_TC_ENCAP: &str = "pptp_encap";
 pub const PROG_XDP_ENCAP: &str = "pptp_encap_xdp";
 /// XDP_PASS, for `pptp0` (a veth needs an XDP program to receive redirected frames).
 pub const PROG_XDP_PASS: &str = "pptp_pass";

@@ -352,10 +352,43 @@ pub struct MppeDirection {
     pub reset_seen: u32,
     /// Stateful mode's RC4 (stateless mode keys a fresh one per packet).
     pub rc4: Rc4,
-    pub _pad2: [u8; 6],
+    /// Stateless receive: which of the last `LATE_KEYS` counts up to `ccount` were accepted
+    /// (bit d: `ccount - d`); a reordered packet of a count not yet seen is still decrypted.
+    pub recent: u8,
+    pub _pad2: [u8; 5],
     /// Stateful receive: `bpf_ktime_get_ns` when a lost packet was last handed to the
     /// controller (it answers with a Reset-Request; at most one a second while discarding).
     pub signal_ns: u64,
+    /// Stateless receive: the session keys of the last `LATE_KEYS` counts (count % LATE_KEYS),
+    /// for reordered packets.
+    pub keys: [[u8; KEY_LEN]; LATE_KEYS],
+}
+
+/// How far behind a stateless receiver's count a reordered packet can still be decrypted: the
+/// keys of that many counts are kept (RFC 3078 leaves late packets to the implementation;
+/// Linux drops them). 8 keys, 128 bytes a direction.
+pub const LATE_KEYS: usize = 8;
+
+/// What a stateless receiver does with a packet at or behind its count: the slot of the kept
+/// key to decrypt it with, or `None` (a duplicate, or too far behind).
+#[inline(always)]
+pub fn stateless_late(current: u16, recent: u8, ccount: u16) -> Option<usize> {
+    let behind = ccount_ahead(ccount, current);
+    if behind == 0 || behind as usize >= LATE_KEYS || recent & (1 << behind) != 0 {
+        return None;
+    }
+    Some(ccount as usize % LATE_KEYS)
+}
+
+/// `recent` after the count moved on by `n` (`accepted`: the new count's packet was delivered).
+#[inline(always)]
+pub fn recent_after(recent: u8, n: u16, accepted: bool) -> u8 {
+    let moved = if n as usize >= LATE_KEYS {
+        0
+    } else {
+        recent << n
+    };
+    moved | accepted as u8
 }
 
 impl MppeDirection {
@@ -467,6 +500,36 @@ mod tests {
     }
 
     #[test]
+    fn reordered_stateless_packets_and_their_keys() {
+        // Counts 19 and 20 accepted (recent: 20, 19); 18 was never seen.
+        let recent = recent_after(recent_after(0, 1, true), 1, true);
+        assert_eq!(recent, 0b11);
+        let recent = recent_after(recent, 1, true); // 21 accepted: 21, 20, 19 = 0b111
+        assert_eq!(
+            stateless_late(21, recent, 18),
+            Some(18 % LATE_KEYS),
+            "reordered, new"
+        );
+        assert_eq!(stateless_late(21, recent, 20), None, "duplicate");
+        assert_eq!(
+            stateless_late(21, recent, 21),
+            None,
+            "duplicate of the current"
+        );
+        assert_eq!(stateless_late(21, recent, 13), None, "too far behind");
+        assert_eq!(stateless_late(21, recent, 14), Some(14 % LATE_KEYS));
+        assert_eq!(
+            stateless_late(2, 0b1, 4095),
+            Some(4095 % LATE_KEYS),
+            "across the wrap"
+        );
+        // A jump of 3 keeps the bits, shifted; a catch-up accepts nothing; 8 clears all.
+        assert_eq!(recent_after(0b101, 3, true), 0b101001);
+        assert_eq!(recent_after(0b101, 3, false), 0b101000);
+        assert_eq!(recent_after(0xff, 8, true), 1);
+    }
+
+    #[test]
     fn the_stateful_receive_rule() {
         use StatefulRx::*;
         assert_eq!(stateful_rx(4095, false, 0, false), Decrypt { rekeys: 0 });
@@ -539,8 +602,8 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(core::mem::size_of::<Rc4>(), 258);
-        assert_eq!(core::mem::size_of::<MppeDirection>(), 312);
-        assert_eq!(core::mem::size_of::<MppeState>(), 632);
+        assert_eq!(core::mem::size_of::<MppeDirection>(), 440);
+        assert_eq!(core::mem::size_of::<MppeState>(), 888);
         assert_eq!(core::mem::size_of::<Sha1Scratch>(), 384);
         assert_eq!(core::mem::size_of::<MppeScratch>(), 664);
     }

@@ -51,9 +51,10 @@ pub struct Session {
 }
 const _: () = assert!(core::mem::size_of::<Session>() == 32);
 
-/// `GRE_STATE` value, one per slot: the session's single sequence-number source. The TC program
-/// and the controller's own PPP frames (through TC) both take `tx_next`; the XDP program records
-/// every received sequence number (data or control) in `rx_highest`.
+/// `GRE_STATE` value, one per slot: the session's single sequence-number source. The
+/// encapsulation program and the controller (for its own PPP frames, on the mmapped page) both
+/// take `tx_next`; the decapsulation records every received sequence number (data or control) in
+/// `rx_highest`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GreState {
@@ -74,8 +75,10 @@ pub struct GreState {
     /// encapsulation re-keys and sends flushed when it differs from what it last saw.
     pub mppe_reset: u32,
     pub _pad: u32,
+    /// Which of the 64 sequence numbers up to `rx_highest` arrived (bit d: `rx_highest - d`).
+    pub rx_window: u64,
 }
-const _: () = assert!(core::mem::size_of::<GreState>() == 48);
+const _: () = assert!(core::mem::size_of::<GreState>() == 56);
 
 /// `SESSION_STATS` value (per CPU), one per slot.
 #[repr(C)]
@@ -99,8 +102,11 @@ pub struct DatapathConfig {
     pub pptp0_peer_mac: [u8; 6],
     /// Non-zero once the controller filled this in; until then the programs only pass.
     pub enabled: u32,
+    /// How far behind the highest received sequence number a data packet may arrive and still
+    /// be delivered (1..=64; 0 means 64). See `seq::RxWindow`.
+    pub reorder_window: u32,
 }
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 20);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {

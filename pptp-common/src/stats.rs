@@ -16,7 +16,8 @@ pub enum DropReason {
     GreBadLength = 4,
     /// A session's data packet whose inner source is not the client's assigned address.
     SpoofedInnerSource = 5,
-    /// A data packet with a sequence number at or below the highest received (late/duplicate).
+    /// A data packet whose sequence number is further behind the highest received than the
+    /// reorder window reaches.
     SequenceLate = 6,
     /// A PPP header that cannot be valid (bad address/control, even protocol).
     PppMalformed = 7,
@@ -58,10 +59,12 @@ pub enum DropReason {
     MppeLoss = 23,
     /// MPPE, stateful: discarding after a loss, and this packet is not flushed.
     MppeDiscard = 24,
+    /// A GRE sequence number received already (inside the reorder window).
+    SequenceDuplicate = 25,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 26;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
@@ -88,6 +91,7 @@ impl DropReason {
         Self::MppeBadDecrypt,
         Self::MppeLoss,
         Self::MppeDiscard,
+        Self::SequenceDuplicate,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -117,6 +121,7 @@ impl DropReason {
             Self::MppeBadDecrypt => "mppe_bad_decrypt",
             Self::MppeLoss => "mppe_loss",
             Self::MppeDiscard => "mppe_discard",
+            Self::SequenceDuplicate => "sequence_duplicate",
         }
     }
 }
@@ -138,27 +143,21 @@ pub enum Stat {
     XdpSlowPath = 4,
     /// Dropped by XDP; the reason is counted in `DROPS`.
     XdpDropped = 5,
-    /// Packets the TC egress program was run on.
-    TcSeen = 6,
-    /// Packets TC let through untouched.
-    TcPassed = 7,
-    /// Dropped by TC; the reason is counted in `DROPS`.
-    TcDropped = 8,
     /// Session data decapsulated and delivered into `pptp0`.
-    XdpDecap = 9,
+    XdpDecap = 6,
     /// A session's PPP control frame (or data before the session is up): recorded, passed to the
     /// slow path.
-    XdpSessionControl = 10,
+    XdpSessionControl = 7,
     /// Packets the encapsulation program (XDP on `pptp0`'s peer) was run on.
-    EncapSeen = 11,
+    EncapSeen = 8,
     /// Encapsulated and redirected to the WAN.
-    Encapsulated = 12,
+    Encapsulated = 9,
     /// Dropped by encapsulation; the reason is counted in `DROPS`.
-    EncapDropped = 13,
+    EncapDropped = 10,
 }
 
 impl Stat {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 11;
     pub const ALL: [Stat; Self::COUNT] = [
         Self::XdpSeen,
         Self::XdpNotGre,
@@ -166,9 +165,6 @@ impl Stat {
         Self::XdpFragment,
         Self::XdpSlowPath,
         Self::XdpDropped,
-        Self::TcSeen,
-        Self::TcPassed,
-        Self::TcDropped,
         Self::XdpDecap,
         Self::XdpSessionControl,
         Self::EncapSeen,
@@ -184,9 +180,6 @@ impl Stat {
             Self::XdpFragment => "xdp_fragment",
             Self::XdpSlowPath => "xdp_slow_path",
             Self::XdpDropped => "xdp_dropped",
-            Self::TcSeen => "tc_seen",
-            Self::TcPassed => "tc_passed",
-            Self::TcDropped => "tc_dropped",
             Self::XdpDecap => "xdp_decap",
             Self::XdpSessionControl => "xdp_session_control",
             Self::EncapSeen => "encap_seen",

@@ -4,8 +4,9 @@
 //! the kernel untouched; malformed enhanced GRE is dropped with a reason, and so is enhanced GRE
 //! of no programmed session; a session's PPP control frames go to the controller's raw GRE
 //! socket (the slow path) after their sequence number is recorded. A session's IPv4 data is
-//! checked (inner source = assigned address, sequence not late), MSS-clamped, stripped to
-//! Ethernet + inner IPv4 and redirected so it arrives on `pptp0`.
+//! checked (inner source = assigned address; sequence number new and inside the reorder window:
+//! reordered packets are delivered in arrival order, duplicates and older ones dropped),
+//! MSS-clamped, stripped to Ethernet + inner IPv4 and redirected so it arrives on `pptp0`.
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -18,8 +19,8 @@ use pptp_common::{
         ETH_HLEN, ETH_P_IP, EthHdr, GreHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr,
     },
     mppe::PPP_MPPE,
-    seq::seq_after,
-    session::{DatapathConfig, MODE_MPPE, STATE_UP, Session, SessionKey},
+    seq::{Arrival, MAX_WINDOW, RxWindow, seq_after},
+    session::{DatapathConfig, GreState, MODE_MPPE, STATE_UP, Session, SessionKey},
     stats::{DropReason, Stat},
 };
 
@@ -139,8 +140,22 @@ fn decap_session(
     }
     let seq = u32::from_be_bytes(read_at::<[u8; 4]>(ctx, GRE_OFF + 8)?);
     // SAFETY: as above.
-    let (seen, highest) = unsafe { ((*state).rx_seen, (*state).rx_highest) };
-    let in_order = seen == 0 || seq_after(seq, highest);
+    let (seen, highest, bits) =
+        unsafe { ((*state).rx_seen, (*state).rx_highest, (*state).rx_window) };
+    let arrival = if seen == 0 {
+        Arrival::Accept(RxWindow::first(seq))
+    } else {
+        let size = if cfg.reorder_window == 0 {
+            MAX_WINDOW
+        } else {
+            cfg.reorder_window
+        };
+        RxWindow {
+            highest,
+            seen: bits,
+        }
+        .arrival(seq, size)
+    };
 
     // PPP header: optional FF 03, then a protocol of one byte (odd first byte) or two.
     let b: [u8; 2] = read_at(ctx, payload_off)?;
@@ -169,19 +184,17 @@ fn decap_session(
     if protocol != data_protocol || session.state != STATE_UP {
         // Control frames keep their place in the sequence space but are never dropped here:
         // pptp.ko exempts LCP echo from the late check, and the slow path sorts out the rest.
-        if in_order {
-            // SAFETY: as above.
-            unsafe {
-                (*state).rx_highest = seq;
-                (*state).rx_seen = 1;
-            }
+        if let Arrival::Accept(w) = arrival {
+            record(state, w);
         }
         count(Stat::XdpSessionControl);
         return Ok(xdp_action::XDP_PASS);
     }
-    if !in_order {
-        return Err(DropReason::SequenceLate);
-    }
+    let window = match arrival {
+        Arrival::Accept(w) => w,
+        Arrival::Duplicate => return Err(DropReason::SequenceDuplicate),
+        Arrival::TooOld => return Err(DropReason::SequenceLate),
+    };
     let inner_off = if mppe {
         // The MPPE header, then (encrypted) the PPP protocol and the packet.
         match crate::mppe::decrypt(ctx, session.slot, inner_off, payload_off + payload_len)? {
@@ -216,12 +229,9 @@ fn decap_session(
         crate::mss::clamp_mss(ctx, inner_off + inner_hlen, session.mss);
     }
 
+    record(state, window);
     // SAFETY: as above.
-    unsafe {
-        (*state).rx_highest = seq;
-        (*state).rx_seen = 1;
-        (*state).last_rx_ns = bpf_ktime_get_ns();
-    }
+    unsafe { (*state).last_rx_ns = bpf_ktime_get_ns() };
     if let Some(st) = SESSION_STATS.get_ptr_mut(session.slot) {
         // SAFETY: per-CPU slot from a successful lookup.
         unsafe {
@@ -249,4 +259,15 @@ fn decap_session(
     count(Stat::XdpDecap);
     // SAFETY: plain helper call; returns XDP_REDIRECT, or XDP_ABORTED for a bad ifindex.
     Ok(unsafe { bpf_redirect(cfg.pptp0_peer_ifindex, 0) } as u32)
+}
+
+/// Records an accepted sequence number's window in the session's GRE state.
+#[inline(always)]
+fn record(state: *mut GreState, w: RxWindow) {
+    // SAFETY: `state` comes from a successful array lookup and stays valid for the program.
+    unsafe {
+        (*state).rx_highest = w.highest;
+        (*state).rx_window = w.seen;
+        (*state).rx_seen = 1;
+    }
 }

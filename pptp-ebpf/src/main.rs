@@ -1,6 +1,7 @@
 //! pptpgw data path.
 //!
-//! `pptp_decap` (XDP, WAN ingress) and `pptp_encap` (TC, `pptp0` egress). Each program is one
+//! `pptp_decap` (XDP, WAN ingress) and `pptp_encap_xdp` (XDP on `pptp0`'s peer, what the kernel
+//! routes to clients), `pptp_pass` for `pptp0` itself. Each program is one
 //! disposition table: `try_*` returns a verdict or a [`DropReason`], and the entry point turns the
 //! reason into a counted drop, so every path out of a program is counted exactly once.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
@@ -19,13 +20,8 @@ mod maps;
 mod mppe;
 mod mss;
 mod packet;
-mod tc;
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
-};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use pptp_common::stats::Stat;
 
 #[xdp]
@@ -70,19 +66,6 @@ pub fn pptp_bench_redirect(_ctx: XdpContext) -> u32 {
             aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32
         },
         _ => xdp_action::XDP_PASS,
-    }
-}
-
-#[classifier]
-pub fn pptp_encap(ctx: TcContext) -> i32 {
-    counters::count(Stat::TcSeen);
-    match tc::try_classify(&ctx) {
-        Ok(action) => action,
-        Err(reason) => {
-            counters::count(Stat::TcDropped);
-            counters::count_drop(reason);
-            tc::TC_ACT_SHOT
-        }
     }
 }
 

@@ -13,8 +13,9 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use pptp_common::{
     mppe::{
-        BIT_ENCRYPTED, BIT_FLUSHED, CCOUNT_SPACE, HEADER_LEN, MppeState, StatefulRx, StatelessRx,
-        header, parse_header, rekey, stateful_rx, stateful_tx_rekeys, stateless_rx,
+        BIT_ENCRYPTED, BIT_FLUSHED, CCOUNT_SPACE, HEADER_LEN, LATE_KEYS, MppeDirection,
+        MppeScratch, MppeState, StatefulRx, StatelessRx, ccount_ahead, header, parse_header,
+        recent_after, rekey, stateful_rx, stateful_tx_rekeys, stateless_late, stateless_rx,
     },
     stats::DropReason,
 };
@@ -37,7 +38,7 @@ const LOCK_SPINS: u32 = 4096;
 /// The session's state and this CPU's scratch, with one direction locked; unlocked on drop.
 pub struct Locked {
     state: *mut MppeState,
-    scratch: *mut pptp_common::mppe::MppeScratch,
+    scratch: *mut MppeScratch,
     lock: *mut u32,
 }
 
@@ -229,16 +230,17 @@ pub fn decrypt(
         }
     } else {
         match stateless_rx(dir.ccount, ccount, MAX_REKEYS) {
-            StatelessRx::Late => return Err(DropReason::MppeLate),
+            StatelessRx::Late => return decrypt_late(ctx, dir, scratch, ccount, off, end),
             StatelessRx::Rekey(n) => (n, true),
             StatelessRx::CatchUp(n) => (n, false),
         }
     };
     scratch.key = dir.session_key;
-    rekeys(slot, true, n);
+    rekeys(slot, true, dir.ccount, n);
     if !deliver {
         dir.session_key = scratch.key;
         dir.ccount = (dir.ccount + n) % CCOUNT_SPACE;
+        dir.recent = recent_after(dir.recent, n, false);
         return Err(DropReason::MppeCatchUp);
     }
     let key = scratch.key;
@@ -257,11 +259,39 @@ pub fn decrypt(
         return Err(DropReason::MppeBadDecrypt);
     }
     dir.session_key = key;
-    dir.ccount = ccount;
     if stateful {
         dir.rc4 = scratch.rc4;
         dir.discard = 0;
+    } else {
+        dir.recent = recent_after(dir.recent, ccount_ahead(dir.ccount, ccount), true);
     }
+    dir.ccount = ccount;
+    Ok(Received::Plain)
+}
+
+/// A stateless packet at or behind the receive count: reordered (a count not yet seen, within
+/// `LATE_KEYS`) is decrypted with the key kept for its count and delivered; a duplicate or an
+/// older one is dropped with no work. The count stays where it is.
+#[inline(always)]
+fn decrypt_late(
+    ctx: &XdpContext,
+    dir: &mut MppeDirection,
+    scratch: &mut MppeScratch,
+    ccount: u16,
+    off: usize,
+    end: usize,
+) -> Result<Received, DropReason> {
+    let Some(k) = stateless_late(dir.ccount, dir.recent, ccount) else {
+        return Err(DropReason::MppeLate);
+    };
+    scratch.key = dir.keys[k & (LATE_KEYS - 1)];
+    key_rc4();
+    apply(ctx, off + HEADER_LEN, end);
+    let p: [u8; 2] = read_at(ctx, off + HEADER_LEN)?;
+    if p != [0x00, 0x21] && p[0] != 0x21 {
+        return Err(DropReason::MppeBadDecrypt);
+    }
+    dir.recent |= 1 << (ccount_ahead(ccount, dir.ccount) & 7);
     Ok(Received::Plain)
 }
 
@@ -289,7 +319,7 @@ pub fn encrypt(
     dir.reset_seen = reset;
     if flush {
         scratch.key = dir.session_key;
-        rekeys(slot, false, 1);
+        rekeys(slot, false, dir.ccount, 1);
         dir.session_key = scratch.key;
         key_rc4();
     } else {
@@ -342,24 +372,27 @@ extern "C" fn key_rc4_step(_index: u64, _ctx: *mut aya_ebpf::cty::c_void) -> i64
     1
 }
 
-/// What a re-key step needs: which session, which direction. The key itself is in the CPU's
-/// scratch (`MppeScratch::key`).
+/// What a re-key step needs: which session, which direction, and the count before the first
+/// step. The key itself is in the CPU's scratch (`MppeScratch::key`).
 #[repr(C)]
 struct RekeyCtx {
     slot: u32,
     rx: u32,
+    base: u32,
 }
 
-/// Re-keys `MppeScratch::key` `n` times with the start key of `slot`'s direction.
+/// Re-keys `MppeScratch::key` `n` times with the start key of `slot`'s direction; a receive
+/// direction keeps each count's key (for reordered packets).
 ///
 /// Through `bpf_loop`: the verifier checks one step once, however many steps a packet needs,
 /// where an open-coded loop with a data-dependent count would be walked once per possible count,
 /// each continuing through the rest of the program (past the instruction limit).
 #[inline(always)]
-fn rekeys(slot: u32, rx: bool, n: u16) {
+fn rekeys(slot: u32, rx: bool, base: u16, n: u16) {
     let mut c = RekeyCtx {
         slot,
         rx: rx as u32,
+        base: u32::from(base),
     };
     // SAFETY: the callback is a static function taking (index, ctx); `c` outlives the call.
     unsafe {
@@ -374,7 +407,7 @@ fn rekeys(slot: u32, rx: bool, n: u16) {
 
 /// One re-key: `bpf_loop`'s callback. Returns 0 to go on, 1 to stop.
 #[inline(never)]
-extern "C" fn rekey_step(_index: u64, ctx: *mut aya_ebpf::cty::c_void) -> i64 {
+extern "C" fn rekey_step(index: u64, ctx: *mut aya_ebpf::cty::c_void) -> i64 {
     // SAFETY: `ctx` is the `RekeyCtx` on the caller's stack (see `rekeys`).
     let c = unsafe { &*(ctx as *const RekeyCtx) };
     let (Some(state), Some(scratch)) =
@@ -390,6 +423,11 @@ extern "C" fn rekey_step(_index: u64, ctx: *mut aya_ebpf::cty::c_void) -> i64 {
         state.tx.start_key
     };
     rekey(&start, &mut scratch.key, &mut scratch.sha, &mut scratch.rc4);
+    if c.rx != 0 {
+        // The key of count base + index + 1 (4096 is a multiple of LATE_KEYS).
+        let k = (c.base as u64 + index + 1) as usize & (LATE_KEYS - 1);
+        state.rx.keys[k] = scratch.key;
+    }
     0
 }
 

@@ -1,6 +1,6 @@
 //! Bounds-checked access to packet memory.
 
-use aya_ebpf::programs::{TcContext, XdpContext};
+use aya_ebpf::programs::XdpContext;
 use pptp_common::stats::DropReason;
 
 /// A program context with a linear packet window `[data, data_end)`.
@@ -10,17 +10,6 @@ pub trait Packet {
 }
 
 impl Packet for XdpContext {
-    #[inline(always)]
-    fn start(&self) -> usize {
-        self.data()
-    }
-    #[inline(always)]
-    fn end(&self) -> usize {
-        self.data_end()
-    }
-}
-
-impl Packet for TcContext {
     #[inline(always)]
     fn start(&self) -> usize {
         self.data()

@@ -32,6 +32,7 @@ pub struct Config {
     pub pools: PoolSettings,
     pub pool: Vec<PoolEntry>,
     pub limits: Limits,
+    pub forwarding: Forwarding,
     pub api: Api,
     pub metrics: Metrics,
     pub log: Log,
@@ -54,6 +55,7 @@ impl Default for Config {
             limits: Limits::default(),
             api: Api::default(),
             metrics: Metrics::default(),
+            forwarding: Forwarding::default(),
             log: Log::default(),
         }
     }
@@ -332,6 +334,20 @@ impl Limits {
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+pub struct Forwarding {
+    /// Data packets may arrive this far behind the newest one received (1..=64) and still be
+    /// delivered; duplicates and older ones are dropped. 1 is pptp.ko's strict late-drop.
+    pub reorder_window: u32,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Self { reorder_window: 64 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct Metrics {
     /// HTTP address for `/metrics`, `/healthz` and `/readyz`; empty turns it off.
     pub listen: String,
@@ -490,6 +506,16 @@ impl Config {
         if self.auth.max_attempts == 0 {
             return Err(ConfigError::new("auth.max_attempts", "must be at least 1"));
         }
+        if !(1..=pptp_common::seq::MAX_WINDOW).contains(&self.forwarding.reorder_window) {
+            return Err(ConfigError::new(
+                "forwarding.reorder_window",
+                format!(
+                    "{} is outside 1..={}",
+                    self.forwarding.reorder_window,
+                    pptp_common::seq::MAX_WINDOW
+                ),
+            ));
+        }
         if !(576..=1500).contains(&self.ppp.mtu) {
             return Err(ConfigError::new(
                 "ppp.mtu",
@@ -579,6 +605,9 @@ impl Config {
         }
         if self.log != new.log {
             v.push("log");
+        }
+        if self.forwarding != new.forwarding {
+            v.push("forwarding");
         }
         if self.timers.shutdown_grace != new.timers.shutdown_grace {
             v.push("timers.shutdown_grace");

@@ -421,6 +421,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: config.metrics.address()?,
         per_session_metrics: config.metrics.per_session,
         connection_rate_per_source: config.limits.connection_rate_per_source,
+        reorder_window: config.forwarding.reorder_window,
     };
     // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
     // whole when it fails validation or changes what only a restart can.

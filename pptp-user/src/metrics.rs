@@ -266,7 +266,7 @@ pub fn render(s: &Snapshot) -> String {
     }
     r.register(
         "datapath_events",
-        "Data-path packet events (XDP and TC), summed over CPUs",
+        "Data-path packet events (XDP), summed over CPUs",
         events,
     );
     let drops = Family::<Labels, Counter>::default();

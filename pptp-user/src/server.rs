@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub per_session_metrics: bool,
     /// New control connections per second per source address (0: unlimited).
     pub connection_rate_per_source: u32,
+    /// The data path's GRE reorder window (`forwarding.reorder_window`).
+    pub reorder_window: u32,
 }
 
 /// What a reload brings: the core's new configuration, users and pools, and the shell's limits.
@@ -599,6 +601,7 @@ pub async fn run(
             pptp0_mac: pptp0.mac,
             pptp0_peer_mac: pptp0.peer_mac,
             enabled: 1,
+            reorder_window: config.reorder_window,
         })?;
         dp.seq_space()
     }

@@ -53,7 +53,6 @@ fn veth_verdicts_and_counters() {
         let mut dp = Datapath::load().expect("load");
         dp.attach_xdp("vg", XdpMode::Driver)
             .expect("native XDP on veth");
-        dp.attach_tc_egress("vg").expect("TC egress");
         let rx = GreReceiver::new(Duration::from_millis(300)).expect("raw GRE socket");
         (dp, rx)
     });
@@ -115,14 +114,6 @@ fn veth_verdicts_and_counters() {
     assert_eq!(c.get(Stat::XdpDropped), 2, "{c:?}");
     assert_eq!(c.dropped(DropReason::Truncated), 1, "{c:?}");
     assert_eq!(c.dropped(DropReason::GreBadFlags), 1, "{c:?}");
-    // The UDP datagram to a closed port makes the gateway send ICMP back through TC egress.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while dp.counters().unwrap().get(Stat::TcSeen) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let c = dp.counters().unwrap();
-    assert!(c.get(Stat::TcSeen) >= 1, "{c:?}");
-    assert_eq!(c.get(Stat::TcPassed), c.get(Stat::TcSeen), "{c:?}");
     drop(dp);
 }
 

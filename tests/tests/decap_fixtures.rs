@@ -86,9 +86,91 @@ fn loaded() -> Datapath {
         pptp0_mac: PPTP0_MAC,
         pptp0_peer_mac: PPTP0_PEER_MAC,
         enabled: 1,
+        reorder_window: 0,
     })
     .unwrap();
     dp
+}
+
+/// The reorder window in the program, as a table of arrivals: (sequence number, delivered or the
+/// drop reason), run in order against one session; then the strict window (1) of pptp.ko.
+#[test]
+fn the_reorder_window_delivers_reordered_packets_once() {
+    let mut dp = loaded();
+    let inner = inner_udp(ASSIGNED);
+    let table: &[(u32, Option<DropReason>)] = &[
+        (100, None),
+        (101, None),
+        // Swapped.
+        (103, None),
+        (102, None),
+        // Duplicated: the highest, and one inside the window.
+        (103, Some(DropReason::SequenceDuplicate)),
+        (102, Some(DropReason::SequenceDuplicate)),
+        // Far ahead, then what the window still reaches and what it no longer does.
+        (1000, None),
+        (1000 - 63, None),
+        (1000 - 64, Some(DropReason::SequenceLate)),
+        (103, Some(DropReason::SequenceLate)),
+        // Far behind by the serial arithmetic (more than half the space ahead).
+        (
+            1000u32.wrapping_add(1 << 31),
+            Some(DropReason::SequenceLate),
+        ),
+    ];
+    let check = |dp: &Datapath, table: &[(u32, Option<DropReason>)]| {
+        for &(seq, expect) in table {
+            let r = run(
+                dp,
+                &gre_frame(CLIENT, CALL_ID, Some(seq), None, &ppp_ip(&inner, true)),
+            );
+            match expect {
+                None => assert_eq!((seq, r.verdict), (seq, XDP_REDIRECT), "{:?}", r.delta),
+                Some(reason) => assert_eq!(
+                    (seq, r.verdict, r.delta.dropped(reason)),
+                    (seq, XDP_DROP, 1),
+                    "{:?}",
+                    r.delta.named_drops()
+                ),
+            }
+        }
+    };
+    dp.install_session(&session(STATE_UP)).unwrap();
+    check(&dp, table);
+    assert_eq!(dp.gre_state(SLOT).unwrap().rx_highest, 1000);
+    // Around 2^32: a fresh session starting just below the wrap.
+    dp.install_session(&session(STATE_UP)).unwrap();
+    check(
+        &dp,
+        &[
+            (u32::MAX - 1, None),
+            (1, None),
+            (u32::MAX, None),
+            (0, None),
+            (u32::MAX, Some(DropReason::SequenceDuplicate)),
+            (u32::MAX - 61, None),
+            (u32::MAX - 62, Some(DropReason::SequenceLate)),
+        ],
+    );
+    // Window 1: every late packet is dropped, as pptp.ko does.
+    dp.set_config(&DatapathConfig {
+        pptp0_peer_ifindex: 1,
+        pptp0_mac: PPTP0_MAC,
+        pptp0_peer_mac: PPTP0_PEER_MAC,
+        enabled: 1,
+        reorder_window: 1,
+    })
+    .unwrap();
+    dp.install_session(&session(STATE_UP)).unwrap();
+    check(
+        &dp,
+        &[
+            (10, None),
+            (12, None),
+            (11, Some(DropReason::SequenceLate)),
+            (12, Some(DropReason::SequenceDuplicate)),
+        ],
+    );
 }
 
 #[test]
@@ -119,13 +201,13 @@ fn session_data_is_decapsulated_sequenced_and_checked() {
     let g = dp.gre_state(SLOT).unwrap();
     assert_eq!((g.rx_highest, g.peer_ack), (2, 9));
 
-    // A duplicate is late: dropped and counted.
+    // A duplicate: dropped and counted.
     let r = run(
         &dp,
         &gre_frame(CLIENT, CALL_ID, Some(2), None, &ppp_ip(&inner, true)),
     );
     assert_eq!(
-        (r.verdict, r.delta.dropped(DropReason::SequenceLate)),
+        (r.verdict, r.delta.dropped(DropReason::SequenceDuplicate)),
         (XDP_DROP, 1)
     );
 

@@ -119,6 +119,7 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         dp.set_config(&DatapathConfig {
             pptp0_peer_ifindex: 1,
             enabled: 1,
+            reorder_window: 0,
             ..DatapathConfig::default()
         })
         .unwrap();

@@ -59,6 +59,7 @@ fn setup_mode(stateful: bool) -> (Netns, Netns, Datapath) {
             pptp0_mac: PPTP0_MAC,
             pptp0_peer_mac: PPTP0_PEER_MAC,
             enabled: 1,
+            reorder_window: 0,
         })
         .unwrap();
         dp.install_session(&mppe_session()).unwrap();
@@ -187,30 +188,36 @@ fn late_duplicate_forged_and_plain_packets_leave_the_key_state_alone() {
                 (state.rx.ccount, state.rx.session_key)
             );
         };
-        // Late (count behind, though its GRE sequence number is new) and duplicate.
-        for (seq, p) in [(2, &first), (3, &second)] {
+        // Reordered: the first packet after the second is still new, decrypted with the key kept
+        // for its count; the count stays where it is.
+        let (v, out, d) = decap(&dp, &gre_mppe(2, &first));
+        assert_eq!(v, XDP_REDIRECT, "{d:?}");
+        assert_eq!(&out[14..], &inner_udp(b"one")[..]);
+        unchanged(&dp);
+        // Duplicates now (though their GRE sequence numbers are new): dropped with no work.
+        for (seq, p) in [(3, &first), (4, &second)] {
             let (v, _, d) = decap(&dp, &gre_mppe(seq, p));
             assert_eq!((v, d.dropped(DropReason::MppeLate)), (XDP_DROP, 1));
             unchanged(&dp);
         }
-        // 4095 ahead is one behind: late, no 4,095 re-keys.
+        // 4095 ahead is one behind (a duplicate of the first): late, no 4,095 re-keys.
         let mut behind = second.clone();
         let c = tx.ccount().wrapping_sub(1) & 0x0fff;
         behind[0] = (behind[0] & 0xf0) | (c >> 8) as u8;
         behind[1] = c as u8;
-        let (v, _, d) = decap(&dp, &gre_mppe(4, &behind));
+        let (v, _, d) = decap(&dp, &gre_mppe(5, &behind));
         assert_eq!((v, d.dropped(DropReason::MppeLate)), (XDP_DROP, 1));
         unchanged(&dp);
         // Forged: the next count with garbage in it decrypts to no IPv4, and moves nothing.
         let mut forged = client_packet(&mut Direction::new([9; 16], false), &inner_udp(b"x"));
         forged[1] = (tx.ccount() + 1) as u8;
-        let (v, _, d) = decap(&dp, &gre_mppe(5, &forged));
+        let (v, _, d) = decap(&dp, &gre_mppe(6, &forged));
         assert_eq!((v, d.dropped(DropReason::MppeBadDecrypt)), (XDP_DROP, 1));
         unchanged(&dp);
         // Not encrypted (D bit clear), and plain IPv4 on an encrypted session.
         let mut clear = client_packet(&mut Direction::new([1; 16], false), &inner_udp(b"x"));
         clear[0] &= !0x10;
-        let (v, _, d) = decap(&dp, &gre_mppe(6, &clear));
+        let (v, _, d) = decap(&dp, &gre_mppe(7, &clear));
         assert_eq!((v, d.dropped(DropReason::MppePlaintext)), (XDP_DROP, 1));
         let mut ppp = vec![0xff, 0x03, 0x00, 0x21];
         ppp.extend_from_slice(&inner_udp(b"plain"));
@@ -222,7 +229,7 @@ fn late_duplicate_forged_and_plain_packets_leave_the_key_state_alone() {
                 CLIENT,
                 GW,
                 IPPROTO_GRE,
-                &gre_v1(CALL_ID, Some(7), None, &ppp),
+                &gre_v1(CALL_ID, Some(8), None, &ppp),
             ),
         );
         let (v, _, d) = decap(&dp, &frame);
@@ -230,7 +237,7 @@ fn late_duplicate_forged_and_plain_packets_leave_the_key_state_alone() {
         unchanged(&dp);
         // The next real packet still decrypts.
         let inner = inner_udp(b"three");
-        let (v, out, _) = decap(&dp, &gre_mppe(8, &client_packet(&mut tx, &inner)));
+        let (v, out, _) = decap(&dp, &gre_mppe(9, &client_packet(&mut tx, &inner)));
         assert_eq!((v, &out[14..]), (XDP_REDIRECT, &inner[..]));
     });
 }

@@ -143,7 +143,7 @@ fn build_ebpf() -> anyhow::Result<()> {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the test suite needs root (network namespaces, XDP/TC attach, BPF_PROG_TEST_RUN)");
+        bail!("the test suite needs root (network namespaces, XDP attach, BPF_PROG_TEST_RUN)");
     }
     let status = cargo()
         .args(["build", "-p", "pptp-user", "-p", "pptp-client"])

@@ -5,8 +5,7 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
-    util::KernelVersion,
+    programs::{Xdp, XdpMode},
 };
 use pptp_common::{
     maps,
@@ -75,7 +74,6 @@ impl Datapath {
                 .load()
                 .with_context(|| format!("verify {name}"))?;
         }
-        tc_mut(&mut ebpf)?.load().context("verify the TC program")?;
         Ok(Self { ebpf })
     }
 
@@ -145,32 +143,8 @@ impl Datapath {
         Ok(prog.try_into()?)
     }
 
-    /// Attaches the encapsulation program to an interface's egress. From 6.6 on aya uses a TCX
-    /// link, which needs no qdisc; older kernels get a clsact qdisc first.
-    pub fn attach_tc_egress(&mut self, iface: &str) -> anyhow::Result<()> {
-        let tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
-        if !tcx {
-            // An interface that already has clsact answers EEXIST: that is fine.
-            if let Err(e) = tc::qdisc_add_clsact(iface) {
-                tracing::debug!(iface, error = %e, "clsact qdisc not added");
-            }
-        }
-        tc_mut(&mut self.ebpf)?
-            .attach(iface, TcAttachType::Egress)
-            .with_context(|| format!("attach TC egress to {iface}"))?;
-        Ok(())
-    }
-
     pub fn xdp(&self) -> anyhow::Result<&Xdp> {
         self.xdp_program(maps::PROG_XDP_DECAP)
-    }
-
-    pub fn tc(&self) -> anyhow::Result<&SchedClassifier> {
-        let prog = self
-            .ebpf
-            .program(maps::PROG_TC_ENCAP)
-            .ok_or_else(|| anyhow!("no program {}", maps::PROG_TC_ENCAP))?;
-        Ok(prog.try_into()?)
     }
 
     /// Tells the programs about `pptp0` and turns the session fast path on.
@@ -340,13 +314,6 @@ fn prog_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("no program {name}"))?;
-    Ok(prog.try_into()?)
-}
-
-fn tc_mut(ebpf: &mut Ebpf) -> anyhow::Result<&mut SchedClassifier> {
-    let prog = ebpf
-        .program_mut(maps::PROG_TC_ENCAP)
-        .ok_or_else(|| anyhow!("no program {}", maps::PROG_TC_ENCAP))?;
     Ok(prog.try_into()?)
 }
 
