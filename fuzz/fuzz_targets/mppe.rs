@@ -4,9 +4,12 @@
 //! anything but 128-bit, both ways alike).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pptp_common::mppe::{CCOUNT_SPACE, StatelessRx, ccount_ahead, parse_header, stateless_rx};
+use pptp_common::mppe::{
+    BIT_FLUSHED, CCOUNT_SPACE, LATE_KEYS, StatefulRx, StatelessRx, ccount_ahead, parse_header,
+    stateful_rx, stateless_late, stateless_rx,
+};
 use pptp_user::ppp::{
-    ccp::{CcpPolicy, MppePolicy},
+    ccp::{CcpPolicy, MppePolicy, StatefulMppe},
     fsm::{Negotiator, Verdict},
 };
 
@@ -24,6 +27,27 @@ fuzz_target!(|data: &[u8]| {
         StatelessRx::Rekey(n) => assert!((1..=8).contains(&n)),
         StatelessRx::CatchUp(n) => assert_eq!(n, 8),
     }
+    // A reordered packet is decrypted only with a kept key, never for the current count.
+    if let Some(k) = stateless_late(current, data[4], ccount) {
+        let behind = ccount_ahead(ccount, current);
+        assert!(behind >= 1 && (behind as usize) < LATE_KEYS && k < LATE_KEYS);
+        assert_eq!(data[4] & (1 << behind), 0);
+    }
+    // The stateful rule: at most one key change per 256-count block plus one, never a decrypt
+    // of a gap.
+    let flushed = data[2] & BIT_FLUSHED != 0;
+    match stateful_rx(current, data[4] & 1 != 0, ccount, flushed) {
+        StatefulRx::Decrypt { rekeys } => {
+            assert!(rekeys <= 16);
+            if data[4] & 1 == 0 {
+                assert_eq!(ccount, (current + 1) % CCOUNT_SPACE);
+            } else {
+                assert!(flushed);
+            }
+        }
+        StatefulRx::Loss { expected } => assert_eq!(expected, (current + 1) % CCOUNT_SPACE),
+        StatefulRx::Late | StatefulRx::Discard => {}
+    }
     // The client's receiver on hostile bytes: no panic.
     let mut rx = pptp_client_free::Direction::new();
     let _ = rx.decrypt(&data[2..]);
@@ -33,7 +57,12 @@ fuzz_target!(|data: &[u8]| {
         2 => MppePolicy::Allow,
         _ => MppePolicy::Deny,
     };
-    let mut p = CcpPolicy::new(policy, data[4] & 4 != 0, data[4] & 8 != 0);
+    let stateful = match (data[4] >> 5) % 3 {
+        0 => StatefulMppe::No,
+        1 => StatefulMppe::Allow,
+        _ => StatefulMppe::Force,
+    };
+    let mut p = CcpPolicy::new(policy, data[4] & 4 != 0, stateful);
     match p.check(&data[5..], data[4] & 16 != 0) {
         Verdict::Ack => {
             // Whatever was acked: 128-bit MPPE or nothing.
