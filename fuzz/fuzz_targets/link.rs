@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             0..=7 => link.receive(PROTOCOLS[usize::from(sel % 8)], pkt, |_| Some(Secret::Plain("pw".into()))),
             8 => link.timeout(TIMERS[usize::from(*len) % TIMERS.len()]),
             9 => link.start_network(ipcp.clone()),
-            _ => link.refuse_network(DownReason::Closed),
+            _ => link.refuse_network(DownReason::Closed, "no address"),
         };
         check(&out);
     }

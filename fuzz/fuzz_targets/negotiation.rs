@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use pptp_user::{
     auth::authenticator::{AuthConfig, Authenticator, Secret},
     ppp::{
-        ccp::CcpPolicy,
+        ccp::{CcpPolicy, MppePolicy, StatefulMppe},
         fsm::{Config, Fsm, Output},
         ipcp::{IpcpConfig, IpcpPolicy},
         lcp::{Lcp, LcpConfig},
@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
         nbns: [None, None],
     };
     let mut ipcp = Fsm::new(IpcpPolicy::new(ipcp_cfg), Config::default());
-    let mut ccp = Fsm::new(CcpPolicy::default(), Config::default());
+    let mut ccp = Fsm::new(
+        CcpPolicy::new(MppePolicy::Require, true, StatefulMppe::Allow),
+        Config::default(),
+    );
     let mut auth = Authenticator::new(AuthProtocol::MsChapV2, AuthConfig::default());
     check(&lcp.fsm.open());
     check(&lcp.fsm.up());
