@@ -7,6 +7,10 @@ pub const STATS_LEN: u32 = crate::stats::Stat::COUNT as u32;
 pub const DROPS: &str = "DROPS";
 pub const DROPS_LEN: u32 = crate::stats::DropReason::COUNT as u32;
 
+/// `Array<u32>` of one entry: the routing generation the encapsulation's next-hop caches are
+/// checked against (0 turns the caches off).
+pub const ROUTE_GENERATION: &str = "ROUTE_GENERATION";
+
 /// Program names as they appear in the object file.
 pub const PROG_XDP_DECAP: &str = "pptp_decap";
 pub const PROG_XDP_ENCAP: &str = "pptp_encap_xdp";

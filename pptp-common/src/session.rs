@@ -77,8 +77,17 @@ pub struct GreState {
     pub _pad: u32,
     /// Which of the 64 sequence numbers up to `rx_highest` arrived (bit d: `rx_highest - d`).
     pub rx_window: u64,
+    /// The encapsulation's cached outer next hop (egress interface and MACs, from a FIB lookup
+    /// from the dialled address), valid while `hop_generation` equals `ROUTE_GENERATION[0]`
+    /// (which the controller bumps on every route, rule, address, link or neighbour change; 0:
+    /// never valid).
+    pub hop_generation: u32,
+    pub hop_ifindex: u32,
+    pub hop_smac: [u8; 6],
+    pub hop_dmac: [u8; 6],
+    pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<GreState>() == 56);
+const _: () = assert!(core::mem::size_of::<GreState>() == 80);
 
 /// `SESSION_STATS` value (per CPU), one per slot.
 #[repr(C)]

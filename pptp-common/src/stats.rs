@@ -154,10 +154,12 @@ pub enum Stat {
     Encapsulated = 9,
     /// Dropped by encapsulation; the reason is counted in `DROPS`.
     EncapDropped = 10,
+    /// Encapsulated with the session's cached next hop (no FIB lookup).
+    EncapHopCached = 11,
 }
 
 impl Stat {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [Stat; Self::COUNT] = [
         Self::XdpSeen,
         Self::XdpNotGre,
@@ -170,6 +172,7 @@ impl Stat {
         Self::EncapSeen,
         Self::Encapsulated,
         Self::EncapDropped,
+        Self::EncapHopCached,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -185,6 +188,7 @@ impl Stat {
             Self::EncapSeen => "encap_seen",
             Self::Encapsulated => "encapsulated",
             Self::EncapDropped => "encap_dropped",
+            Self::EncapHopCached => "encap_hop_cached",
         }
     }
 }

@@ -20,13 +20,13 @@ use pptp_common::{
     gre::{FLAG_ACK, FLAG_KEY, FLAG_SEQ, PROTO_PPP, VERSION_PPTP},
     headers::{ETH_HLEN, ETH_P_IP, EthHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr},
     mppe::PPP_MPPE,
-    session::{MODE_MPPE, STATE_UP},
+    session::{GreState, MODE_MPPE, STATE_UP},
     stats::{DropReason, Stat},
 };
 
 use crate::{
     counters::count,
-    maps::{CLIENTS, GRE_STATE, SESSION_STATS, SESSIONS},
+    maps::{CLIENTS, GRE_STATE, ROUTE_GENERATION, SESSION_STATS, SESSIONS},
     packet::{ptr_at_mut, read_at},
 };
 
@@ -111,38 +111,7 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     let outer_len = HEADER_LEN - ETH_HLEN + extra + inner_len;
 
-    let mut fib = FibLookup {
-        family: AF_INET,
-        l4_protocol: IPPROTO_GRE,
-        sport: [0; 2],
-        dport: [0; 2],
-        tot_len: outer_len as u16,
-        ifindex: ctx.ingress_ifindex() as u32,
-        tos: 0,
-        ipv4_src: key.local,
-        _src6: [0; 12],
-        ipv4_dst: key.peer,
-        _dst6: [0; 12],
-        vlan: 0,
-        smac: [0; 6],
-        dmac: [0; 6],
-    };
-    // SAFETY: `fib` is a valid, writable 64-byte `struct bpf_fib_lookup`.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx.cast(),
-            (&raw mut fib).cast(),
-            core::mem::size_of::<FibLookup>() as i32,
-            0,
-        )
-    };
-    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        return Err(DropReason::NoNeighbour);
-    }
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        return Err(DropReason::NoRoute);
-    }
-
+    let hop = next_hop(ctx, state, key.local, key.peer, outer_len)?;
     // SAFETY: plain helper call on this program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((HEADER_LEN - ETH_HLEN + extra) as i32)) } != 0 {
         return Err(DropReason::AdjustFailed);
@@ -168,8 +137,8 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
         next_seq()
     };
     let mut b = [0u8; HEADER_LEN];
-    b[0..6].copy_from_slice(&fib.dmac);
-    b[6..12].copy_from_slice(&fib.smac);
+    b[0..6].copy_from_slice(&hop.dmac);
+    b[6..12].copy_from_slice(&hop.smac);
     b[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
     let ip_out = &mut b[ETH_HLEN..ETH_HLEN + IPV4_MIN_HLEN];
     ip_out[0] = 0x45;
@@ -209,7 +178,84 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     count(Stat::Encapsulated);
     // SAFETY: plain helper call; XDP_REDIRECT on success.
-    Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
+    Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
+}
+
+/// Where an encapsulated packet goes: egress interface and MACs.
+struct Hop {
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+}
+
+/// The session's outer next hop: cached in its GRE state while the routing generation has not
+/// moved, else a FIB lookup from the dialled address (so policy routing picks the uplink), whose
+/// answer is cached. One lookup per session and routing change instead of one per packet.
+#[inline(always)]
+fn next_hop(
+    ctx: &XdpContext,
+    state: *mut GreState,
+    local: [u8; 4],
+    peer: [u8; 4],
+    outer_len: usize,
+) -> Result<Hop, DropReason> {
+    let generation = ROUTE_GENERATION.get(0).copied().unwrap_or(0);
+    // SAFETY: `state` is from a successful array lookup; plain reads.
+    unsafe {
+        if generation != 0 && (*state).hop_generation == generation {
+            count(Stat::EncapHopCached);
+            return Ok(Hop {
+                ifindex: (*state).hop_ifindex,
+                smac: (*state).hop_smac,
+                dmac: (*state).hop_dmac,
+            });
+        }
+    }
+    let mut fib = FibLookup {
+        family: AF_INET,
+        l4_protocol: IPPROTO_GRE,
+        sport: [0; 2],
+        dport: [0; 2],
+        tot_len: outer_len as u16,
+        ifindex: ctx.ingress_ifindex() as u32,
+        tos: 0,
+        ipv4_src: local,
+        _src6: [0; 12],
+        ipv4_dst: peer,
+        _dst6: [0; 12],
+        vlan: 0,
+        smac: [0; 6],
+        dmac: [0; 6],
+    };
+    // SAFETY: `fib` is a valid, writable 64-byte `struct bpf_fib_lookup`.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx.cast(),
+            (&raw mut fib).cast(),
+            core::mem::size_of::<FibLookup>() as i32,
+            0,
+        )
+    };
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        // Not cached: the stack resolves the neighbour, and a later packet finds it.
+        return Err(DropReason::NoNeighbour);
+    }
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        return Err(DropReason::NoRoute);
+    }
+    // SAFETY: as above; the generation is written last, so a reader on another CPU sees either
+    // the old generation or the whole new entry (the encapsulation runs on one queue anyway).
+    unsafe {
+        (*state).hop_ifindex = fib.ifindex;
+        (*state).hop_smac = fib.smac;
+        (*state).hop_dmac = fib.dmac;
+        (*state).hop_generation = generation;
+    }
+    Ok(Hop {
+        ifindex: fib.ifindex,
+        smac: fib.smac,
+        dmac: fib.dmac,
+    })
 }
 
 /// IPv4 header checksum over 20 bytes (checksum field zero).

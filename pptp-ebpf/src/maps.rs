@@ -41,6 +41,10 @@ pub static MPPE_SCRATCH: PerCpuArray<MppeScratch> = PerCpuArray::with_max_entrie
 #[map]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 
+/// See `pptp_common::maps::ROUTE_GENERATION`.
+#[map]
+pub static ROUTE_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Benchmark baseline only (see `pptp_bench_redirect`).
 #[map]
 pub static BENCH_REDIRECT: Array<u32> = Array::with_max_entries(1, 0);

@@ -614,6 +614,19 @@ pub async fn run(
             return Err(e);
         }
     };
+    // The next-hop caches follow routing changes; without the watch they stay off (every packet
+    // is looked up, as correct and slower).
+    let route_watch = match dp.route_generation() {
+        Ok(g) => Some(tokio::spawn(async move {
+            if let Err(e) = crate::kernel::routewatch::watch(g).await {
+                tracing::warn!(error = %format!("{e:#}"), "route monitor stopped: next-hop caching off");
+            }
+        })),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no route monitor: next-hop caching off");
+            None
+        }
+    };
     let gre = Arc::new(gre_socket.into_async().context("register the GRE socket")?);
     let (tx, mut rx) = mpsc::channel(INPUT_QUEUE);
     let limiter = Arc::new(std::sync::Mutex::new(crate::ratelimit::RateLimiter::new(
@@ -772,7 +785,10 @@ pub async fn run(
             .collect();
         tracing::info!(stats = %stats.join(" "), drops = %drops.join(" "), "data path counters");
     }
-    // Leave nothing behind: routes of ours, maps (with the programs), pptp0.
+    // Leave nothing behind: the monitor, routes of ours, maps (with the programs), pptp0.
+    if let Some(w) = route_watch {
+        w.abort();
+    }
     let removed = route::reconcile(&rt, &[]).await.unwrap_or(0);
     drop(shell);
     if let Some(path) = &config.api_socket {

@@ -321,3 +321,84 @@ fn encapsulates_with_one_sequence_space_and_the_dialled_source() {
         assert_eq!(run(&dp, PROG_XDP_ENCAP, &to_client(&inner)).0, XDP_DROP);
     });
 }
+
+/// The per-session next-hop cache: off while the routing generation is 0 (every packet looked
+/// up); on, the first packet looks up and the rest reuse it, even after the neighbour changed
+/// (nobody said so yet); a new generation (what the controller's route monitor does on every
+/// change) makes the next packet look up again and follow the new neighbour.
+#[test]
+fn the_next_hop_is_cached_per_session_until_the_routing_generation_moves() {
+    require_root();
+    let (gw, _up, _mac_a, _mac_b) = gateway();
+    gw.enter(|| {
+        let mut dp = Datapath::load().expect("load");
+        dp.set_config(&DatapathConfig {
+            pptp0_peer_ifindex: 1,
+            enabled: 1,
+            reorder_window: 0,
+            ..DatapathConfig::default()
+        })
+        .unwrap();
+        dp.install_session(&session(3, DIALLED_A, ASSIGNED, 0x4000, STATE_UP))
+            .unwrap();
+        let lcp = gre_v1(
+            0x4000,
+            Some(3),
+            None,
+            &[0xff, 0x03, 0xc0, 0x21, 9, 1, 0, 8, 1, 2, 3, 4],
+        );
+        run(
+            &dp,
+            PROG_XDP_DECAP,
+            &ethernet(
+                [2; 6],
+                ROUTER_A_MAC,
+                ETH_P_IP,
+                &ipv4(CLIENT, DIALLED_A, IPPROTO_GRE, &lcp),
+            ),
+        );
+        let inner = ipv4(FAR, ASSIGNED, IPPROTO_UDP, &udp(53, 5000, b"answer"));
+        // (verdict, destination MAC, cache hits) of one packet.
+        let send = |dp: &Datapath| {
+            let (v, out, d) = xdp_run(dp, PROG_XDP_ENCAP, &to_client(&inner));
+            assert_eq!(v, XDP_REDIRECT, "{:?}", d.named_drops());
+            (out[0..6].to_vec(), d.get(Stat::EncapHopCached))
+        };
+        assert_eq!(send(&dp), (ROUTER_A_MAC.to_vec(), 0), "caching off");
+        assert_eq!(send(&dp), (ROUTER_A_MAC.to_vec(), 0), "caching off");
+        let mut generation = dp.route_generation().unwrap();
+        generation.bump().unwrap();
+        assert_eq!(send(&dp), (ROUTER_A_MAC.to_vec(), 0), "the first looks up");
+        assert_eq!(send(&dp), (ROUTER_A_MAC.to_vec(), 1), "the next reuse it");
+        let moved: [u8; 6] = [2, 0, 0, 0, 0xa, 0x77];
+        gw.ip(&[
+            "neigh",
+            "replace",
+            "192.0.2.254",
+            "lladdr",
+            &fmt_mac(&moved),
+            "dev",
+            "upa",
+            "nud",
+            "permanent",
+        ]);
+        assert_eq!(send(&dp), (ROUTER_A_MAC.to_vec(), 1), "cached until told");
+        generation.bump().unwrap();
+        assert_eq!(send(&dp), (moved.to_vec(), 0), "looked up again");
+        assert_eq!(send(&dp), (moved.to_vec(), 1));
+        // A session (re)installed in the slot starts without a cache.
+        dp.install_session(&session(3, DIALLED_A, ASSIGNED, 0x4000, STATE_UP))
+            .unwrap();
+        run(
+            &dp,
+            PROG_XDP_DECAP,
+            &ethernet(
+                [2; 6],
+                ROUTER_A_MAC,
+                ETH_P_IP,
+                &ipv4(CLIENT, DIALLED_A, IPPROTO_GRE, &lcp),
+            ),
+        );
+        assert_eq!(send(&dp).1, 0);
+    });
+}

@@ -248,6 +248,14 @@ impl Datapath {
         Ok((sessions.keys().count(), clients.keys().count()))
     }
 
+    /// A handle on the routing generation (see `routewatch.rs`).
+    pub fn route_generation(&self) -> anyhow::Result<crate::kernel::routewatch::RouteGeneration> {
+        let aya::maps::Map::Array(data) = self.map(maps::ROUTE_GENERATION)? else {
+            return Err(anyhow!("{} is not an array", maps::ROUTE_GENERATION));
+        };
+        crate::kernel::routewatch::RouteGeneration::new(data)
+    }
+
     /// The sequence state mapped into our memory (see `seqspace.rs`).
     pub fn seq_space(&self) -> anyhow::Result<crate::kernel::seqspace::SeqSpace> {
         let aya::maps::Map::Array(data) = self.map(maps::GRE_STATE)? else {

@@ -61,7 +61,7 @@ impl SeqSpace {
     /// Takes the session's next GRE sequence number.
     pub fn next_tx(&self, slot: u32) -> Option<u32> {
         let s = self.slot(slot)?;
-        // SAFETY: `s` points into the live mapping; tx_next is 8-byte aligned (the stride is 56).
+        // SAFETY: `s` points into the live mapping; tx_next is 8-byte aligned (the stride is 80).
         // SeqCst matches the kernel side's BPF_ADD | BPF_FETCH.
         let v =
             unsafe { AtomicU64::from_ptr(&raw mut (*s).tx_next) }.fetch_add(1, Ordering::SeqCst);
