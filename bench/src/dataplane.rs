@@ -84,6 +84,11 @@ impl Gateway {
                     reorder_window: 0,
                 })
                 .expect("config");
+                // Next-hop caching on, as the controller's route monitor turns it on (nothing
+                // changes routes during a run).
+                dp.route_generation()
+                    .and_then(|mut g| g.bump())
+                    .expect("route generation");
                 for i in 0..LIVE {
                     let s = kernel::session(
                         u32::from(i),
