@@ -4,6 +4,7 @@
 
 mod control;
 mod dataplane;
+mod live;
 mod mppe;
 mod table;
 mod topo;
@@ -37,7 +38,7 @@ struct Args {
     /// Churn soak length in seconds.
     #[arg(long, default_value_t = 60)]
     soak: u64,
-    /// Only these parts (1–6); default all.
+    /// Only these parts (1–7); default all.
     #[arg(long = "only")]
     only: Vec<u8>,
 }
@@ -103,6 +104,10 @@ fn main() {
         ));
         eprintln!("bench 6: MPPE forwarding");
         rows.extend(mppe::forwarding(args.runs, time));
+    }
+    if want(7) {
+        eprintln!("bench 7: forwarding with the live-frames generator");
+        rows.extend(live::forwarding(args.runs));
     }
     println!("\npptpgw benchmarks — {}", machine());
     println!(

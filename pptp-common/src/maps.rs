@@ -19,6 +19,12 @@ pub const PROG_XDP_PASS: &str = "pptp_pass";
 /// Benchmark baseline only: redirects every frame to `BENCH_REDIRECT[0]` (an ifindex), the
 /// cheapest XDP forwarding there is. Never attached by the controller.
 pub const PROG_XDP_BENCH_REDIRECT: &str = "pptp_bench_redirect";
+/// Benchmark generator only: fills in each frame from `BENCH_GEN[0]` (a `BenchGen`) and tail-calls
+/// `BENCH_TAIL[0]` (the decapsulation). Driven by BPF_PROG_TEST_RUN with live frames. Never
+/// attached by the controller.
+pub const PROG_XDP_BENCH_GEN: &str = "pptp_bench_gen";
+pub const BENCH_GEN: &str = "BENCH_GEN";
+pub const BENCH_TAIL: &str = "BENCH_TAIL";
 /// `Array<u32>` of one entry: the benchmark redirect's target ifindex.
 pub const BENCH_REDIRECT: &str = "BENCH_REDIRECT";
 

@@ -117,6 +117,23 @@ pub struct DatapathConfig {
 }
 const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 24);
 
+/// The benchmark generator's template: the headers of a client's data frame up to the inner
+/// packet (Ethernet, IPv4, GRE with a sequence number and no ack, PPP `FF 03 00 21`), and the
+/// sessions to cycle through: call IDs `call_base + i` with inner sources `addr_base + i`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchGen {
+    pub sessions: u32,
+    pub call_base: u16,
+    pub _pad: u16,
+    pub addr_base: [u8; 4],
+    pub header: [u8; BENCH_HEADER_LEN],
+    pub _pad2: [u8; 2],
+}
+/// Ethernet 14 + IPv4 20 + GRE 12 + PPP 4.
+pub const BENCH_HEADER_LEN: usize = 50;
+const _: () = assert!(core::mem::size_of::<BenchGen>() == 64);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all these are #[repr(C)] plain integers and byte arrays with explicit padding
@@ -130,4 +147,6 @@ mod pod {
     unsafe impl aya::Pod for super::SessionStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DatapathConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BenchGen {}
 }

@@ -13,6 +13,7 @@
     expect(internal_features)
 )]
 
+mod bench;
 mod counters;
 mod decap;
 mod encap;
@@ -54,6 +55,12 @@ pub fn pptp_encap_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn pptp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// The benchmarks' generator (see `bench.rs`). Never attached by the controller.
+#[xdp]
+pub fn pptp_bench_gen(ctx: XdpContext) -> u32 {
+    bench::generate(&ctx)
 }
 
 /// The benchmarks' baseline: the same veth path with the cheapest XDP forwarding (a redirect to a

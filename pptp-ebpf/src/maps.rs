@@ -3,12 +3,12 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray},
 };
 use pptp_common::{
     maps::DEFAULT_MAX_SESSIONS,
     mppe::{MppeScratch, MppeState},
-    session::{DatapathConfig, GreState, Session, SessionKey, SessionStats},
+    session::{BenchGen, DatapathConfig, GreState, Session, SessionKey, SessionStats},
 };
 
 #[map]
@@ -44,6 +44,18 @@ pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 /// See `pptp_common::maps::ROUTE_GENERATION`.
 #[map]
 pub static ROUTE_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Benchmark generator only (see `bench.rs`).
+#[map]
+pub static BENCH_GEN: Array<BenchGen> = Array::with_max_entries(1, 0);
+
+/// One counter, not per CPU: a test run may move between CPUs between batches, and the
+/// sequence numbers must go on from where they were (runs are single-threaded).
+#[map]
+pub static BENCH_COUNTER: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Benchmark baseline only (see `pptp_bench_redirect`).
 #[map]

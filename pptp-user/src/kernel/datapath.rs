@@ -69,6 +69,7 @@ impl Datapath {
             maps::PROG_XDP_ENCAP,
             maps::PROG_XDP_PASS,
             maps::PROG_XDP_BENCH_REDIRECT,
+            maps::PROG_XDP_BENCH_GEN,
         ] {
             prog_mut(&mut ebpf, name)?
                 .load()
@@ -125,6 +126,23 @@ impl Datapath {
     pub fn set_bench_redirect(&mut self, ifindex: u32) -> anyhow::Result<()> {
         let mut a: Array<&mut MapData, u32> = Array::try_from(self.map_mut(maps::BENCH_REDIRECT)?)?;
         a.set(0, ifindex, 0)?;
+        Ok(())
+    }
+
+    /// Benchmarks only: the generator's template, and the program it tail-calls (the
+    /// decapsulation, or the bench redirect as the baseline).
+    pub fn set_bench_gen(
+        &mut self,
+        template: &pptp_common::session::BenchGen,
+        then: &str,
+    ) -> anyhow::Result<()> {
+        let mut a: Array<&mut MapData, pptp_common::session::BenchGen> =
+            Array::try_from(self.map_mut(maps::BENCH_GEN)?)?;
+        a.set(0, template, 0)?;
+        let fd = self.xdp_program(then)?.fd()?.try_clone()?;
+        let mut tail: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut(maps::BENCH_TAIL)?)?;
+        tail.set(0, &fd, 0)?;
         Ok(())
     }
 
