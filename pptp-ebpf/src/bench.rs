@@ -63,7 +63,8 @@ fn fill(ctx: &XdpContext) -> Option<u32> {
     unsafe {
         *h = hdr;
         *inner = ih;
-        let _ = BENCH_TAIL.tail_call(ctx, 0);
+        // Returns only when the call failed (nothing in the slot).
+        BENCH_TAIL.tail_call(ctx, 0);
     }
     Some(xdp_action::XDP_ABORTED)
 }
