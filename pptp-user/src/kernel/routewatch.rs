@@ -68,9 +68,20 @@ fn moves_next_hops(message: &RouteNetlinkMessage) -> bool {
     }
 }
 
+/// However quiet rtnetlink is, the generation moves this often: a notification lost to a full
+/// socket buffer (a burst of neighbour changes) can leave a cache stale for at most this long.
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Subscribes to rtnetlink, turns caching on, and bumps the generation for every change that can
-/// move a next hop, until the subscription ends. On return caching is off again.
+/// move a next hop (and every `REFRESH`), until the subscription ends. On return, error or not,
+/// caching is off again: a cache nobody keeps honest must not be trusted.
 pub async fn watch(mut generation: RouteGeneration) -> anyhow::Result<()> {
+    let result = follow(&mut generation).await;
+    generation.disable()?;
+    result
+}
+
+async fn follow(generation: &mut RouteGeneration) -> anyhow::Result<()> {
     let (mut conn, _handle, mut messages) =
         rtnetlink::new_connection().context("rtnetlink (route monitor)")?;
     let groups =
@@ -84,15 +95,29 @@ pub async fn watch(mut generation: RouteGeneration) -> anyhow::Result<()> {
     }
     let task = tokio::spawn(conn);
     generation.bump()?;
-    while let Some((message, _)) = messages.next().await {
-        if let NetlinkPayload::InnerMessage(m) = &message.payload
-            && moves_next_hops(m)
-        {
-            generation.bump()?;
+    let mut refresh = tokio::time::interval(REFRESH);
+    let result = loop {
+        tokio::select! {
+            m = messages.next() => match m {
+                Some((message, _)) => {
+                    if let NetlinkPayload::InnerMessage(m) = &message.payload
+                        && moves_next_hops(m)
+                        && let Err(e) = generation.bump()
+                    {
+                        break Err(e);
+                    }
+                }
+                None => break Ok(()),
+            },
+            _ = refresh.tick() => {
+                if let Err(e) = generation.bump() {
+                    break Err(e);
+                }
+            }
         }
-    }
+    };
     task.abort();
-    generation.disable()
+    result
 }
 
 #[cfg(test)]
