@@ -28,10 +28,10 @@ fuzz_target!(|data: &[u8]| {
         StatelessRx::CatchUp(n) => assert_eq!(n, 8),
     }
     // A reordered packet is decrypted only with a kept key, never for the current count.
-    if let Some(k) = stateless_late(current, data[4], ccount) {
+    if let Some(k) = stateless_late(current, u16::from(data[4]), ccount) {
         let behind = ccount_ahead(ccount, current);
         assert!(behind >= 1 && (behind as usize) < LATE_KEYS && k < LATE_KEYS);
-        assert_eq!(data[4] & (1 << behind), 0);
+        assert_eq!(u16::from(data[4]) & (1 << behind), 0);
     }
     // The stateful rule: at most one key change per 256-count block plus one, never a decrypt
     // of a gap.

@@ -354,8 +354,8 @@ pub struct MppeDirection {
     pub rc4: Rc4,
     /// Stateless receive: which of the last `LATE_KEYS` counts up to `ccount` were accepted
     /// (bit d: `ccount - d`); a reordered packet of a count not yet seen is still decrypted.
-    pub recent: u8,
-    pub _pad2: [u8; 5],
+    pub recent: u16,
+    pub _pad2: [u8; 4],
     /// Stateful receive: `bpf_ktime_get_ns` when a lost packet was last handed to the
     /// controller (it answers with a Reset-Request; at most one a second while discarding).
     pub signal_ns: u64,
@@ -366,13 +366,13 @@ pub struct MppeDirection {
 
 /// How far behind a stateless receiver's count a reordered packet can still be decrypted: the
 /// keys of that many counts are kept (RFC 3078 leaves late packets to the implementation;
-/// Linux drops them). 8 keys, 128 bytes a direction.
-pub const LATE_KEYS: usize = 8;
+/// Linux drops them). 16 keys, 256 bytes a direction.
+pub const LATE_KEYS: usize = 16;
 
 /// What a stateless receiver does with a packet at or behind its count: the slot of the kept
 /// key to decrypt it with, or `None` (a duplicate, or too far behind).
 #[inline(always)]
-pub fn stateless_late(current: u16, recent: u8, ccount: u16) -> Option<usize> {
+pub fn stateless_late(current: u16, recent: u16, ccount: u16) -> Option<usize> {
     let behind = ccount_ahead(ccount, current);
     if behind == 0 || behind as usize >= LATE_KEYS || recent & (1 << behind) != 0 {
         return None;
@@ -382,13 +382,13 @@ pub fn stateless_late(current: u16, recent: u8, ccount: u16) -> Option<usize> {
 
 /// `recent` after the count moved on by `n` (`accepted`: the new count's packet was delivered).
 #[inline(always)]
-pub fn recent_after(recent: u8, n: u16, accepted: bool) -> u8 {
+pub fn recent_after(recent: u16, n: u16, accepted: bool) -> u16 {
     let moved = if n as usize >= LATE_KEYS {
         0
     } else {
         recent << n
     };
-    moved | accepted as u8
+    moved | accepted as u16
 }
 
 impl MppeDirection {
@@ -516,8 +516,8 @@ mod tests {
             None,
             "duplicate of the current"
         );
-        assert_eq!(stateless_late(21, recent, 13), None, "too far behind");
-        assert_eq!(stateless_late(21, recent, 14), Some(14 % LATE_KEYS));
+        assert_eq!(stateless_late(21, recent, 5), None, "too far behind");
+        assert_eq!(stateless_late(21, recent, 6), Some(6 % LATE_KEYS));
         assert_eq!(
             stateless_late(2, 0b1, 4095),
             Some(4095 % LATE_KEYS),
@@ -526,7 +526,8 @@ mod tests {
         // A jump of 3 keeps the bits, shifted; a catch-up accepts nothing; 8 clears all.
         assert_eq!(recent_after(0b101, 3, true), 0b101001);
         assert_eq!(recent_after(0b101, 3, false), 0b101000);
-        assert_eq!(recent_after(0xff, 8, true), 1);
+        assert_eq!(recent_after(0xff, 8, true), 0xff01);
+        assert_eq!(recent_after(0xffff, 16, true), 1);
     }
 
     #[test]
@@ -602,8 +603,8 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(core::mem::size_of::<Rc4>(), 258);
-        assert_eq!(core::mem::size_of::<MppeDirection>(), 440);
-        assert_eq!(core::mem::size_of::<MppeState>(), 888);
+        assert_eq!(core::mem::size_of::<MppeDirection>(), 568);
+        assert_eq!(core::mem::size_of::<MppeState>(), 1144);
         assert_eq!(core::mem::size_of::<Sha1Scratch>(), 384);
         assert_eq!(core::mem::size_of::<MppeScratch>(), 664);
     }

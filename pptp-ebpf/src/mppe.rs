@@ -27,7 +27,7 @@ use crate::{
 
 /// Re-keys one received packet may cost (each ≈ 1.7 µs: SHA-1 of two blocks, two key
 /// schedules). A bigger jump catches up by this much and drops the packet.
-pub const MAX_REKEYS: u16 = 8;
+pub const MAX_REKEYS: u16 = 16;
 /// The longest payload encrypted or decrypted (a bound for the verifier; tunnel MTU ≤ 1500).
 const MAX_PAYLOAD: usize = 1536;
 
@@ -291,7 +291,7 @@ fn decrypt_late(
     if p != [0x00, 0x21] && p[0] != 0x21 {
         return Err(DropReason::MppeBadDecrypt);
     }
-    dir.recent |= 1 << (ccount_ahead(ccount, dir.ccount) & 7);
+    dir.recent |= 1 << (ccount_ahead(ccount, dir.ccount) & (LATE_KEYS as u16 - 1));
     Ok(Received::Plain)
 }
 
