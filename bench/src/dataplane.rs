@@ -37,6 +37,18 @@ use crate::{
 /// Sessions the traffic uses (distinct call IDs and assigned addresses).
 pub const LIVE: u16 = 64;
 
+/// Live session `i`: call ID 0x4000 + i, address `assigned(i)`, slot i, up.
+fn live_session(i: u16) -> pptp_common::session::Session {
+    kernel::session(
+        u32::from(i),
+        GW_WAN,
+        CLIENT,
+        0x4000 + i,
+        assigned(i),
+        STATE_UP,
+    )
+}
+
 pub fn assigned(i: u16) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 99, 0, 10)) + u32::from(i))
 }
@@ -90,14 +102,7 @@ impl Gateway {
                     .and_then(|mut g| g.bump())
                     .expect("route generation");
                 for i in 0..LIVE {
-                    let s = kernel::session(
-                        u32::from(i),
-                        GW_WAN,
-                        CLIENT,
-                        0x4000 + i,
-                        assigned(i),
-                        STATE_UP,
-                    );
+                    let s = live_session(i);
                     dp.install_session(&s).expect("session");
                     route::project(&handle, assigned(i), pptp0.ifindex)
                         .await
@@ -180,14 +185,7 @@ impl Gateway {
     /// key state), or as plain ones.
     pub fn reset_live_sessions(&mut self, mppe: Option<([u8; 16], [u8; 16])>) {
         for i in 0..LIVE {
-            let mut s = kernel::session(
-                u32::from(i),
-                GW_WAN,
-                CLIENT,
-                0x4000 + i,
-                assigned(i),
-                STATE_UP,
-            );
+            let mut s = live_session(i);
             if let Some((send, recv)) = mppe {
                 s.mode = pptp_common::session::MODE_MPPE;
                 self.dp

@@ -252,12 +252,8 @@ pub fn decrypt(
         scratch.rc4 = dir.rc4;
     }
     apply(ctx, off + HEADER_LEN, end);
-    // MPPE has no integrity check; the decrypted PPP protocol is the test that the key was
-    // right. A wrong one leaves the state as it was (a forged count cannot move it on).
-    let p: [u8; 2] = read_at(ctx, off + HEADER_LEN)?;
-    if p != [0x00, 0x21] && p[0] != 0x21 {
-        return Err(DropReason::MppeBadDecrypt);
-    }
+    // A wrong key leaves the state as it was (a forged count cannot move it on).
+    decrypted_ipv4(ctx, off)?;
     dir.session_key = key;
     if stateful {
         dir.rc4 = scratch.rc4;
@@ -287,12 +283,20 @@ fn decrypt_late(
     scratch.key = dir.keys[k & (LATE_KEYS - 1)];
     key_rc4();
     apply(ctx, off + HEADER_LEN, end);
+    decrypted_ipv4(ctx, off)?;
+    dir.recent |= 1 << (ccount_ahead(ccount, dir.ccount) & (LATE_KEYS as u16 - 1));
+    Ok(Received::Plain)
+}
+
+/// MPPE has no integrity check: that the decrypted PPP protocol (after the header at `off`) is
+/// IPv4 is the test that the key was right.
+#[inline(always)]
+fn decrypted_ipv4(ctx: &XdpContext, off: usize) -> Result<(), DropReason> {
     let p: [u8; 2] = read_at(ctx, off + HEADER_LEN)?;
     if p != [0x00, 0x21] && p[0] != 0x21 {
         return Err(DropReason::MppeBadDecrypt);
     }
-    dir.recent |= 1 << (ccount_ahead(ccount, dir.ccount) & (LATE_KEYS as u16 - 1));
-    Ok(Received::Plain)
+    Ok(())
 }
 
 /// Encrypts in place what follows the MPPE header at `off` up to `end`, writes the header, and
