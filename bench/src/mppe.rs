@@ -149,6 +149,7 @@ pub fn per_packet_cost(packets: usize, runs: usize) -> Vec<Row> {
             pptp0_peer_mac: [2, 0, 0, 0, 9, 2],
             enabled: 1,
             reorder_window: 0,
+            pptp0_ifindex: 0,
         })
         .unwrap();
         let mut tx = Direction::new(RECV_KEY, false);

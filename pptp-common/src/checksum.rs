@@ -37,4 +37,23 @@ mod tests {
             words[9] = old;
         }
     }
+
+    #[test]
+    fn a_ttl_decrement_matches_a_full_recomputation() {
+        // A real header (ping from 10.99.0.2 to 203.0.113.5), TTL 64 down to 2, then the corner
+        // where the sum is 0xffff.
+        let mut words = [
+            0x4500, 0x0054, 0x1c46, 0x4000, 0x4001, 0x0000, 0x0a63, 0x0002, 0xcb00, 0x7105,
+        ];
+        words[5] = full(&words);
+        for _ in 0..62 {
+            let old = words[4];
+            let new = old - 0x0100;
+            let check = replace16(words[5], old, new);
+            words[4] = new;
+            words[5] = 0;
+            assert_eq!(check, full(&words), "ttl {}", new >> 8);
+            words[5] = check;
+        }
+    }
 }

@@ -14,6 +14,18 @@ pub const ROUTE_GENERATION: &str = "ROUTE_GENERATION";
 /// Program names as they appear in the object file.
 pub const PROG_XDP_DECAP: &str = "pptp_decap";
 pub const PROG_XDP_ENCAP: &str = "pptp_encap_xdp";
+/// `[forwarding] mode = "xdp"`: decapsulated packets forwarded by a FIB lookup (tail-called
+/// by the decapsulation through `FORWARD[FORWARD_DECAPPED]`).
+pub const PROG_XDP_FORWARD: &str = "pptp_forward";
+/// `[forwarding] mode = "xdp"`: XDP on LAN interfaces (and tail-called by the decapsulation for
+/// non-GRE IPv4 arriving on the WAN through `FORWARD[FORWARD_LAN]`): packets for client
+/// addresses are encapsulated and redirected to the WAN, everything else passes.
+pub const PROG_XDP_LAN: &str = "pptp_lan";
+/// `ProgramArray` the decapsulation tail-calls in `xdp` mode; empty in `stack` mode (a tail
+/// call into an empty slot falls through to the stack path).
+pub const FORWARD: &str = "FORWARD";
+pub const FORWARD_DECAPPED: u32 = 0;
+pub const FORWARD_LAN: u32 = 1;
 /// XDP_PASS, for `pptp0` (a veth needs an XDP program to receive redirected frames).
 pub const PROG_XDP_PASS: &str = "pptp_pass";
 /// Benchmark baseline only: redirects every frame to `BENCH_REDIRECT[0]` (an ifindex), the

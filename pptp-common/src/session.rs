@@ -114,8 +114,12 @@ pub struct DatapathConfig {
     /// How far behind the highest received sequence number a data packet may arrive and still
     /// be delivered (1..=64; 0 means 64). See `seq::RxWindow`.
     pub reorder_window: u32,
+    /// `pptp0` itself: forwarding lookups in `xdp` mode are made as if the packet arrived there
+    /// (so `ip rule iif pptp0` applies), and a route out of it is client-to-client traffic,
+    /// which is left to the stack.
+    pub pptp0_ifindex: u32,
 }
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 28);
 
 /// The benchmark generator's template: the headers of a client's data frame up to the inner
 /// packet (Ethernet, IPv4, GRE with a sequence number and no ack, PPP `FF 03 00 21`), and the

@@ -156,10 +156,20 @@ pub enum Stat {
     EncapDropped = 10,
     /// Encapsulated with the session's cached next hop (no FIB lookup).
     EncapHopCached = 11,
+    /// `xdp` mode: decapsulated and forwarded by XDP (FIB lookup, TTL, MACs) to the egress.
+    ForwardXdp = 12,
+    /// `xdp` mode: decapsulated and left to the stack through `pptp0` (local destination, no
+    /// neighbour yet, too big for the egress, TTL expiring, client to client, no route).
+    ForwardStack = 13,
+    /// Packets the LAN program was run on (`xdp` mode; LAN interfaces and non-GRE on the WAN).
+    LanSeen = 14,
+    /// The LAN program passed to the stack: not for a client, or the stack's to decide (TTL
+    /// expiring, too big for the tunnel, session not up, no neighbour, not unicast).
+    LanPassed = 15,
 }
 
 impl Stat {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 16;
     pub const ALL: [Stat; Self::COUNT] = [
         Self::XdpSeen,
         Self::XdpNotGre,
@@ -173,6 +183,10 @@ impl Stat {
         Self::Encapsulated,
         Self::EncapDropped,
         Self::EncapHopCached,
+        Self::ForwardXdp,
+        Self::ForwardStack,
+        Self::LanSeen,
+        Self::LanPassed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -189,6 +203,10 @@ impl Stat {
             Self::Encapsulated => "encapsulated",
             Self::EncapDropped => "encap_dropped",
             Self::EncapHopCached => "encap_hop_cached",
+            Self::ForwardXdp => "forward_xdp",
+            Self::ForwardStack => "forward_stack",
+            Self::LanSeen => "lan_seen",
+            Self::LanPassed => "lan_passed",
         }
     }
 }

@@ -6,7 +6,8 @@
 //! socket (the slow path) after their sequence number is recorded. A session's IPv4 data is
 //! checked (inner source = assigned address; sequence number new and inside the reorder window:
 //! reordered packets are delivered in arrival order, duplicates and older ones dropped),
-//! MSS-clamped, stripped to Ethernet + inner IPv4 and redirected so it arrives on `pptp0`.
+//! MSS-clamped, stripped to Ethernet + inner IPv4 and redirected so it arrives on `pptp0`
+//! (`stack` mode), or handed to `forward.rs` (`xdp` mode).
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -18,6 +19,7 @@ use pptp_common::{
     headers::{
         ETH_HLEN, ETH_P_IP, EthHdr, GreHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr,
     },
+    maps::{FORWARD_DECAPPED, FORWARD_LAN},
     mppe::PPP_MPPE,
     seq::{Arrival, MAX_WINDOW, RxWindow, seq_after},
     session::{DatapathConfig, GreState, MODE_MPPE, STATE_UP, Session, SessionKey},
@@ -26,7 +28,7 @@ use pptp_common::{
 
 use crate::{
     counters::{count, count_drop},
-    maps::{CONFIG, GRE_STATE, SESSION_STATS, SESSIONS},
+    maps::{CONFIG, FORWARD, GRE_STATE, SESSION_STATS, SESSIONS},
     packet::{ptr_at_mut, read_at},
 };
 
@@ -47,6 +49,10 @@ pub fn try_decap(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     if ip.protocol != IPPROTO_GRE {
         count(Stat::XdpNotGre);
+        // `xdp` mode: traffic for clients may arrive on the WAN too (one-armed gateways, or
+        // return traffic routed in over the uplink). No-op in `stack` mode (empty slot).
+        // SAFETY: a tail call either does not return or leaves the context untouched.
+        unsafe { FORWARD.tail_call(ctx, FORWARD_LAN) };
         return Ok(xdp_action::XDP_PASS);
     }
     if ip.is_fragment() {
@@ -257,6 +263,10 @@ fn decap_session(
         };
     }
     count(Stat::XdpDecap);
+    // `xdp` mode forwards it from here (`forward.rs`); in `stack` mode the slot is empty and the
+    // packet goes to `pptp0`.
+    // SAFETY: a tail call either does not return or leaves the context untouched.
+    unsafe { FORWARD.tail_call(ctx, FORWARD_DECAPPED) };
     // SAFETY: plain helper call; returns XDP_REDIRECT, or XDP_ABORTED for a bad ifindex.
     Ok(unsafe { bpf_redirect(cfg.pptp0_peer_ifindex, 0) } as u32)
 }

@@ -12,8 +12,8 @@
 //! packet here is one wire-sized IPv4 packet.
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, xdp_action},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use pptp_common::{
@@ -26,32 +26,10 @@ use pptp_common::{
 
 use crate::{
     counters::count,
+    fib::{self, FibLookup},
     maps::{CLIENTS, GRE_STATE, ROUTE_GENERATION, SESSION_STATS, SESSIONS},
     packet::{ptr_at_mut, read_at},
 };
-
-/// `struct bpf_fib_lookup` (64 bytes) with the IPv4 members named.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct FibLookup {
-    family: u8,
-    l4_protocol: u8,
-    sport: [u8; 2],
-    dport: [u8; 2],
-    tot_len: u16,
-    ifindex: u32,
-    tos: u32,
-    ipv4_src: [u8; 4],
-    _src6: [u8; 12],
-    ipv4_dst: [u8; 4],
-    _dst6: [u8; 12],
-    vlan: u32,
-    smac: [u8; 6],
-    dmac: [u8; 6],
-}
-const _: () = assert!(core::mem::size_of::<FibLookup>() == 64);
-
-const AF_INET: u8 = 2;
 
 /// PPP header for IPv4, uncompressed.
 const PPP_LEN: usize = 4;
@@ -60,13 +38,35 @@ pub const HEADER_LEN: usize = ETH_HLEN + IPV4_MIN_HLEN + 16 + PPP_LEN;
 /// What MPPE adds behind them: its header and the (encrypted) PPP protocol of the packet.
 const MPPE_EXTRA: usize = 4;
 
+/// Behind `pptp0` (`LAN = false`) every packet is for a client and one that cannot go is dropped
+/// with its reason. On a LAN interface (`LAN = true`, `xdp` mode) only packets for a client's
+/// address that XDP can finish are taken; the rest goes to the stack unchanged, which routes it
+/// to `pptp0` (and so to the `LAN = false` program), fragments, or answers with ICMP.
 #[inline(always)]
-pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let eth: EthHdr = read_at(ctx, 0)?;
-    if u16::from_be_bytes(eth.ether_type) != ETH_P_IP {
-        return Err(DropReason::NotIpv4);
+fn refuse<const LAN: bool>(reason: DropReason) -> Result<u32, DropReason> {
+    if LAN {
+        count(Stat::LanPassed);
+        Ok(xdp_action::XDP_PASS)
+    } else {
+        Err(reason)
     }
-    let ip: Ipv4Hdr = read_at(ctx, ETH_HLEN)?;
+}
+
+#[inline(always)]
+pub fn try_encap<const LAN: bool>(ctx: &XdpContext) -> Result<u32, DropReason> {
+    let Ok(eth) = read_at::<EthHdr>(ctx, 0) else {
+        return refuse::<LAN>(DropReason::Truncated);
+    };
+    if u16::from_be_bytes(eth.ether_type) != ETH_P_IP {
+        return refuse::<LAN>(DropReason::NotIpv4);
+    }
+    if LAN && eth.dst[0] & 1 != 0 {
+        // Broadcast and multicast are the stack's.
+        return refuse::<LAN>(DropReason::NotIpv4);
+    }
+    let Ok(ip) = read_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
+        return refuse::<LAN>(DropReason::Truncated);
+    };
     let ihl = ip.header_len();
     let inner_len = ip.total_len() as usize;
     if ip.version() != 4
@@ -74,31 +74,32 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
         || inner_len < ihl
         || ETH_HLEN + inner_len > ctx.data_end() - ctx.data()
     {
-        return Err(DropReason::InnerMalformed);
+        return refuse::<LAN>(DropReason::InnerMalformed);
     }
     // SAFETY: values are copied out at once.
-    let key = unsafe { CLIENTS.get(ip.dst) }
-        .copied()
-        .ok_or(DropReason::NoSession)?;
+    let Some(key) = (unsafe { CLIENTS.get(ip.dst) }).copied() else {
+        return refuse::<LAN>(DropReason::NoSession);
+    };
     // SAFETY: as above.
-    let session = unsafe { SESSIONS.get(key) }
-        .copied()
-        .ok_or(DropReason::NoSession)?;
+    let Some(session) = (unsafe { SESSIONS.get(key) }).copied() else {
+        return refuse::<LAN>(DropReason::NoSession);
+    };
     if session.state != STATE_UP {
-        return Err(DropReason::SessionNotUp);
+        return refuse::<LAN>(DropReason::SessionNotUp);
     }
     let mppe = session.mode == MODE_MPPE;
     // MPPE adds its 2-byte header and carries the PPP protocol (00 21) inside the encryption.
     let extra = if mppe { MPPE_EXTRA } else { 0 };
     if inner_len > session.mtu as usize {
-        return Err(DropReason::TooBig);
+        return refuse::<LAN>(DropReason::TooBig);
     }
-    if ip.protocol == IPPROTO_TCP {
-        crate::mss::clamp_mss(ctx, ETH_HLEN + ihl, session.mss);
+    // Forwarded here rather than by the stack: an expiring TTL is the stack's (Time Exceeded).
+    if LAN && ip.ttl <= 1 {
+        return refuse::<LAN>(DropReason::TooBig);
     }
-    let state = GRE_STATE
-        .get_ptr_mut(session.slot)
-        .ok_or(DropReason::NoSession)?;
+    let Some(state) = GRE_STATE.get_ptr_mut(session.slot) else {
+        return refuse::<LAN>(DropReason::NoSession);
+    };
 
     // One fixed header layout: GRE always with seq and ack, PPP always uncompressed (FF 03 00 21;
     // RFC 1661 §6.5–6.6 receivers accept it even after ACFC/PFC). Constant offsets keep the
@@ -107,11 +108,23 @@ pub fn try_encap(ctx: &XdpContext) -> Result<u32, DropReason> {
     // SAFETY: `state` is from a successful array lookup; reads of plain integers.
     let (rx_seen, rx_highest) = unsafe { ((*state).rx_seen, (*state).rx_highest) };
     if rx_seen == 0 {
-        return Err(DropReason::SessionNotUp);
+        return refuse::<LAN>(DropReason::SessionNotUp);
     }
     let outer_len = HEADER_LEN - ETH_HLEN + extra + inner_len;
 
-    let hop = next_hop(ctx, state, key.local, key.peer, outer_len)?;
+    let hop = match next_hop(ctx, state, key.local, key.peer, outer_len) {
+        Ok(hop) => hop,
+        Err(reason) => return refuse::<LAN>(reason),
+    };
+    // Past the last refusal: from here the packet is ours.
+    if LAN {
+        let iph = ptr_at_mut::<Ipv4Hdr>(ctx, ETH_HLEN)?;
+        // SAFETY: checked in bounds; TTL > 1 checked above.
+        unsafe { fib::decrement_ttl(iph) };
+    }
+    if ip.protocol == IPPROTO_TCP {
+        crate::mss::clamp_mss(ctx, ETH_HLEN + ihl, session.mss);
+    }
     // SAFETY: plain helper call on this program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((HEADER_LEN - ETH_HLEN + extra) as i32)) } != 0 {
         return Err(DropReason::AdjustFailed);
@@ -211,31 +224,15 @@ fn next_hop(
             });
         }
     }
-    let mut fib = FibLookup {
-        family: AF_INET,
-        l4_protocol: IPPROTO_GRE,
-        sport: [0; 2],
-        dport: [0; 2],
-        tot_len: outer_len as u16,
-        ifindex: ctx.ingress_ifindex() as u32,
-        tos: 0,
-        ipv4_src: local,
-        _src6: [0; 12],
-        ipv4_dst: peer,
-        _dst6: [0; 12],
-        vlan: 0,
-        smac: [0; 6],
-        dmac: [0; 6],
-    };
-    // SAFETY: `fib` is a valid, writable 64-byte `struct bpf_fib_lookup`.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx.cast(),
-            (&raw mut fib).cast(),
-            core::mem::size_of::<FibLookup>() as i32,
-            0,
-        )
-    };
+    let mut fib = FibLookup::ipv4(
+        IPPROTO_GRE,
+        outer_len as u16,
+        ctx.ingress_ifindex() as u32,
+        0,
+        local,
+        peer,
+    );
+    let rc = fib::lookup(ctx, &mut fib);
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
         // Not cached: the stack resolves the neighbour, and a later packet finds it.
         return Err(DropReason::NoNeighbour);

@@ -1,7 +1,9 @@
 //! pptpgw data path.
 //!
 //! `pptp_decap` (XDP, WAN ingress) and `pptp_encap_xdp` (XDP on `pptp0`'s peer, what the kernel
-//! routes to clients), `pptp_pass` for `pptp0` itself. Each program is one
+//! routes to clients), `pptp_pass` for `pptp0` itself; in `xdp` forwarding mode also
+//! `pptp_forward` (decapsulated packets to their egress) and `pptp_lan` (XDP on LAN interfaces:
+//! packets for clients encapsulated without the stack). Each program is one
 //! disposition table: `try_*` returns a verdict or a [`DropReason`], and the entry point turns the
 //! reason into a counted drop, so every path out of a program is counted exactly once.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
@@ -17,6 +19,8 @@ mod bench;
 mod counters;
 mod decap;
 mod encap;
+mod fib;
+mod forward;
 mod maps;
 mod mppe;
 mod mss;
@@ -41,7 +45,28 @@ pub fn pptp_decap(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn pptp_encap_xdp(ctx: XdpContext) -> u32 {
     counters::count(Stat::EncapSeen);
-    match encap::try_encap(&ctx) {
+    match encap::try_encap::<false>(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::count(Stat::EncapDropped);
+            counters::count_drop(reason);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// `xdp` mode: a decapsulated packet (tail-called by `pptp_decap`) to its egress, or to `pptp0`.
+#[xdp]
+pub fn pptp_forward(ctx: XdpContext) -> u32 {
+    forward::forward(&ctx)
+}
+
+/// `xdp` mode, on LAN interfaces (and tail-called by `pptp_decap` for non-GRE IPv4): packets for
+/// clients encapsulated and sent to the WAN; everything else passes.
+#[xdp]
+pub fn pptp_lan(ctx: XdpContext) -> u32 {
+    counters::count(Stat::LanSeen);
+    match encap::try_encap::<true>(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             counters::count(Stat::EncapDropped);

@@ -45,6 +45,10 @@ pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 #[map]
 pub static ROUTE_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
+/// `xdp` mode's stages, tail-called by the decapsulation (see `pptp_common::maps::FORWARD`).
+#[map]
+pub static FORWARD: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
 /// Benchmark generator only (see `bench.rs`).
 #[map]
 pub static BENCH_GEN: Array<BenchGen> = Array::with_max_entries(1, 0);

@@ -332,9 +332,27 @@ impl Limits {
     }
 }
 
+/// Who forwards client traffic between the tunnel and the network.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardingMode {
+    /// Through `pptp0` and the kernel's IP stack: netfilter, conntrack, NAT, qdiscs and every
+    /// routing feature apply to client traffic. The default.
+    Stack,
+    /// XDP forwards on its own (FIB lookup, TTL, MACs) between the WAN and the LAN interfaces:
+    /// faster, and netfilter/conntrack never see client traffic it forwards. What XDP should not
+    /// decide (local destinations, unresolved neighbours, too big, TTL expiry) still goes
+    /// through `pptp0`.
+    Xdp,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Forwarding {
+    pub mode: ForwardingMode,
+    /// `xdp` mode: the interfaces traffic for clients arrives on besides the WAN ones (which
+    /// always take it in `xdp` mode); each gets the LAN program, in `interfaces.xdp_mode`.
+    pub lan: Vec<String>,
     /// Data packets may arrive this far behind the newest one received (1..=64) and still be
     /// delivered; duplicates and older ones are dropped. 1 is pptp.ko's strict late-drop.
     pub reorder_window: u32,
@@ -342,7 +360,11 @@ pub struct Forwarding {
 
 impl Default for Forwarding {
     fn default() -> Self {
-        Self { reorder_window: 64 }
+        Self {
+            mode: ForwardingMode::Stack,
+            lan: Vec::new(),
+            reorder_window: 64,
+        }
     }
 }
 
@@ -515,6 +537,26 @@ impl Config {
                     pptp_common::seq::MAX_WINDOW
                 ),
             ));
+        }
+        if self.forwarding.mode == ForwardingMode::Stack && !self.forwarding.lan.is_empty() {
+            return Err(ConfigError::new(
+                "forwarding.lan",
+                "LAN interfaces take XDP only with forwarding.mode = \"xdp\"",
+            ));
+        }
+        for lan in &self.forwarding.lan {
+            if self.interfaces.wan.contains(lan) {
+                return Err(ConfigError::new(
+                    "forwarding.lan",
+                    format!("{lan} is a WAN interface (interfaces.wan); those forward both ways"),
+                ));
+            }
+            if lan.is_empty() || lan == &self.interfaces.tunnel_device {
+                return Err(ConfigError::new(
+                    "forwarding.lan",
+                    format!("{lan:?} cannot be a LAN interface"),
+                ));
+            }
         }
         if !(576..=1500).contains(&self.ppp.mtu) {
             return Err(ConfigError::new(
@@ -853,6 +895,21 @@ ranges = ["10.0.1.0/30"]
                 "two",
             ),
             ("[listen\n", "config", ""),
+            (
+                "[forwarding]\nmode = \"fast\"\n",
+                "forwarding.mode",
+                "unknown variant",
+            ),
+            (
+                "[forwarding]\nlan = [\"eth1\"]\n",
+                "forwarding.lan",
+                "mode = \"xdp\"",
+            ),
+            (
+                "[interfaces]\nwan = [\"eth0\"]\n[forwarding]\nmode = \"xdp\"\nlan = [\"eth0\"]\n",
+                "forwarding.lan",
+                "WAN",
+            ),
         ];
         for (text, field, reason) in cases {
             let e = error(text);

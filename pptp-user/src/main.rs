@@ -422,6 +422,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         per_session_metrics: config.metrics.per_session,
         connection_rate_per_source: config.limits.connection_rate_per_source,
         reorder_window: config.forwarding.reorder_window,
+        xdp_forwarding: config.forwarding.mode == pptp_user::config::ForwardingMode::Xdp,
+        lan: config.forwarding.lan.clone(),
     };
     // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
     // whole when it fails validation or changes what only a restart can.

@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub connection_rate_per_source: u32,
     /// The data path's GRE reorder window (`forwarding.reorder_window`).
     pub reorder_window: u32,
+    /// `forwarding.mode = "xdp"`: XDP forwards client traffic itself.
+    pub xdp_forwarding: bool,
+    /// `forwarding.lan`: interfaces that get the LAN program (`xdp` mode).
+    pub lan: Vec<String>,
 }
 
 /// What a reload brings: the core's new configuration, users and pools, and the shell's limits.
@@ -602,7 +606,15 @@ pub async fn run(
             pptp0_peer_mac: pptp0.peer_mac,
             enabled: 1,
             reorder_window: config.reorder_window,
+            pptp0_ifindex: pptp0.ifindex,
         })?;
+        if config.xdp_forwarding {
+            dp.enable_xdp_forwarding()?;
+            for lan in &config.lan {
+                dp.attach_lan(lan, config.xdp_mode)?;
+            }
+            tracing::info!(lan = ?config.lan, "forwarding mode xdp: client traffic bypasses netfilter");
+        }
         dp.seq_space()
     }
     .await;

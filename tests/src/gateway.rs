@@ -53,6 +53,10 @@ pub fn config(extra: &str) -> String {
     config_mppe("deny", extra)
 }
 
+/// `[forwarding] mode = "xdp"` with the rig's LAN interface: a config's `extra` for tests that run
+/// in both forwarding modes.
+pub const XDP_FORWARDING: &str = "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n";
+
 /// A config for the rig with this `[ppp] mppe` policy.
 pub fn config_mppe(policy: &str, extra: &str) -> String {
     format!("[ppp]\ntunnel_local = \"{TUNNEL_LOCAL}\"\nmppe = \"{policy}\"\n\n{extra}\n",)
@@ -72,8 +76,12 @@ impl Rig {
         server.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "s0"]);
         server.ip(&["route", "add", "default", "via", "203.0.113.1"]);
         run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
-        // Frames the gateway's XDP redirects into c0's peer need NAPI on c0: GRO on.
+        // Frames the gateway's XDP redirects into c0's and s0's peers need NAPI there: GRO on.
         run_ok(client.command("ethtool").args(["-K", "c0", "gro", "on"]));
+        run_ok(server.command("ethtool").args(["-K", "s0", "gro", "on"]));
+        // The server stands for the network: what it sends carries whole checksums, as on a
+        // wire (a veth otherwise hands its peer's XDP partial ones; see README, xdp mode).
+        run_ok(server.command("ethtool").args(["-K", "s0", "tx", "off"]));
         Self::from_parts(tag, client, gw, server, &["wan0"], GW_WAN)
     }
 

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod kernel;
 pub mod netns;
 pub mod sockets;
+pub mod transfer;
 pub mod tun;
 
 /// Fails the calling test loudly when not run as root: these tests are not optional.

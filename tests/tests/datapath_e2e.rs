@@ -86,6 +86,7 @@ fn client_to_server_and_back_through_xdp() {
                 pptp0_peer_mac: pptp0.peer_mac,
                 enabled: 1,
                 reorder_window: 0,
+                pptp0_ifindex: 0,
             })
             .unwrap();
             dp.install_session(&session).unwrap();

@@ -87,6 +87,7 @@ fn loaded() -> Datapath {
         pptp0_peer_mac: PPTP0_PEER_MAC,
         enabled: 1,
         reorder_window: 0,
+        pptp0_ifindex: 0,
     })
     .unwrap();
     dp
@@ -159,6 +160,7 @@ fn the_reorder_window_delivers_reordered_packets_once() {
         pptp0_peer_mac: PPTP0_PEER_MAC,
         enabled: 1,
         reorder_window: 1,
+        pptp0_ifindex: 0,
     })
     .unwrap();
     dp.install_session(&session(STATE_UP)).unwrap();

@@ -11,7 +11,10 @@ use std::{
 
 use pptp_client::{DialError, Ended, dial, gre::GreMux, packet};
 use pptp_tests::{
-    gateway::{CLIENT, GW_WAN, Rig, SECRETS, SERVER, client_line, config, dial_config, num, rt},
+    gateway::{
+        CLIENT, GW_WAN, Rig, SECRETS, SERVER, XDP_FORWARDING, client_line, config, dial_config,
+        num, rt,
+    },
     require_root,
 };
 use pptp_user::wire::{
@@ -109,8 +112,17 @@ fn wrong_password_is_refused_with_691_then_disconnected() {
 /// and counted, and the real session is unaffected.
 #[test]
 fn hostile_data_is_dropped_and_counted_and_the_session_survives() {
+    hostile("hostile", "");
+}
+
+#[test]
+fn hostile_data_is_dropped_and_counted_and_the_session_survives_in_xdp_mode() {
+    hostile("hostxdp", XDP_FORWARDING);
+}
+
+fn hostile(tag: &str, extra: &str) {
     require_root();
-    let rig = Rig::start("hostile", &config(""), SECRETS);
+    let rig = Rig::start(tag, &config(extra), SECRETS);
     // A second outer address on the client side, for the wrong-outer case.
     let other = Ipv4Addr::new(198, 51, 100, 8);
     rig.client

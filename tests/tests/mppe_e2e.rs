@@ -8,6 +8,7 @@ use pptp_client::{DialError, dial, gre::GreMux, peer::PeerDown};
 use pptp_tests::{
     gateway::{Rig, SECRETS, SERVER, config_mppe, dial_config, num, rt},
     require_root,
+    transfer::{Moved, TRANSFER, tcp_both_ways},
 };
 use pptp_user::wire::lcp::AuthProtocol;
 
@@ -182,95 +183,6 @@ fn stateful_sessions_recover_from_loss_both_ways_with_ccp_resets() {
     rig.assert_clean();
 }
 
-/// Bytes moved each way by the TCP transfers.
-const TRANSFER: usize = 4 << 20;
-
-/// The byte at `i` of a transfer (a pattern with no short period, so that a lost, repeated or
-/// misplaced segment shows).
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
-
-/// The kernel's TCP through an encrypted session, both ways: a TUN device in the client's
-/// namespace is bridged to the project's client, and TRANSFER bytes go up to a listener in the
-/// server's namespace and TRANSFER bytes come down from it. Returns the bytes that arrived
-/// intact each way.
-fn tcp_both_ways(rig: &Rig, call_id: u16, stateful: bool) -> (usize, usize) {
-    use std::io::{Read as _, Write as _};
-    let listener = rig
-        .server
-        .enter(|| std::net::TcpListener::bind((SERVER, 5001)).expect("listen"));
-    // Server: the first connection uploads (counted and checked), the second downloads.
-    let server = std::thread::spawn(move || {
-        let (mut up, _) = listener.accept().expect("accept upload");
-        let mut got = Vec::new();
-        let _ = up.read_to_end(&mut got);
-        let intact = got
-            .iter()
-            .enumerate()
-            .take_while(|(i, b)| **b == pattern(*i))
-            .count();
-        let (mut down, _) = listener.accept().expect("accept download");
-        let data: Vec<u8> = (0..TRANSFER).map(pattern).collect();
-        let _ = down.write_all(&data);
-        intact
-    });
-    let (up_ok, down_ok) = rig.client.enter(|| {
-        rt().block_on(async {
-            let mux = GreMux::open().unwrap();
-            let mut cfg = dial_config(rig, "alice", "s3cret", call_id);
-            cfg.peer.mppe = true;
-            cfg.peer.mppe_stateful = stateful;
-            cfg.peer.methods = MSCHAPV2.to_vec();
-            let mut s = dial(cfg, &mux).await.expect("dial");
-            assert_eq!(s.info.network.mppe_stateful, stateful);
-            let addr = s.info.network.address.to_string();
-            let tun = pptp_tests::tun::open_tun("ptun0").expect("TUN");
-            for args in [
-                vec!["addr", "add", &format!("{addr}/32"), "dev", "ptun0"],
-                vec!["link", "set", "ptun0", "mtu", "1400", "up"],
-                vec![
-                    "route",
-                    "add",
-                    &format!("{SERVER}/32"),
-                    "dev",
-                    "ptun0",
-                    "src",
-                    &addr,
-                ],
-            ] {
-                assert!(rig.client.ip(&args).status.success(), "ip {args:?}");
-            }
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-            // The transfers on a thread of this namespace (threads inherit it).
-            let client = std::thread::spawn(move || {
-                let timeout = Some(Duration::from_secs(60));
-                let mut up = std::net::TcpStream::connect((SERVER, 5001)).expect("connect up");
-                up.set_write_timeout(timeout).unwrap();
-                let data: Vec<u8> = (0..TRANSFER).map(pattern).collect();
-                up.write_all(&data).expect("upload");
-                drop(up);
-                let mut down = std::net::TcpStream::connect((SERVER, 5001)).expect("connect down");
-                down.set_read_timeout(timeout).unwrap();
-                let mut got = Vec::new();
-                let _ = down.read_to_end(&mut got);
-                let _ = stop_tx.send(());
-                got.iter()
-                    .enumerate()
-                    .take_while(|(i, b)| **b == pattern(*i))
-                    .count()
-            });
-            let moved = pptp_tests::tun::bridge(&mut s, tun, stop_rx).await.unwrap();
-            let down_ok = client.join().unwrap();
-            s.hangup().await;
-            let up_ok = server.join().unwrap();
-            assert!(moved.0 > 1000 && moved.1 > 1000, "{moved:?}");
-            (up_ok, down_ok)
-        })
-    });
-    (up_ok, down_ok)
-}
-
 /// TCP both ways through stateless and stateful sessions: every byte arrives, every data packet
 /// is decrypted and encrypted by XDP (the slow path sees none), and no MPPE packet is dropped.
 #[test]
@@ -279,12 +191,22 @@ fn tcp_transfers_both_ways_stateless_and_stateful() {
     for (stateful, config) in [(false, ""), (true, "mppe_stateful = \"force\"")] {
         let rig = Rig::start("mppetcp", &config_mppe("require", config), SECRETS);
         let before = rig.stats();
-        let (up, down) = tcp_both_ways(&rig, 0x600, stateful);
+        let mut cfg = dial_config(&rig, "alice", "s3cret", 0x600);
+        cfg.peer.mppe = true;
+        cfg.peer.mppe_stateful = stateful;
+        cfg.peer.methods = MSCHAPV2.to_vec();
+        let moved = tcp_both_ways(&rig, cfg, 5001);
         let after = rig.stats();
         let d = |path: &[&str]| num(&after, path) - num(&before, path);
         assert_eq!(
-            (up, down),
-            (TRANSFER, TRANSFER),
+            moved,
+            Moved {
+                pings: 3,
+                up: TRANSFER,
+                down: TRANSFER,
+                encrypted: true,
+                stateful,
+            },
             "stateful {stateful}: {after}"
         );
         // ~3,000 full-sized segments each way, plus acks.

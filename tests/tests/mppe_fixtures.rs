@@ -60,6 +60,7 @@ fn setup_mode(stateful: bool) -> (Netns, Netns, Datapath) {
             pptp0_peer_mac: PPTP0_PEER_MAC,
             enabled: 1,
             reorder_window: 0,
+            pptp0_ifindex: 0,
         })
         .unwrap();
         dp.install_session(&mppe_session()).unwrap();

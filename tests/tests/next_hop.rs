@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pptp_client::{dial, gre::GreMux};
 use pptp_tests::{
-    gateway::{CLIENT, Rig, SECRETS, SERVER, config, dial_config, num, rt},
+    gateway::{CLIENT, Rig, SECRETS, SERVER, XDP_FORWARDING, config, dial_config, num, rt},
     netns::fmt_mac,
     require_root,
 };
@@ -20,8 +20,19 @@ fn mac_of(rig: &Rig, dev: &str) -> String {
 
 #[test]
 fn a_changed_next_hop_is_followed_at_once() {
+    followed("nexthop", "");
+}
+
+/// The same with XDP forwarding: the server's replies are encapsulated by the LAN program, whose
+/// next-hop cache is the same.
+#[test]
+fn a_changed_next_hop_is_followed_at_once_in_xdp_mode() {
+    followed("nhxdp", XDP_FORWARDING);
+}
+
+fn followed(tag: &str, extra: &str) {
     require_root();
-    let rig = Rig::start("nexthop", &config(""), SECRETS);
+    let rig = Rig::start(tag, &config(extra), SECRETS);
     let real = mac_of(&rig, "c0");
     let neigh = |mac: &str| {
         let o = rig.gw.ip(&[

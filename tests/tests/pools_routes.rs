@@ -12,7 +12,7 @@ use std::{
 
 use pptp_client::{DialConfig, DialError, Ended, Session, dial, gre::GreMux, peer::PeerConfig};
 use pptp_tests::{
-    gateway::{CLIENT, Rig, SECRETS, SERVER, client_line, config, rt},
+    gateway::{CLIENT, Rig, SECRETS, SERVER, XDP_FORWARDING, client_line, config, rt},
     netns::{Netns, run_ok, veth_pair},
     pptpgw_bin, require_root, terminate,
 };
@@ -312,11 +312,21 @@ fn pool_exhaustion_refuses_the_fifth_and_spares_the_four() {
 /// and left through the dialled address's uplink.
 #[test]
 fn a_multihomed_gateway_answers_from_the_dialled_address() {
+    multihomed("mh", "");
+}
+
+/// The same with XDP forwarding: the server's TCP replies are encapsulated by the LAN program.
+#[test]
+fn a_multihomed_gateway_answers_from_the_dialled_address_in_xdp_mode() {
+    multihomed("mx", XDP_FORWARDING);
+}
+
+fn multihomed(tag: &str, extra: &str) {
     require_root();
-    let client = Netns::new("mhc");
-    let router = Netns::new("mhr");
-    let gw = Netns::new("mhg");
-    let server = Netns::new("mhs");
+    let client = Netns::new(&format!("{tag}c"));
+    let router = Netns::new(&format!("{tag}r"));
+    let gw = Netns::new(&format!("{tag}g"));
+    let server = Netns::new(&format!("{tag}s"));
     let a = Ipv4Addr::new(198, 51, 100, 1);
     let b = Ipv4Addr::new(100, 64, 0, 1);
     let client_addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -363,12 +373,17 @@ fn a_multihomed_gateway_answers_from_the_dialled_address() {
     ] {
         run_ok(ns.command("sysctl").args(["-qw", knob]));
     }
-    // Redirected frames arriving at the router's veths need NAPI there.
+    // Redirected frames arriving at the router's and the server's veths need NAPI there.
     for dev in ["ra", "rb"] {
         run_ok(router.command("ethtool").args(["-K", dev, "gro", "on"]));
     }
+    run_ok(
+        server
+            .command("ethtool")
+            .args(["-K", "s0", "gro", "on", "tx", "off"]),
+    );
     // Captures on the router's two gateway-facing links: what the gateway sends, per uplink.
-    let dir = std::env::temp_dir().join(format!("pptpgw-mh-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("pptpgw-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut captures = Vec::new();
     for dev in ["ra", "rb"] {
@@ -385,8 +400,8 @@ fn a_multihomed_gateway_answers_from_the_dialled_address() {
         captures.push((dev, file, child));
     }
     std::thread::sleep(Duration::from_millis(700));
-    let mut rig = Rig::from_parts("mh", client, gw, server, &["wana", "wanb"], a);
-    rig.launch(&config(POOL4), SECRETS);
+    let mut rig = Rig::from_parts(tag, client, gw, server, &["wana", "wanb"], a);
+    rig.launch(&config(&format!("{POOL4}\n{extra}")), SECRETS);
     for (i, dialled) in [a, b].into_iter().enumerate() {
         rig.dial = dialled;
         let out = rig.client(&[

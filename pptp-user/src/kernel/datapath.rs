@@ -68,6 +68,8 @@ impl Datapath {
             maps::PROG_XDP_DECAP,
             maps::PROG_XDP_ENCAP,
             maps::PROG_XDP_PASS,
+            maps::PROG_XDP_FORWARD,
+            maps::PROG_XDP_LAN,
             maps::PROG_XDP_BENCH_REDIRECT,
             maps::PROG_XDP_BENCH_GEN,
         ] {
@@ -91,6 +93,26 @@ impl Datapath {
     /// Attaches XDP_PASS to `pptp0` itself, so frames redirected into it are taken natively.
     pub fn attach_pass(&mut self, iface: &str) -> anyhow::Result<()> {
         self.attach(maps::PROG_XDP_PASS, iface, XdpMode::Driver)
+    }
+
+    /// `[forwarding] mode = "xdp"`: the decapsulation forwards on its own and takes traffic for
+    /// clients arriving on the WAN (tail calls into `FORWARD`).
+    pub fn enable_xdp_forwarding(&mut self) -> anyhow::Result<()> {
+        let forward = self
+            .xdp_program(maps::PROG_XDP_FORWARD)?
+            .fd()?
+            .try_clone()?;
+        let lan = self.xdp_program(maps::PROG_XDP_LAN)?.fd()?.try_clone()?;
+        let mut slots: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut(maps::FORWARD)?)?;
+        slots.set(maps::FORWARD_DECAPPED, &forward, 0)?;
+        slots.set(maps::FORWARD_LAN, &lan, 0)?;
+        Ok(())
+    }
+
+    /// `xdp` mode: the LAN program on an interface traffic for clients arrives on.
+    pub fn attach_lan(&mut self, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
+        self.attach(maps::PROG_XDP_LAN, iface, mode)
     }
 
     fn attach(&mut self, name: &str, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
