@@ -94,7 +94,8 @@ impl Gateway {
                     pptp0_peer_mac: pptp0.peer_mac,
                     enabled: 1,
                     reorder_window: 0,
-                    pptp0_ifindex: 0,
+                    pptp0_ifindex: pptp0.ifindex,
+                    steer_cpus: 0,
                 })
                 .expect("config");
                 // Next-hop caching on, as the controller's route monitor turns it on (nothing

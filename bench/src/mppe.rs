@@ -150,6 +150,7 @@ pub fn per_packet_cost(packets: usize, runs: usize) -> Vec<Row> {
             enabled: 1,
             reorder_window: 0,
             pptp0_ifindex: 0,
+            steer_cpus: 0,
         })
         .unwrap();
         let mut tx = Direction::new(RECV_KEY, false);

@@ -52,6 +52,16 @@ impl Topo {
             "dev",
             "wan0",
         ]);
+        // ...and the server's (in `xdp` mode a missing neighbour sends packets to the stack).
+        gw.ip(&[
+            "neigh",
+            "replace",
+            &SERVER.to_string(),
+            "lladdr",
+            &fmt_mac(&s0.mac),
+            "dev",
+            "lan0",
+        ]);
         run_ok(gw.command("ethtool").args(["-K", "lan0", "gro", "on"]));
         Self {
             cl,

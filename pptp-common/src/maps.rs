@@ -21,6 +21,12 @@ pub const PROG_XDP_FORWARD: &str = "pptp_forward";
 /// non-GRE IPv4 arriving on the WAN through `FORWARD[FORWARD_LAN]`): packets for client
 /// addresses are encapsulated and redirected to the WAN, everything else passes.
 pub const PROG_XDP_LAN: &str = "pptp_lan";
+/// `xdp` mode: the LAN program run on a session's home CPU (a `BPF_MAP_TYPE_CPUMAP` program).
+pub const PROG_XDP_LAN_HOME: &str = "pptp_lan_home";
+/// `CpuMap` of the home CPUs (each entry runs `PROG_XDP_LAN_HOME`).
+pub const HOME_CPUS: &str = "HOME_CPUS";
+/// Capacity of `HOME_CPUS`: CPUs past it are not steered to.
+pub const MAX_HOME_CPUS: u32 = 256;
 /// `ProgramArray` the decapsulation tail-calls in `xdp` mode; empty in `stack` mode (a tail
 /// call into an empty slot falls through to the stack path).
 pub const FORWARD: &str = "FORWARD";

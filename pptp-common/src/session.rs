@@ -118,24 +118,32 @@ pub struct DatapathConfig {
     /// (so `ip rule iif pptp0` applies), and a route out of it is client-to-client traffic,
     /// which is left to the stack.
     pub pptp0_ifindex: u32,
+    /// `xdp` mode: the LAN program hands each session's packets to its home CPU (`slot %
+    /// steer_cpus`) through `HOME_CPUS`, so one session is encapsulated on one CPU at a time and
+    /// its packets leave in sequence order whatever queue they arrived on. 0 or 1: no steering.
+    pub steer_cpus: u32,
 }
-const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 28);
+const _: () = assert!(core::mem::size_of::<DatapathConfig>() == 32);
 
-/// The benchmark generator's template: the headers of a client's data frame up to the inner
-/// packet (Ethernet, IPv4, GRE with a sequence number and no ack, PPP `FF 03 00 21`), and the
-/// sessions to cycle through: call IDs `call_base + i` with inner sources `addr_base + i`.
+/// The benchmark generator's template. `kind` [`BENCH_FROM_CLIENTS`]: the headers of a client's
+/// data frame up to the inner packet (Ethernet, IPv4, GRE with a sequence number and no ack, PPP
+/// `FF 03 00 21`), sessions cycled through as call IDs `call_base + i` with inner sources
+/// `addr_base + i`. [`BENCH_TO_CLIENTS`]: the start of a server's packet to a client (Ethernet,
+/// IPv4, 16 bytes of UDP), destinations `addr_base + i`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BenchGen {
     pub sessions: u32,
     pub call_base: u16,
-    pub _pad: u16,
+    pub kind: u16,
     pub addr_base: [u8; 4],
     pub header: [u8; BENCH_HEADER_LEN],
     pub _pad2: [u8; 2],
 }
 /// Ethernet 14 + IPv4 20 + GRE 12 + PPP 4.
 pub const BENCH_HEADER_LEN: usize = 50;
+pub const BENCH_FROM_CLIENTS: u16 = 0;
+pub const BENCH_TO_CLIENTS: u16 = 1;
 const _: () = assert!(core::mem::size_of::<BenchGen>() == 64);
 
 #[cfg(feature = "user")]

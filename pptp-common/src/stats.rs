@@ -166,10 +166,12 @@ pub enum Stat {
     /// The LAN program passed to the stack: not for a client, or the stack's to decide (TTL
     /// expiring, too big for the tunnel, session not up, no neighbour, not unicast).
     LanPassed = 15,
+    /// The LAN program handed a packet to its session's home CPU (`xdp` mode, several CPUs).
+    LanSteered = 16,
 }
 
 impl Stat {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     pub const ALL: [Stat; Self::COUNT] = [
         Self::XdpSeen,
         Self::XdpNotGre,
@@ -187,6 +189,7 @@ impl Stat {
         Self::ForwardStack,
         Self::LanSeen,
         Self::LanPassed,
+        Self::LanSteered,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -207,6 +210,7 @@ impl Stat {
             Self::ForwardStack => "forward_stack",
             Self::LanSeen => "lan_seen",
             Self::LanPassed => "lan_passed",
+            Self::LanSteered => "lan_steered",
         }
     }
 }

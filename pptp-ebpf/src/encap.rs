@@ -13,7 +13,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use pptp_common::{
@@ -27,7 +27,7 @@ use pptp_common::{
 use crate::{
     counters::count,
     fib::{self, FibLookup},
-    maps::{CLIENTS, GRE_STATE, ROUTE_GENERATION, SESSION_STATS, SESSIONS},
+    maps::{CLIENTS, CONFIG, GRE_STATE, HOME_CPUS, ROUTE_GENERATION, SESSION_STATS, SESSIONS},
     packet::{ptr_at_mut, read_at},
 };
 
@@ -52,8 +52,10 @@ fn refuse<const LAN: bool>(reason: DropReason) -> Result<u32, DropReason> {
     }
 }
 
+/// `STEER` (the LAN program on the CPU a packet arrived on): a session whose home CPU is another
+/// goes there (`HOME_CPUS`), where this runs again with `STEER = false`.
 #[inline(always)]
-pub fn try_encap<const LAN: bool>(ctx: &XdpContext) -> Result<u32, DropReason> {
+pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result<u32, DropReason> {
     let Ok(eth) = read_at::<EthHdr>(ctx, 0) else {
         return refuse::<LAN>(DropReason::Truncated);
     };
@@ -86,6 +88,9 @@ pub fn try_encap<const LAN: bool>(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     if session.state != STATE_UP {
         return refuse::<LAN>(DropReason::SessionNotUp);
+    }
+    if STEER && let Some(action) = steer(session.slot) {
+        return Ok(action);
     }
     let mppe = session.mode == MODE_MPPE;
     // MPPE adds its 2-byte header and carries the PPP protocol (00 21) inside the encryption.
@@ -192,6 +197,24 @@ pub fn try_encap<const LAN: bool>(ctx: &XdpContext) -> Result<u32, DropReason> {
     count(Stat::Encapsulated);
     // SAFETY: plain helper call; XDP_REDIRECT on success.
     Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
+}
+
+/// One session, one CPU at a time (`docs/architecture.md`): packets for a session that arrive on
+/// another CPU than its home are handed to the home CPU; `None` when this is the home (or
+/// steering is off, or the home has no entry), and the packet is encapsulated here.
+#[inline(always)]
+fn steer(slot: u32) -> Option<u32> {
+    let cpus = CONFIG.get(0)?.steer_cpus;
+    if cpus < 2 {
+        return None;
+    }
+    let home = slot % cpus;
+    // SAFETY: plain helper call.
+    if home == unsafe { bpf_get_smp_processor_id() } {
+        return None;
+    }
+    count(Stat::LanSteered);
+    HOME_CPUS.redirect(home, 0).ok()
 }
 
 /// Where an encapsulated packet goes: egress interface and MACs.

@@ -45,7 +45,7 @@ pub fn pptp_decap(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn pptp_encap_xdp(ctx: XdpContext) -> u32 {
     counters::count(Stat::EncapSeen);
-    match encap::try_encap::<false>(&ctx) {
+    match encap::try_encap::<false, false>(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             counters::count(Stat::EncapDropped);
@@ -66,7 +66,18 @@ pub fn pptp_forward(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn pptp_lan(ctx: XdpContext) -> u32 {
     counters::count(Stat::LanSeen);
-    match encap::try_encap::<true>(&ctx) {
+    lan_verdict(encap::try_encap::<true, true>(&ctx))
+}
+
+/// `xdp` mode: the LAN program on a session's home CPU (run by `HOME_CPUS`).
+#[xdp(map = "cpumap")]
+pub fn pptp_lan_home(ctx: XdpContext) -> u32 {
+    lan_verdict(encap::try_encap::<true, false>(&ctx))
+}
+
+#[inline(always)]
+fn lan_verdict(r: Result<u32, pptp_common::stats::DropReason>) -> u32 {
+    match r {
         Ok(action) => action,
         Err(reason) => {
             counters::count(Stat::EncapDropped);

@@ -3,10 +3,10 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, ProgramArray},
+    maps::{Array, CpuMap, HashMap, PerCpuArray, ProgramArray},
 };
 use pptp_common::{
-    maps::DEFAULT_MAX_SESSIONS,
+    maps::{DEFAULT_MAX_SESSIONS, MAX_HOME_CPUS},
     mppe::{MppeScratch, MppeState},
     session::{BenchGen, DatapathConfig, GreState, Session, SessionKey, SessionStats},
 };
@@ -48,6 +48,10 @@ pub static ROUTE_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 /// `xdp` mode's stages, tail-called by the decapsulation (see `pptp_common::maps::FORWARD`).
 #[map]
 pub static FORWARD: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// `xdp` mode: each session's home CPU runs `pptp_lan_home` (see `DatapathConfig::steer_cpus`).
+#[map]
+pub static HOME_CPUS: CpuMap = CpuMap::with_max_entries(MAX_HOME_CPUS, 0);
 
 /// Benchmark generator only (see `bench.rs`).
 #[map]

@@ -600,6 +600,17 @@ pub async fn run(
         }
         dp.attach_encap(&pptp0.peer_name)?;
         dp.attach_pass(&pptp0.name)?;
+        // `xdp` mode: the LAN program on every CPU, each session encapsulated on its home CPU.
+        let steer_cpus = if config.xdp_forwarding {
+            dp.enable_xdp_forwarding()?;
+            let cpus = dp.enable_steering()?;
+            for lan in &config.lan {
+                dp.attach_lan(lan, config.xdp_mode)?;
+            }
+            cpus
+        } else {
+            0
+        };
         dp.set_config(&DatapathConfig {
             pptp0_peer_ifindex: pptp0.peer_ifindex,
             pptp0_mac: pptp0.mac,
@@ -607,13 +618,10 @@ pub async fn run(
             enabled: 1,
             reorder_window: config.reorder_window,
             pptp0_ifindex: pptp0.ifindex,
+            steer_cpus,
         })?;
         if config.xdp_forwarding {
-            dp.enable_xdp_forwarding()?;
-            for lan in &config.lan {
-                dp.attach_lan(lan, config.xdp_mode)?;
-            }
-            tracing::info!(lan = ?config.lan, "forwarding mode xdp: client traffic bypasses netfilter");
+            tracing::info!(lan = ?config.lan, steer_cpus, "forwarding mode xdp: client traffic bypasses netfilter");
         }
         dp.seq_space()
     }

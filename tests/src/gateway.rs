@@ -20,7 +20,7 @@ use pptp_user::api::{self, Request};
 use serde_json::Value;
 
 use crate::{
-    netns::{Netns, run_ok, veth_pair},
+    netns::{Netns, run_ok, veth_pair, veth_pair_queues},
     pptp_client_bin, pptpgw_bin,
 };
 
@@ -69,7 +69,14 @@ impl Rig {
         let gw = Netns::new(&format!("{tag}g"));
         let server = Netns::new(&format!("{tag}s"));
         veth_pair(&client, "c0", &gw, "wan0", 0x41);
-        veth_pair(&gw, "lan0", &server, "s0", 0x42);
+        // The LAN has two queues, each sent into from its own CPU (XPS), like a multi-queue NIC:
+        // in `xdp` mode one session's packets may arrive on both CPUs at once.
+        veth_pair_queues(&gw, "lan0", &server, "s0", 0x42, 2);
+        for (queue, cpus) in [(0, "1"), (1, "2")] {
+            run_ok(server.command("sh").arg("-c").arg(format!(
+                "echo {cpus} > /sys/class/net/s0/queues/tx-{queue}/xps_cpus"
+            )));
+        }
         client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "c0"]);
         gw.ip(&["addr", "add", &format!("{GW_WAN}/24"), "dev", "wan0"]);
         gw.ip(&["addr", "add", "203.0.113.1/24", "dev", "lan0"]);

@@ -88,8 +88,22 @@ pub struct VethEnd {
 /// Joins two namespaces with a veth pair, both ends up, with fixed MACs `02:00:00:00:<id>:01/02`.
 /// The pair disappears with either namespace.
 pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str, id: u8) -> (VethEnd, VethEnd) {
+    veth_pair_queues(a, a_if, b, b_if, id, 1)
+}
+
+/// [`veth_pair`] with `queues` receive and transmit queues at each end (a veth's XDP then runs
+/// in one NAPI context per queue, on the CPU that sent into it, like a multi-queue NIC's).
+pub fn veth_pair_queues(
+    a: &Netns,
+    a_if: &str,
+    b: &Netns,
+    b_if: &str,
+    id: u8,
+    queues: u32,
+) -> (VethEnd, VethEnd) {
     let mac_a = [0x02, 0, 0, 0, id, 1];
     let mac_b = [0x02, 0, 0, 0, id, 2];
+    let q = queues.to_string();
     a.ip(&[
         "link",
         "add",
@@ -97,6 +111,10 @@ pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str, id: u8) -> (VethE
         a_if,
         "address",
         &fmt_mac(&mac_a),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
         "type",
         "veth",
         "peer",
@@ -104,6 +122,10 @@ pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str, id: u8) -> (VethE
         b_if,
         "address",
         &fmt_mac(&mac_b),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
         "netns",
         b.name(),
     ]);

@@ -87,6 +87,7 @@ fn client_to_server_and_back_through_xdp() {
                 enabled: 1,
                 reorder_window: 0,
                 pptp0_ifindex: 0,
+                steer_cpus: 0,
             })
             .unwrap();
             dp.install_session(&session).unwrap();

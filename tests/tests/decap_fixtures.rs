@@ -88,6 +88,7 @@ fn loaded() -> Datapath {
         enabled: 1,
         reorder_window: 0,
         pptp0_ifindex: 0,
+        steer_cpus: 0,
     })
     .unwrap();
     dp
@@ -161,6 +162,7 @@ fn the_reorder_window_delivers_reordered_packets_once() {
         enabled: 1,
         reorder_window: 1,
         pptp0_ifindex: 0,
+        steer_cpus: 0,
     })
     .unwrap();
     dp.install_session(&session(STATE_UP)).unwrap();

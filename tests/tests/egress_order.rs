@@ -9,7 +9,7 @@ use std::{net::UdpSocket, time::Duration};
 
 use pptp_client::{dial, gre::GreMux};
 use pptp_tests::{
-    gateway::{Rig, SECRETS, config_mppe, dial_config, rt},
+    gateway::{Rig, SECRETS, XDP_FORWARDING, config_mppe, dial_config, num, rt},
     require_root,
     sockets::GreReceiver,
 };
@@ -83,9 +83,21 @@ fn sequence_numbers_on_the_wire(rig: &Rig, call_id: u16, mppe: bool) -> Vec<u32>
 
 #[test]
 fn one_sessions_packets_leave_in_sequence_order_from_two_cpus() {
+    in_order("egress", "");
+}
+
+/// `xdp` mode: the LAN program runs on both CPUs at once (the rig's LAN has two queues, one per
+/// CPU); each session's packets are handed to its home CPU, so they still leave in order.
+#[test]
+fn one_sessions_packets_leave_in_sequence_order_from_two_cpus_in_xdp_mode() {
+    in_order("egrxdp", XDP_FORWARDING);
+}
+
+fn in_order(tag: &str, extra: &str) {
     require_root();
     for (policy, mppe) in [("deny", false), ("require", true)] {
-        let rig = Rig::start("egress", &config_mppe(policy, ""), SECRETS);
+        let rig = Rig::start(tag, &config_mppe(policy, extra), SECRETS);
+        let before = rig.stats();
         let seqs = sequence_numbers_on_the_wire(&rig, 0x700, mppe);
         let out_of_order = seqs
             .windows(2)
@@ -103,9 +115,17 @@ fn one_sessions_packets_leave_in_sequence_order_from_two_cpus() {
             "mppe {mppe}: {} packets, {out_of_order} out of order",
             seqs.len()
         );
+        let after = rig.stats();
+        let d = |k: &str| num(&after, &["datapath", k]) - num(&before, &["datapath", k]);
+        if !extra.is_empty() {
+            // Both CPUs ran the LAN program, and some packets were handed to the other one.
+            assert!(d("lan_steered") > 0, "{after}");
+            assert!(d("encapsulated") >= seqs.len() as u64, "{after}");
+        }
         eprintln!(
-            "mppe {mppe}: {} packets from two CPUs, all in order",
-            seqs.len()
+            "mppe {mppe}: {} packets from two CPUs, all in order ({} handed to their home CPU)",
+            seqs.len(),
+            d("lan_steered")
         );
         rig.assert_clean();
     }

@@ -127,6 +127,7 @@ fn load(t: &Topology) -> Datapath {
         enabled: 1,
         reorder_window: 0,
         pptp0_ifindex: t.pptp0_ifindex,
+        steer_cpus: 0,
     })
     .unwrap();
     dp.enable_xdp_forwarding().unwrap();

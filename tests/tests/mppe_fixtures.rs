@@ -61,6 +61,7 @@ fn setup_mode(stateful: bool) -> (Netns, Netns, Datapath) {
             enabled: 1,
             reorder_window: 0,
             pptp0_ifindex: 0,
+            steer_cpus: 0,
         })
         .unwrap();
         dp.install_session(&mppe_session()).unwrap();

@@ -8,6 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 mod image;
+mod interop;
 mod vm;
 use clap::{Parser, Subcommand};
 
@@ -82,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         Chore::Test { args } => test(&args),
         Chore::Fuzz { targets, runs } => fuzz(&targets, runs),
         Chore::Capture => capture(),
-        Chore::Interop => interop(),
+        Chore::Interop => interop::interop(),
         Chore::CheckDeploy => check_deploy(),
         Chore::Bench { args } => bench(&args),
         Chore::Image => image::image(),
@@ -175,7 +176,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         check_deploy()?;
         println!("check-deploy: passed");
         // The real client against the real gateway; a filter given means a focused run.
-        interop()?;
+        interop::interop()?;
         println!("interop: 1 passed, 0 failed");
     }
     Ok(())
@@ -423,231 +424,4 @@ fn sh(args: &[&str]) -> anyhow::Result<()> {
         bail!("{args:?} failed: {status}");
     }
     Ok(())
-}
-
-/// What the real client does against each `[ppp] mppe` policy ("POLICY CASE" per line; the
-/// cases are the job's: mppe = require-mppe-128, plain = nomppe, any = pppd's default, chapmd5 /
-/// pap = that method without MPPE, tt1-3 = require-mppe-128 with pptp-linux's reordering,
-/// mppe-stateful = require-mppe-128 mppe-stateful). The policy "stateful" is `require` with
-/// `mppe_stateful = "force"`.
-const INTEROP_CASES: &str = "require mppe
-stateful mppe-stateful
-require plain
-require pap
-require tt1
-require tt2
-require tt3
-prefer plain
-prefer mppe
-allow any
-allow plain
-deny mppe
-deny chapmd5
-deny pap
-";
-/// The cases the gateway must refuse (the client gives up by itself, never reaching IPCP).
-const REFUSED: [&str; 3] = ["require-plain", "require-pap", "deny-mppe"];
-/// Sessions that come up encrypted (require mppe, stateful, tt1-3, prefer mppe; one of them
-/// stateful) and in plain (prefer plain, allow any and plain: pppd asks for no MPPE unless told
-/// to, deny chapmd5 and pap).
-const ENCRYPTED_UPS: usize = 6;
-const STATEFUL_UPS: usize = 1;
-const PLAIN_UPS: usize = 5;
-
-fn interop_config(policy: &str) -> String {
-    match policy {
-        "stateful" => "[ppp]\nmppe = \"require\"\nmppe_stateful = \"force\"\n".into(),
-        _ => format!("[ppp]\nmppe = \"{policy}\"\n"),
-    }
-}
-
-fn interop() -> anyhow::Result<()> {
-    let image = vm::build_image(&vm_cache())?;
-    let status = cargo().args(["build", "-p", "pptp-user"]).status()?;
-    if !status.success() {
-        bail!("cargo build -p pptp-user failed");
-    }
-    let bin = workspace_root().join("target/debug/pptpgw");
-    let share = vm_cache().join("share-interop");
-    println!(
-        "interop: /dev/kvm cannot boot a stock kernel on this machine kind; qemu runs under TCG"
-    );
-    let _ = std::fs::remove_dir_all(&share);
-    std::fs::create_dir_all(&share)?;
-    std::fs::write(share.join("job.sh"), include_str!("jobs/interop.sh"))?;
-    std::fs::write(share.join("methods"), INTEROP_CASES)?;
-    // The job reads "refused-<case>" as: the gateway must refuse this one.
-    for case in REFUSED {
-        std::fs::write(share.join(format!("refused-{case}")), "")?;
-    }
-    std::fs::write(share.join("iperf-require-mppe"), "50M")?;
-    std::fs::write(share.join("iperf-stateful-mppe-stateful"), "20M")?;
-    std::fs::write(share.join("chap-secrets"), "alice * s3cret *\n")?;
-    let config = share.join("pptpgw.toml");
-    std::fs::write(&config, interop_config("require"))?;
-    let ns = format!("pptpgw-interop-{}", std::process::id());
-    sh(&["ip", "netns", "add", &ns])?;
-    let result = (|| -> anyhow::Result<()> {
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-        sh(&[
-            "ip", "-n", &ns, "tuntap", "add", "dev", "tap0", "mode", "tap",
-        ])?;
-        sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            "192.0.2.1/24",
-            "dev",
-            "tap0",
-        ])?;
-        sh(&["ip", "-n", &ns, "link", "set", "tap0", "up"])?;
-        let log = std::fs::File::create(share.join("pptpgw.log"))?;
-        let mut gw = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(&bin)
-            .args(["run", "--wan", "tap0", "--xdp-mode", "generic", "--secrets"])
-            .arg(share.join("chap-secrets"))
-            .arg("--config")
-            .arg(&config)
-            .stderr(log)
-            .spawn()
-            .context("spawn pptpgw")?;
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        // iperf3 server on the gateway's tunnel address (twice: upload, then download).
-        let mut iperf = Command::new("ip")
-            .args(["netns", "exec", &ns, "iperf3", "-s", "-B", "10.99.0.1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("spawn iperf3 -s")?;
-        let started = Instant::now();
-        // The job asks for `[ppp] mppe` policies by writing policy-request: rewrite the config,
-        // SIGHUP, and say so in policy-done.
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let switcher = {
-            let (share, config, done) = (share.clone(), config.clone(), done.clone());
-            let pid = gw.id() as i32;
-            std::thread::spawn(move || {
-                let mut current = String::from("require");
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    let Ok(want) = std::fs::read_to_string(share.join("policy-request")) else {
-                        continue;
-                    };
-                    let want = want.trim().to_string();
-                    if want == current {
-                        continue;
-                    }
-                    if std::fs::write(&config, interop_config(&want)).is_ok() {
-                        // SAFETY: kill(2) on our own child.
-                        unsafe { libc::kill(pid, libc::SIGHUP) };
-                        std::thread::sleep(std::time::Duration::from_millis(500));
-                        let _ = std::fs::write(share.join("policy-done"), &want);
-                        current = want;
-                    }
-                }
-            })
-        };
-        let rc = vm::run_job(
-            &image,
-            &share,
-            Some(&ns),
-            Some("tap0"),
-            std::time::Duration::from_secs(900),
-        );
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = switcher.join();
-        println!(
-            "VM job finished after {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-        let _ = iperf.kill();
-        let _ = iperf.wait();
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(gw.id() as i32, libc::SIGTERM) };
-        let status = gw.wait()?;
-        let log = std::fs::read_to_string(share.join("pptpgw.log"))?;
-        for f in [
-            "iperf-require-mppe-up.txt",
-            "iperf-require-mppe-down.txt",
-            "iperf-stateful-mppe-stateful-up.txt",
-            "iperf-stateful-mppe-stateful-down.txt",
-        ] {
-            let text = std::fs::read_to_string(share.join(f)).unwrap_or_default();
-            for l in text
-                .lines()
-                .filter(|l| l.contains("sender") || l.contains("receiver"))
-            {
-                println!("{f}: {}", l.trim());
-            }
-        }
-        for (p, m) in INTEROP_CASES.lines().filter_map(|l| l.split_once(' ')) {
-            let name = format!("{p}-{m}");
-            let ping =
-                std::fs::read_to_string(share.join(format!("{name}.ping"))).unwrap_or_default();
-            println!(
-                "{name}: {}",
-                ping.lines()
-                    .find(|l| l.contains("packets transmitted") || l.contains("refused"))
-                    .unwrap_or("no result")
-            );
-        }
-        let counters = log
-            .lines()
-            .find(|l| l.contains("data path counters"))
-            .unwrap_or("");
-        println!("gateway: {counters}");
-        let rc = rc?;
-        if rc != 0 {
-            bail!("the VM job failed (rc {rc}); see {}", share.display());
-        }
-        if !status.success() || !log.contains("pptpgw stopped") {
-            bail!(
-                "pptpgw did not stop cleanly ({status}); see {}",
-                share.join("pptpgw.log").display()
-            );
-        }
-        let count = |name: &str| -> u64 {
-            counters
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .and_then(|v| v.trim_matches('"').parse().ok())
-                .unwrap_or(0)
-        };
-        // The refused clients are refused with the reason in the log; every session that came
-        // up says whether it is encrypted, and the right ones are.
-        if !log.contains("MppeRequired") || !log.contains("MppeRefused") {
-            bail!("no clear log line for a refused client (MppeRequired, MppeRefused)");
-        }
-        let ups = |enc: &str| {
-            log.lines()
-                .filter(|l| l.contains("session up") && l.contains(&format!("encryption={enc}")))
-                .count()
-        };
-        let (encrypted, stateful, plain) = (ups("mppe-128"), ups("mppe-128-stateful"), ups("none"));
-        println!("sessions up: {encrypted} encrypted ({stateful} stateful), {plain} plain");
-        if (encrypted, stateful, plain) != (ENCRYPTED_UPS, STATEFUL_UPS, PLAIN_UPS) {
-            bail!(
-                "expected {ENCRYPTED_UPS} encrypted ({STATEFUL_UPS} stateful) and {PLAIN_UPS} \
-                 plain sessions"
-            );
-        }
-        if count("xdp_decap") == 0 || count("encapsulated") == 0 {
-            bail!("no data took the XDP path: {counters}");
-        }
-        let routes = Command::new("ip")
-            .args(["-n", &ns, "route", "show", "proto", "241"])
-            .output()?;
-        if !routes.stdout.is_empty() {
-            bail!(
-                "routes left behind: {}",
-                String::from_utf8_lossy(&routes.stdout)
-            );
-        }
-        Ok(())
-    })();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    result
 }

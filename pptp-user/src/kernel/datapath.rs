@@ -70,6 +70,7 @@ impl Datapath {
             maps::PROG_XDP_PASS,
             maps::PROG_XDP_FORWARD,
             maps::PROG_XDP_LAN,
+            maps::PROG_XDP_LAN_HOME,
             maps::PROG_XDP_BENCH_REDIRECT,
             maps::PROG_XDP_BENCH_GEN,
         ] {
@@ -107,6 +108,42 @@ impl Datapath {
             aya::maps::ProgramArray::try_from(self.map_mut(maps::FORWARD)?)?;
         slots.set(maps::FORWARD_DECAPPED, &forward, 0)?;
         slots.set(maps::FORWARD_LAN, &lan, 0)?;
+        Ok(())
+    }
+
+    /// `xdp` mode on several CPUs: every online CPU (up to `MAX_HOME_CPUS`) runs the LAN
+    /// program for the sessions whose home it is. Returns how many; the caller puts it in
+    /// `DatapathConfig::steer_cpus`.
+    pub fn enable_steering(&mut self) -> anyhow::Result<u32> {
+        let online = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let online: Vec<u32> = online
+            .into_iter()
+            .filter(|&c| c < maps::MAX_HOME_CPUS)
+            .collect();
+        // Homes are `slot % (highest + 1)`; one that is offline has no entry, and its sessions
+        // are encapsulated where their packets arrive.
+        let cpus = online.iter().max().map_or(0, |m| m + 1);
+        let home = self
+            .xdp_program(maps::PROG_XDP_LAN_HOME)?
+            .fd()?
+            .try_clone()?;
+        let mut map: aya::maps::CpuMap<&mut MapData> =
+            aya::maps::CpuMap::try_from(self.map_mut(maps::HOME_CPUS)?)?;
+        for &cpu in &online {
+            // 2,048 frames queued per CPU: a burst of a 10 Gbit/s NIC's ring and then some.
+            map.set(cpu, 2048, Some(&home), 0)
+                .with_context(|| format!("HOME_CPUS[{cpu}]"))?;
+        }
+        Ok(cpus)
+    }
+
+    /// Back to `stack` mode (benchmarks compare both on one data path).
+    pub fn disable_xdp_forwarding(&mut self) -> anyhow::Result<()> {
+        let mut slots: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(self.map_mut(maps::FORWARD)?)?;
+        for slot in [maps::FORWARD_DECAPPED, maps::FORWARD_LAN] {
+            ignore_missing(slots.clear_index(&slot))?;
+        }
         Ok(())
     }
 

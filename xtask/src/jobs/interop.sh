@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs inside the VM: Debian's pptp-linux + pppd dial the gateway (192.0.2.1) over the VM's NIC,
-# once per line of $S/methods ("POLICY CASE"), ping the gateway's tunnel address through the
-# tunnel, and hang up. Before a line whose POLICY differs from the gateway's, the job asks the
+# once per line of $S/methods ("POLICY CASE"), ping $S/target (the gateway's tunnel address, or
+# a server behind it) through the tunnel, and hang up. Before a line whose POLICY differs from the gateway's, the job asks the
 # host to switch `[ppp] mppe` (it rewrites the config and sends SIGHUP) and waits for it.
 # Results: /mnt/share/<policy>-<case>.{ping,log}; exit code 0 only if every case did what it
 # must (connect and ping, or be refused).
@@ -15,6 +15,7 @@ cat > /etc/ppp/chap-secrets <<EOT
 EOT
 cp /etc/ppp/chap-secrets /etc/ppp/pap-secrets
 rc=0
+target=$(cat $S/target 2>/dev/null || echo 10.99.0.1)
 current=require
 policy() {
   [ "$current" = "$1" ] && return
@@ -60,20 +61,21 @@ while read -r pol m; do
   # Up means pppd has the address *and* the peer route (it adds the route after the address; a
   # ping in between fails with "Network is unreachable").
   while [ $i -lt 240 ] && ! ip route show dev ppp0 2>/dev/null | busybox grep -q '10.99.0.1'; do sleep 0.5; i=$((i+1)); done
+  [ "$target" = 10.99.0.1 ] || ip route replace $target/32 dev ppp0
   case $m in
     tt*)
       # Reordering injected by pptp-linux: the run must complete (late packets are dropped, as
       # pptp.ko does; the gateway counts them).
-      ping -c 20 -i 0.2 -W 3 10.99.0.1 > $S/$name.ping 2>&1
+      ping -c 20 -i 0.2 -W 3 $target > $S/$name.ping 2>&1
       busybox grep -q " 0 received" $S/$name.ping && rc=1
       ;;
-    *) ping -c 5 -W 3 10.99.0.1 > $S/$name.ping 2>&1 || rc=1 ;;
+    *) ping -c 5 -W 3 $target > $S/$name.ping 2>&1 || rc=1 ;;
   esac
   # iperf-<case> holds how much to move each way.
   if [ -f $S/iperf-$name ]; then
     n=$(cat $S/iperf-$name)
-    iperf3 -c 10.99.0.1 -n $n > $S/iperf-$name-up.txt 2>&1 || rc=1
-    iperf3 -c 10.99.0.1 -n $n -R > $S/iperf-$name-down.txt 2>&1 || rc=1
+    iperf3 -c $target -n $n > $S/iperf-$name-up.txt 2>&1 || rc=1
+    iperf3 -c $target -n $n -R > $S/iperf-$name-down.txt 2>&1 || rc=1
   fi
   kill -TERM $pid
   i=0

@@ -1,0 +1,401 @@
+//! `cargo xtask interop`: Debian's pptp-linux + pppd in a qemu VM dial `pptpgw run`, once per
+//! forwarding mode. In `stack` mode the client pings and moves iperf3 traffic to the gateway's
+//! own tunnel address; in `xdp` mode to a server in a namespace behind the gateway's LAN
+//! interface, so the traffic is forwarded by XDP both ways.
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, sh, vm, vm_cache, workspace_root};
+
+/// One run of the VM against one gateway.
+struct Pass {
+    name: &'static str,
+    /// `[forwarding]` of the gateway's config.
+    forwarding: &'static str,
+    /// What the real client does against each `[ppp] mppe` policy ("POLICY CASE" per line; the
+    /// cases are the job's: mppe = require-mppe-128, plain = nomppe, any = pppd's default,
+    /// chapmd5 / pap = that method without MPPE, tt1-3 = require-mppe-128 with pptp-linux's
+    /// reordering, mppe-stateful = require-mppe-128 mppe-stateful). The policy "stateful" is
+    /// `require` with `mppe_stateful = "force"`.
+    cases: &'static str,
+    /// The cases the gateway must refuse (the client gives up by itself, never reaching IPCP).
+    refused: &'static [&'static str],
+    /// iperf3 transfers (case, bytes each way).
+    iperf: &'static [(&'static str, &'static str)],
+    /// Sessions that come up encrypted (of them stateful), and in plain.
+    encrypted: usize,
+    stateful: usize,
+    plain: usize,
+    /// Counters that must have moved.
+    moved: &'static [&'static str],
+}
+
+const STACK: Pass = Pass {
+    name: "stack",
+    forwarding: "",
+    cases: "require mppe
+stateful mppe-stateful
+require plain
+require pap
+require tt1
+require tt2
+require tt3
+prefer plain
+prefer mppe
+allow any
+allow plain
+deny mppe
+deny chapmd5
+deny pap
+",
+    refused: &["require-plain", "require-pap", "deny-mppe"],
+    iperf: &[("require-mppe", "50M"), ("stateful-mppe-stateful", "20M")],
+    // require mppe, stateful, tt1-3, prefer mppe; prefer plain, allow any and plain (pppd asks
+    // for no MPPE unless told to), deny chapmd5 and pap.
+    encrypted: 6,
+    stateful: 1,
+    plain: 5,
+    moved: &["xdp_decap", "encapsulated"],
+};
+
+/// The server behind the LAN in `xdp` mode (the tunnel address in `stack` mode).
+const LAN_SERVER: &str = "203.0.113.5";
+
+const XDP: Pass = Pass {
+    name: "xdp",
+    forwarding: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n",
+    cases: "require mppe
+stateful mppe-stateful
+require tt2
+allow plain
+deny chapmd5
+deny pap
+",
+    refused: &[],
+    iperf: &[
+        ("require-mppe", "50M"),
+        ("stateful-mppe-stateful", "20M"),
+        ("allow-plain", "50M"),
+    ],
+    encrypted: 3,
+    stateful: 1,
+    plain: 3,
+    moved: &["forward_xdp", "lan_seen", "encapsulated"],
+};
+
+pub fn interop() -> anyhow::Result<()> {
+    let image = vm::build_image(&vm_cache())?;
+    let status = cargo().args(["build", "-p", "pptp-user"]).status()?;
+    if !status.success() {
+        bail!("cargo build -p pptp-user failed");
+    }
+    println!(
+        "interop: /dev/kvm cannot boot a stock kernel on this machine kind; qemu runs under TCG"
+    );
+    for pass in [STACK, XDP] {
+        println!("interop: forwarding mode {}", pass.name);
+        run_pass(&image, &pass).with_context(|| format!("forwarding mode {}", pass.name))?;
+    }
+    Ok(())
+}
+
+fn config(forwarding: &str, policy: &str) -> String {
+    let ppp = match policy {
+        "stateful" => "[ppp]\nmppe = \"require\"\nmppe_stateful = \"force\"\n".into(),
+        _ => format!("[ppp]\nmppe = \"{policy}\"\n"),
+    };
+    format!("{ppp}\n{forwarding}")
+}
+
+/// Namespaces of one pass; removed on drop.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
+    let share = vm_cache().join(format!("share-interop-{}", pass.name));
+    let _ = std::fs::remove_dir_all(&share);
+    std::fs::create_dir_all(&share)?;
+    std::fs::write(share.join("job.sh"), include_str!("jobs/interop.sh"))?;
+    std::fs::write(share.join("methods"), pass.cases)?;
+    // The job reads "refused-<case>" as: the gateway must refuse this one.
+    for case in pass.refused {
+        std::fs::write(share.join(format!("refused-{case}")), "")?;
+    }
+    for (case, n) in pass.iperf {
+        std::fs::write(share.join(format!("iperf-{case}")), n)?;
+    }
+    std::fs::write(share.join("chap-secrets"), "alice * s3cret *\n")?;
+    let config_path = share.join("pptpgw.toml");
+    std::fs::write(&config_path, config(pass.forwarding, "require"))?;
+    let gw_ns = format!("pptpgw-interop-{}-{}", pass.name, std::process::id());
+    let mut namespaces = Namespaces(vec![gw_ns.clone()]);
+    sh(&["ip", "netns", "add", &gw_ns])?;
+    sh(&["ip", "-n", &gw_ns, "link", "set", "lo", "up"])?;
+    sh(&[
+        "ip", "-n", &gw_ns, "tuntap", "add", "dev", "tap0", "mode", "tap",
+    ])?;
+    sh(&[
+        "ip",
+        "-n",
+        &gw_ns,
+        "addr",
+        "add",
+        "192.0.2.1/24",
+        "dev",
+        "tap0",
+    ])?;
+    sh(&["ip", "-n", &gw_ns, "link", "set", "tap0", "up"])?;
+    // Where the client's traffic goes, and who answers it there.
+    let (target, iperf_ns) = if pass.forwarding.is_empty() {
+        ("10.99.0.1", gw_ns.clone())
+    } else {
+        let srv = format!("{gw_ns}-s");
+        namespaces.0.push(srv.clone());
+        lan_server(&gw_ns, &srv)?;
+        (LAN_SERVER, srv)
+    };
+    std::fs::write(share.join("target"), target)?;
+
+    let bin = workspace_root().join("target/debug/pptpgw");
+    let log = std::fs::File::create(share.join("pptpgw.log"))?;
+    let mut gw = Command::new("ip")
+        .args(["netns", "exec", &gw_ns])
+        .arg(&bin)
+        .args(["run", "--wan", "tap0", "--xdp-mode", "generic", "--secrets"])
+        .arg(share.join("chap-secrets"))
+        .arg("--config")
+        .arg(&config_path)
+        .stderr(log)
+        .spawn()
+        .context("spawn pptpgw")?;
+    std::thread::sleep(Duration::from_secs(2));
+    // iperf3 server on the target (twice per case: upload, then download).
+    let mut iperf = Command::new("ip")
+        .args(["netns", "exec", &iperf_ns, "iperf3", "-s", "-B", target])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawn iperf3 -s")?;
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let switcher = policy_switcher(pass, &share, &config_path, gw.id() as i32, done.clone());
+    let rc = vm::run_job(
+        image,
+        &share,
+        Some(&gw_ns),
+        Some("tap0"),
+        Duration::from_secs(900),
+    );
+    done.store(true, Ordering::Relaxed);
+    let _ = switcher.join();
+    println!(
+        "VM job finished after {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = iperf.kill();
+    let _ = iperf.wait();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(gw.id() as i32, libc::SIGTERM) };
+    let status = gw.wait()?;
+    let log = std::fs::read_to_string(share.join("pptpgw.log"))?;
+    report(pass, &share);
+    let rc = rc?;
+    if rc != 0 {
+        bail!("the VM job failed (rc {rc}); see {}", share.display());
+    }
+    if !status.success() || !log.contains("pptpgw stopped") {
+        bail!(
+            "pptpgw did not stop cleanly ({status}); see {}",
+            share.join("pptpgw.log").display()
+        );
+    }
+    check(pass, &log)?;
+    let routes = Command::new("ip")
+        .args(["-n", &gw_ns, "route", "show", "proto", "241"])
+        .output()?;
+    if !routes.stdout.is_empty() {
+        bail!(
+            "routes left behind: {}",
+            String::from_utf8_lossy(&routes.stdout)
+        );
+    }
+    drop(namespaces);
+    Ok(())
+}
+
+/// `xdp` mode's LAN: `lan0` (203.0.113.1/24) in the gateway, `s0` (the server) in `srv`.
+fn lan_server(gw_ns: &str, srv: &str) -> anyhow::Result<()> {
+    sh(&["ip", "netns", "add", srv])?;
+    sh(&[
+        "ip", "-n", gw_ns, "link", "add", "lan0", "type", "veth", "peer", "name", "s0", "netns",
+        srv,
+    ])?;
+    sh(&[
+        "ip",
+        "-n",
+        gw_ns,
+        "addr",
+        "add",
+        "203.0.113.1/24",
+        "dev",
+        "lan0",
+    ])?;
+    sh(&["ip", "-n", gw_ns, "link", "set", "lan0", "up"])?;
+    sh(&[
+        "ip",
+        "-n",
+        srv,
+        "addr",
+        "add",
+        &format!("{LAN_SERVER}/24"),
+        "dev",
+        "s0",
+    ])?;
+    sh(&["ip", "-n", srv, "link", "set", "s0", "up"])?;
+    sh(&["ip", "-n", srv, "link", "set", "lo", "up"])?;
+    sh(&[
+        "ip",
+        "-n",
+        srv,
+        "route",
+        "add",
+        "default",
+        "via",
+        "203.0.113.1",
+    ])?;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        gw_ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ])?;
+    // Redirected frames need NAPI on s0; and what the server sends carries whole checksums, as
+    // on a wire (a veth hands its peer's XDP partial ones otherwise).
+    sh(&[
+        "ip", "netns", "exec", srv, "ethtool", "-K", "s0", "gro", "on", "tx", "off",
+    ])
+}
+
+/// The job asks for `[ppp] mppe` policies by writing policy-request: rewrite the config, SIGHUP,
+/// and say so in policy-done.
+fn policy_switcher(
+    pass: &Pass,
+    share: &Path,
+    config_path: &Path,
+    pid: i32,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (share, config_path) = (share.to_path_buf(), config_path.to_path_buf());
+    let forwarding = pass.forwarding;
+    std::thread::spawn(move || {
+        let mut current = String::from("require");
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            let Ok(want) = std::fs::read_to_string(share.join("policy-request")) else {
+                continue;
+            };
+            let want = want.trim().to_string();
+            if want == current {
+                continue;
+            }
+            if std::fs::write(&config_path, config(forwarding, &want)).is_ok() {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(pid, libc::SIGHUP) };
+                std::thread::sleep(Duration::from_millis(500));
+                let _ = std::fs::write(share.join("policy-done"), &want);
+                current = want;
+            }
+        }
+    })
+}
+
+/// What each case did, from the job's files.
+fn report(pass: &Pass, share: &Path) {
+    for (case, _) in pass.iperf {
+        for dir in ["up", "down"] {
+            let f = format!("iperf-{case}-{dir}.txt");
+            let text = std::fs::read_to_string(share.join(&f)).unwrap_or_default();
+            for l in text
+                .lines()
+                .filter(|l| l.contains("sender") || l.contains("receiver"))
+            {
+                println!("{}: {f}: {}", pass.name, l.trim());
+            }
+        }
+    }
+    for (p, m) in pass.cases.lines().filter_map(|l| l.split_once(' ')) {
+        let name = format!("{p}-{m}");
+        let ping = std::fs::read_to_string(share.join(format!("{name}.ping"))).unwrap_or_default();
+        println!(
+            "{}: {name}: {}",
+            pass.name,
+            ping.lines()
+                .find(|l| l.contains("packets transmitted") || l.contains("refused"))
+                .unwrap_or("no result")
+        );
+    }
+}
+
+/// The gateway's log: refusals with their reason, the sessions that came up and how, and the
+/// data path's counters.
+fn check(pass: &Pass, log: &str) -> anyhow::Result<()> {
+    let counters = log
+        .lines()
+        .find(|l| l.contains("data path counters"))
+        .unwrap_or("");
+    println!("{}: gateway: {counters}", pass.name);
+    let count = |name: &str| -> u64 {
+        counters
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+            .unwrap_or(0)
+    };
+    if !pass.refused.is_empty() && (!log.contains("MppeRequired") || !log.contains("MppeRefused")) {
+        bail!("no clear log line for a refused client (MppeRequired, MppeRefused)");
+    }
+    let ups = |enc: &str| {
+        log.lines()
+            .filter(|l| l.contains("session up") && l.contains(&format!("encryption={enc}")))
+            .count()
+    };
+    let (encrypted, stateful, plain) = (ups("mppe-128"), ups("mppe-128-stateful"), ups("none"));
+    println!(
+        "{}: sessions up: {encrypted} encrypted ({stateful} stateful), {plain} plain",
+        pass.name
+    );
+    if (encrypted, stateful, plain) != (pass.encrypted, pass.stateful, pass.plain) {
+        bail!(
+            "expected {} encrypted ({} stateful) and {} plain sessions",
+            pass.encrypted,
+            pass.stateful,
+            pass.plain
+        );
+    }
+    for name in pass.moved {
+        if count(name) == 0 {
+            bail!("{name} did not move: {counters}");
+        }
+    }
+    Ok(())
+}
