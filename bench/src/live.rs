@@ -11,15 +11,18 @@ use std::time::Instant;
 
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
 use pptp_common::{
-    maps::{PROG_XDP_BENCH_GEN, PROG_XDP_BENCH_REDIRECT, PROG_XDP_DECAP, PROG_XDP_LAN},
+    maps::{
+        PROG_XDP_BENCH_GEN, PROG_XDP_BENCH_REDIRECT, PROG_XDP_BENCH_SINK, PROG_XDP_DECAP,
+        PROG_XDP_LAN,
+    },
     session::{BENCH_FROM_CLIENTS, BENCH_HEADER_LEN, BENCH_TO_CLIENTS, BenchGen},
 };
-use pptp_tests::{frames, netns::Netns};
+use pptp_tests::frames;
 
 use crate::{
     dataplane::{Gateway, LIVE, assigned},
     table::Row,
-    topo::{CLIENT, GW_WAN, SERVER, inner_udp, median, rx_packets},
+    topo::{CLIENT, GW_WAN, SERVER, inner_udp, median},
 };
 
 /// Frames per run.
@@ -61,9 +64,9 @@ fn gen_template(frame: &[u8], kind: u16) -> BenchGen {
     }
 }
 
-/// One run of `frames` frames: (delivered per second at `sink`, offered per second).
-fn run(gw: &Gateway, frame: &[u8], frames: u32, sink: (&Netns, &str)) -> (f64, f64) {
-    let before = rx_packets(sink.0, sink.1);
+/// One run of `frames` frames: (delivered per second at the sinks, offered per second).
+fn run(gw: &Gateway, frame: &[u8], frames: u32) -> (f64, f64) {
+    let before = gw.dp.bench_sink_count().expect("sink");
     let dp = &gw.dp;
     let elapsed = gw.topo.gw.enter(|| {
         let prog = dp.xdp_program(PROG_XDP_BENCH_GEN).expect("generator");
@@ -78,7 +81,11 @@ fn run(gw: &Gateway, frame: &[u8], frames: u32, sink: (&Netns, &str)) -> (f64, f
         t.elapsed()
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let got = rx_packets(sink.0, sink.1).saturating_sub(before);
+    let got = gw
+        .dp
+        .bench_sink_count()
+        .expect("sink")
+        .saturating_sub(before);
     let secs = elapsed.as_secs_f64();
     (got as f64 / secs, f64::from(frames) / secs)
 }
@@ -117,6 +124,18 @@ const CASES: [Case; 3] = [
 pub fn forwarding(runs: usize) -> Vec<Row> {
     let mut gw = Gateway::new("live");
     let (lan0, wan0) = (ifindex(&gw, "lan0"), ifindex(&gw, "wan0"));
+    // Both ends count and drop in XDP: the receivers' stacks (a server answering every datagram
+    // with Port Unreachable) would otherwise be what is measured.
+    let sinks: Vec<_> = [(&gw.topo.srv, "s0"), (&gw.topo.cl, "c0")]
+        .into_iter()
+        .map(|(ns, dev)| {
+            let dp = &mut gw.dp;
+            ns.enter(|| {
+                dp.attach_named(PROG_XDP_BENCH_SINK, dev, aya::programs::XdpMode::Driver)
+                    .expect("sink")
+            })
+        })
+        .collect();
     let mut rows = Vec::new();
     for case in &CASES {
         if case.xdp_mode {
@@ -129,6 +148,9 @@ pub fn forwarding(runs: usize) -> Vec<Row> {
         }
     }
     gw.dp.disable_xdp_forwarding().expect("stack mode");
+    for link in sinks {
+        let _ = gw.dp.detach_named(PROG_XDP_BENCH_SINK, link);
+    }
     if let Ok(c) = gw.dp.counters() {
         use pptp_common::stats::Stat;
         rows.push(Row::info(
@@ -155,7 +177,8 @@ pub fn forwarding(runs: usize) -> Vec<Row> {
 const G7: &str = "7 forwarding, live-frames generator";
 
 /// One row: the case against the cheapest XDP forwarding (a redirect to the same egress, no
-/// parsing) fed by the same generator, interleaved run by run.
+/// parsing) fed by the same generator, interleaved run by run. Both include the generator's own
+/// cost (same loop, same core): the ratio is one core's forwarding rate against another's.
 fn measure(
     gw: &mut Gateway,
     case: &Case,
@@ -178,39 +201,30 @@ fn measure(
     let mut m: [Vec<f64>; 4] = Default::default();
     for _ in 0..runs {
         gw.reset_live_sessions(None);
-        let srv = &gw.topo.srv;
-        let cl = &gw.topo.cl;
-        let sink = if case.to_clients {
-            (cl, "c0")
-        } else {
-            (srv, "s0")
-        };
         if case.to_clients {
             // Sessions send nothing before their client did: one packet from each first.
             let (ct, cf) = template(gw, 64);
             gw.dp.set_bench_gen(&ct, PROG_XDP_DECAP).expect("template");
-            run(gw, &cf, u32::from(LIVE), (srv, "s0"));
+            run(gw, &cf, u32::from(LIVE));
         }
         gw.dp.set_bench_gen(&t, prog).expect("template");
-        let (g, o) = run(gw, &frame, FRAMES, sink);
+        let (g, o) = run(gw, &frame, FRAMES);
         m[0].push(g);
         m[1].push(o);
         gw.dp
             .set_bench_gen(&t, PROG_XDP_BENCH_REDIRECT)
             .expect("template");
-        let (g, o) = run(gw, &frame, FRAMES, sink);
+        let (g, o) = run(gw, &frame, FRAMES);
         m[2].push(g);
         m[3].push(o);
     }
     let [g, o, bg, bo] = m.map(median);
+    // The generator runs in the same loop as the program it feeds, on one core: what it can offer
+    // at most is what it offered into the bare redirect (`bo`). A forwarding rate near that
+    // is capped by the generator; below it, the generator had room and the program set the rate.
     let shown = |g: f64, o: f64| {
-        let capped = if g >= 0.8 * o {
-            " — generator-capped"
-        } else {
-            ""
-        };
         format!(
-            "{:.0} kpps ({:.0} Mbit/s) of {:.0} kpps offered{capped}",
+            "{:.0} kpps ({:.0} Mbit/s) of {:.0} kpps offered",
             g / 1e3,
             g * size as f64 * 8.0 / 1e6,
             o / 1e3
@@ -218,18 +232,22 @@ fn measure(
     };
     let what = format!("{}, {size} B inner, {LIVE} sessions", case.label);
     let target = if case.xdp_mode { 0.7 } else { 0.8 };
-    if g >= 0.8 * o || bg >= 0.8 * bo {
+    if g >= 0.8 * bo {
         Row::info(
             G7,
             &what,
-            format!("{} vs redirect {}", shown(g, o), shown(bg, bo)),
+            format!(
+                "{} — generator-capped (it offers {:.0} kpps into a bare redirect)",
+                shown(g, o),
+                bo / 1e3
+            ),
         )
     } else {
         Row::ratio(
             G7,
             &what,
             shown(g, o),
-            format!("{} (XDP redirect)", shown(bg, bo)),
+            format!("{} (generator + XDP redirect)", shown(bg, bo)),
             g / bg,
             &format!("≥ {target}×"),
             g / bg >= target,

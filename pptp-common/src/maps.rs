@@ -43,12 +43,18 @@ pub const PROG_XDP_BENCH_REDIRECT: &str = "pptp_bench_redirect";
 pub const PROG_XDP_BENCH_GEN: &str = "pptp_bench_gen";
 pub const BENCH_GEN: &str = "BENCH_GEN";
 pub const BENCH_TAIL: &str = "BENCH_TAIL";
+/// Benchmark sink only: counts every frame in `BENCH_SINK` (per CPU) and drops it, so that what
+/// the receiving end does with a packet costs the same whoever forwarded it. Never attached by the
+/// controller.
+pub const PROG_XDP_BENCH_SINK: &str = "pptp_bench_sink";
+pub const BENCH_SINK: &str = "BENCH_SINK";
 /// `Array<u32>` of one entry: the benchmark redirect's target ifindex.
 pub const BENCH_REDIRECT: &str = "BENCH_REDIRECT";
 
 /// `HashMap<SessionKey, Session>`: calls by how their packets arrive.
 pub const SESSIONS: &str = "SESSIONS";
-/// `HashMap<[u8; 4], SessionKey>`: calls by the client's assigned address (encapsulation).
+/// `HashMap<[u8; 4], Session>`: calls by the client's assigned address (the encapsulation's
+/// copy of `SESSIONS`, so a packet costs it one lookup).
 pub const CLIENTS: &str = "CLIENTS";
 /// `Array<GreState>` by session slot.
 pub const GRE_STATE: &str = "GRE_STATE";

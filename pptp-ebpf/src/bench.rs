@@ -61,6 +61,8 @@ fn fill(ctx: &XdpContext) -> Option<u32> {
     } else {
         ih[12..16].copy_from_slice(&addr);
     }
+    // Forwarding decremented it in this (recycled) frame the last time round.
+    ih[8] = 64;
     ih[10] = 0;
     ih[11] = 0;
     let mut sum: u32 = 0;

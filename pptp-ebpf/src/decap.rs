@@ -11,7 +11,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use pptp_common::{
@@ -236,8 +236,10 @@ fn decap_session(
     }
 
     record(state, window);
+    // The coarse clock (CLOCK_MONOTONIC at tick resolution): the controller's idle and ack timers
+    // need milliseconds, and in a VM the fine clock (kvm-clock) cost ~25 ns a packet.
     // SAFETY: as above.
-    unsafe { (*state).last_rx_ns = bpf_ktime_get_ns() };
+    unsafe { (*state).last_rx_ns = bpf_ktime_get_coarse_ns() };
     if let Some(st) = SESSION_STATS.get_ptr_mut(session.slot) {
         // SAFETY: per-CPU slot from a successful lookup.
         unsafe {

@@ -13,7 +13,9 @@
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, xdp_action},
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head},
+    helpers::{
+        bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
+    },
     programs::XdpContext,
 };
 use pptp_common::{
@@ -27,7 +29,7 @@ use pptp_common::{
 use crate::{
     counters::count,
     fib::{self, FibLookup},
-    maps::{CLIENTS, CONFIG, GRE_STATE, HOME_CPUS, ROUTE_GENERATION, SESSION_STATS, SESSIONS},
+    maps::{CLIENTS, CONFIG, GRE_STATE, HOME_CPUS, ROUTE_GENERATION, SESSION_STATS},
     packet::{ptr_at_mut, read_at},
 };
 
@@ -78,14 +80,11 @@ pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result
     {
         return refuse::<LAN>(DropReason::InnerMalformed);
     }
-    // SAFETY: values are copied out at once.
-    let Some(key) = (unsafe { CLIENTS.get(ip.dst) }).copied() else {
+    // SAFETY: the value is copied out at once.
+    let Some(session) = (unsafe { CLIENTS.get(ip.dst) }).copied() else {
         return refuse::<LAN>(DropReason::NoSession);
     };
-    // SAFETY: as above.
-    let Some(session) = (unsafe { SESSIONS.get(key) }).copied() else {
-        return refuse::<LAN>(DropReason::NoSession);
-    };
+    let key = session.key;
     if session.state != STATE_UP {
         return refuse::<LAN>(DropReason::SessionNotUp);
     }
@@ -185,7 +184,7 @@ pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result
     // SAFETY: `state` as above.
     unsafe {
         (*state).ack_sent = rx_highest;
-        (*state).last_tx_ns = bpf_ktime_get_ns();
+        (*state).last_tx_ns = bpf_ktime_get_coarse_ns();
     }
     if let Some(st) = SESSION_STATS.get_ptr_mut(session.slot) {
         // SAFETY: per-CPU slot from a successful lookup.

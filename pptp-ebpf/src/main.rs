@@ -112,6 +112,16 @@ pub fn pptp_bench_redirect(_ctx: XdpContext) -> u32 {
     }
 }
 
+/// The benchmarks' sink: counts and drops (see `pptp_common::maps::PROG_XDP_BENCH_SINK`).
+#[xdp]
+pub fn pptp_bench_sink(_ctx: XdpContext) -> u32 {
+    if let Some(n) = maps::BENCH_SINK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, from a successful lookup.
+        unsafe { *n += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

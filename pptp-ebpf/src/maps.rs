@@ -15,9 +15,9 @@ use pptp_common::{
 pub static SESSIONS: HashMap<SessionKey, Session> =
     HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
+/// The encapsulation's copy of each session, by its assigned address (written with `SESSIONS`).
 #[map]
-pub static CLIENTS: HashMap<[u8; 4], SessionKey> =
-    HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+pub static CLIENTS: HashMap<[u8; 4], Session> = HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
 /// Mmapable: the controller takes sequence numbers for its own PPP frames from the same
 /// `tx_next` with an atomic add on the shared page, and reads `rx_highest` for its acks.
@@ -64,6 +64,10 @@ pub static BENCH_COUNTER: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static BENCH_TAIL: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Benchmark sink only (see `pptp_bench_sink`).
+#[map]
+pub static BENCH_SINK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Benchmark baseline only (see `pptp_bench_redirect`).
 #[map]

@@ -73,6 +73,7 @@ impl Datapath {
             maps::PROG_XDP_LAN_HOME,
             maps::PROG_XDP_BENCH_REDIRECT,
             maps::PROG_XDP_BENCH_GEN,
+            maps::PROG_XDP_BENCH_SINK,
         ] {
             prog_mut(&mut ebpf, name)?
                 .load()
@@ -205,6 +206,12 @@ impl Datapath {
         Ok(())
     }
 
+    /// Benchmarks only: frames the sink program counted, all CPUs.
+    pub fn bench_sink_count(&self) -> anyhow::Result<u64> {
+        let a: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(maps::BENCH_SINK)?)?;
+        Ok(a.get(&0, 0)?.iter().sum())
+    }
+
     /// A program's kernel-measured run time and run count (while BPF stats are enabled).
     pub fn program_stats(&self, name: &str) -> anyhow::Result<(std::time::Duration, u64)> {
         let info = self.xdp_program(name)?.info()?;
@@ -262,10 +269,11 @@ impl Datapath {
             .insert(session.key, session, 0)
             .context("update SESSIONS")?;
         if session.assigned != [0; 4] {
-            let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =
+            // The encapsulation's copy: one lookup a packet instead of two.
+            let mut clients: HashMap<&mut MapData, [u8; 4], Session> =
                 HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
             clients
-                .insert(session.assigned, session.key, 0)
+                .insert(session.assigned, session, 0)
                 .context("insert CLIENTS")?;
         }
         Ok(())
@@ -302,11 +310,11 @@ impl Datapath {
         let mut mppe: HashMap<&mut MapData, u32, pptp_common::mppe::MppeState> =
             HashMap::try_from(self.map_mut(maps::MPPE_STATE)?)?;
         ignore_missing(mppe.remove(&session.slot)).context("remove MPPE_STATE")?;
-        let mut clients: HashMap<&mut MapData, [u8; 4], SessionKey> =
+        let mut clients: HashMap<&mut MapData, [u8; 4], Session> =
             HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
         if clients
             .get(&session.assigned, 0)
-            .is_ok_and(|k| k == session.key)
+            .is_ok_and(|s| s.key == session.key)
         {
             ignore_missing(clients.remove(&session.assigned)).context("remove CLIENTS")?;
         }
@@ -320,7 +328,7 @@ impl Datapath {
     pub fn session_entries(&self) -> anyhow::Result<(usize, usize)> {
         let sessions: HashMap<&MapData, SessionKey, Session> =
             HashMap::try_from(self.map(maps::SESSIONS)?)?;
-        let clients: HashMap<&MapData, [u8; 4], SessionKey> =
+        let clients: HashMap<&MapData, [u8; 4], Session> =
             HashMap::try_from(self.map(maps::CLIENTS)?)?;
         Ok((sessions.keys().count(), clients.keys().count()))
     }

@@ -140,7 +140,8 @@ pub fn ack_due(
     (rx != ack_sent && now_ns.saturating_sub(last_tx_ns) >= idle_ns).then_some(rx)
 }
 
-/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns` (the data path writes its
+/// timestamps with the coarse variant: the same clock at tick resolution).
 pub fn monotonic_ns() -> u64 {
     // SAFETY: all-zero is a valid timespec; clock_gettime only writes it.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
