@@ -33,6 +33,7 @@ pub struct Config {
     pub pool: Vec<PoolEntry>,
     pub limits: Limits,
     pub forwarding: Forwarding,
+    pub radius: Radius,
     pub api: Api,
     pub metrics: Metrics,
     pub log: Log,
@@ -53,6 +54,7 @@ impl Default for Config {
                 next: None,
             }],
             limits: Limits::default(),
+            radius: Radius::default(),
             api: Api::default(),
             metrics: Metrics::default(),
             forwarding: Forwarding::default(),
@@ -332,6 +334,101 @@ impl Limits {
     }
 }
 
+/// One RADIUS server.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RadiusServer {
+    /// "ADDRESS:PORT" (authentication port, 1812 usually).
+    pub address: String,
+    pub secret: String,
+}
+
+/// What happens when no RADIUS server answers.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RadiusUnreachable {
+    /// The client is refused (as with a wrong password).
+    Refuse,
+    /// The secrets file decides.
+    Local,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Radius {
+    /// Tried in order (the last one that answered first); empty: the secrets file alone.
+    pub servers: Vec<RadiusServer>,
+    /// How long to wait for an answer before sending again.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Sends after the first, per server.
+    pub retries: u32,
+    /// NAS-Identifier (empty: not sent).
+    pub nas_identifier: String,
+    /// NAS-IP-Address (empty: not sent).
+    pub nas_ip: String,
+    pub when_unreachable: RadiusUnreachable,
+}
+
+impl Default for Radius {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(3),
+            retries: 2,
+            nas_identifier: "pptpgw".into(),
+            nas_ip: String::new(),
+            when_unreachable: RadiusUnreachable::Refuse,
+        }
+    }
+}
+
+impl Radius {
+    /// The client's configuration, or None without servers. Errors name the field.
+    pub fn client(&self) -> Result<Option<crate::radius::client::ClientConfig>, ConfigError> {
+        if self.servers.is_empty() {
+            return Ok(None);
+        }
+        let mut servers = Vec::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let addr = s.address.parse().map_err(|e| {
+                ConfigError::new(
+                    format!("radius.servers[{i}].address"),
+                    format!("{:?}: {e} (want ADDRESS:PORT)", s.address),
+                )
+            })?;
+            if s.secret.is_empty() {
+                return Err(ConfigError::new(
+                    format!("radius.servers[{i}].secret"),
+                    "must not be empty",
+                ));
+            }
+            servers.push(crate::radius::client::Server {
+                addr,
+                secret: s.secret.as_bytes().to_vec(),
+            });
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("radius.timeout", "must be above 0"));
+        }
+        Ok(Some(crate::radius::client::ClientConfig {
+            servers,
+            timeout: self.timeout,
+            retries: self.retries,
+        }))
+    }
+
+    pub fn nas_ip(&self) -> Result<Option<Ipv4Addr>, ConfigError> {
+        if self.nas_ip.is_empty() {
+            return Ok(None);
+        }
+        self.nas_ip
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError::new("radius.nas_ip", format!("{:?}: {e}", self.nas_ip)))
+    }
+}
+
 /// Who forwards client traffic between the tunnel and the network.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -538,6 +635,8 @@ impl Config {
                 ),
             ));
         }
+        self.radius.client()?;
+        self.radius.nas_ip()?;
         if self.forwarding.mode == ForwardingMode::Stack && !self.forwarding.lan.is_empty() {
             return Err(ConfigError::new(
                 "forwarding.lan",
@@ -647,6 +746,9 @@ impl Config {
         }
         if self.log != new.log {
             v.push("log");
+        }
+        if self.radius != new.radius {
+            v.push("radius");
         }
         if self.forwarding != new.forwarding {
             v.push("forwarding");
@@ -895,6 +997,21 @@ ranges = ["10.0.1.0/30"]
                 "two",
             ),
             ("[listen\n", "config", ""),
+            (
+                "[[radius.servers]]\naddress = \"10.0.0.1\"\nsecret = \"x\"\n",
+                "radius.servers[0].address",
+                "ADDRESS:PORT",
+            ),
+            (
+                "[[radius.servers]]\naddress = \"10.0.0.1:1812\"\nsecret = \"\"\n",
+                "radius.servers[0].secret",
+                "empty",
+            ),
+            (
+                "[radius]\nwhen_unreachable = \"maybe\"\n",
+                "radius.when_unreachable",
+                "unknown variant",
+            ),
             (
                 "[forwarding]\nmode = \"fast\"\n",
                 "forwarding.mode",

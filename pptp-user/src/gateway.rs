@@ -19,6 +19,7 @@ use pptp_common::session::{
 
 use crate::{
     admission::{self, Ledger, Refusal},
+    auth::authenticator::{Credentials, Verdict, verify_local},
     config::{PerUserPolicy, RemovedAddressPolicy},
     control::connection::{self, Admission, ClearReason, CloseReason, Connection, ControlConfig},
     pool::Pools,
@@ -26,6 +27,7 @@ use crate::{
         ipcp::IpcpConfig,
         link::{DownReason, Link, LinkConfig, LinkOutput, LinkTimer, Phase},
     },
+    radius::access::Authorization,
     secrets::Secrets,
     wire::{
         ppp::{Compression, PppFrame},
@@ -57,6 +59,9 @@ pub struct GatewayConfig {
     pub on_reload_removed: RemovedAddressPolicy,
     /// What an unauthenticated source may hold.
     pub limits: admission::Limits,
+    /// With RADIUS (`link.auth.remote`): when no server answers, check the secrets file
+    /// (`true`) or refuse (`false`).
+    pub radius_fallback_local: bool,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +80,7 @@ impl Default for GatewayConfig {
             per_user_policy: PerUserPolicy::Deny,
             on_reload_removed: RemovedAddressPolicy::Keep,
             limits: admission::Limits::default(),
+            radius_fallback_local: false,
         }
     }
 }
@@ -85,6 +91,8 @@ pub enum TimerKey {
     Link(SessionId, LinkTimer),
     /// The whole negotiation (LCP, authentication, IPCP) must be done before it fires.
     Negotiation(SessionId),
+    /// RADIUS Session-Timeout: the session ends when it fires.
+    SessionLimit(SessionId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +129,13 @@ pub enum Event<'a> {
     },
     /// Stop everything (clients are told: CDN and StopCCRQ).
     Shutdown,
+    /// The verdict on a session's credentials (`Command::Verify`), with what RADIUS granted.
+    Verdict {
+        session: SessionId,
+        creds: Box<Credentials>,
+        verdict: Verdict,
+        authorization: Box<Authorization>,
+    },
 }
 
 /// Why a session ended (one log line each).
@@ -138,6 +153,8 @@ pub enum EndReason {
     AddressRemoved,
     /// The network was not up within `limits.negotiation_timeout` of the call.
     NegotiationTimeout,
+    /// RADIUS Session-Timeout reached.
+    SessionTimeout,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +212,15 @@ pub enum Command {
         reason: EndReason,
         /// The data-path slot (its counters are read for the log line).
         slot: u32,
+    },
+    /// Check a session's credentials with RADIUS; the answer comes back as `Event::Verdict`.
+    Verify {
+        session: SessionId,
+        creds: Credentials,
+        /// The client's outer address, the address it dialled, our call ID.
+        peer: Ipv4Addr,
+        local: Ipv4Addr,
+        call_id: u16,
     },
     /// A connection or call refused by a limit (the shell logs it, once per source per while).
     Refused {
@@ -266,6 +292,7 @@ impl EndReason {
             EndReason::Replaced => "replaced".into(),
             EndReason::AddressRemoved => "address_removed".into(),
             EndReason::NegotiationTimeout => "negotiation_timeout".into(),
+            EndReason::SessionTimeout => "session_timeout".into(),
         }
     }
 }
@@ -288,6 +315,8 @@ struct Sess {
     routed: bool,
     /// Counted in the admission ledger until it authenticates or ends.
     negotiating: bool,
+    /// What RADIUS granted (address, pool, timeouts, Class).
+    authorization: Authorization,
 }
 
 pub struct Gateway {
@@ -581,6 +610,38 @@ impl Gateway {
                     self.link_outputs(sid, o, &mut out);
                 }
             }
+            Event::Timer(TimerKey::SessionLimit(sid)) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    tracing::info!(session = sid, "RADIUS Session-Timeout reached");
+                    self.pending.insert(sid, EndReason::SessionTimeout);
+                    let o = s.link.close();
+                    self.link_outputs(sid, o, &mut out);
+                }
+            }
+            Event::Verdict {
+                session,
+                creds,
+                verdict,
+                authorization,
+            } => {
+                let verdict = match verdict {
+                    Verdict::Unavailable if self.config.radius_fallback_local => {
+                        tracing::warn!(
+                            session,
+                            user = creds.user(),
+                            "no RADIUS server answered: checked against the secrets file"
+                        );
+                        let secret = self.secrets.get(creds.user()).map(|e| e.secret.clone());
+                        verify_local(&creds, secret)
+                    }
+                    v => v,
+                };
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.authorization = *authorization;
+                    let o = s.link.resolve_auth(*creds, verdict);
+                    self.link_outputs(session, o, &mut out);
+                }
+            }
             Event::Timer(TimerKey::Negotiation(sid)) => {
                 if self.sessions.get(&sid).is_some_and(|s| !s.routed) {
                     tracing::info!(session = sid, "negotiation took too long; call ended");
@@ -768,6 +829,7 @@ impl Gateway {
                 addr: None,
                 routed: false,
                 negotiating: true,
+                authorization: Authorization::default(),
             },
         );
         out.push(Command::SetTimer(
@@ -834,6 +896,13 @@ impl Gateway {
                 LinkOutput::CancelTimer(t) => {
                     out.push(Command::CancelTimer(TimerKey::Link(sid, t)))
                 }
+                LinkOutput::Verify(creds) => out.push(Command::Verify {
+                    session: sid,
+                    creds,
+                    peer: Ipv4Addr::from(s.map.key.peer),
+                    local: Ipv4Addr::from(s.map.key.local),
+                    call_id: u16::from_be_bytes(s.map.key.call_id),
+                }),
                 LinkOutput::Authenticated { user, .. } => {
                     s.user = user.clone();
                     if std::mem::take(&mut s.negotiating) {
@@ -848,18 +917,27 @@ impl Gateway {
                         .as_deref()
                         .and_then(|u| self.secrets.get(u))
                         .and_then(|e| e.static_address);
-                    let got = match fixed {
-                        Some(a) => self.pools.allocate_static(a).map(|()| a),
-                        None => self.pools.allocate(&self.config.pool),
+                    let authz = &self.sessions[&sid].authorization;
+                    // RADIUS's Framed-IP-Address, then its Framed-Pool, then the secrets
+                    // file's static address, then the default pool.
+                    let got = match (authz.framed_ip, &authz.framed_pool, fixed) {
+                        (Some(a), _, _) => self.pools.allocate_specific(a).map(|()| a),
+                        (None, Some(pool), _) => self.pools.allocate(pool),
+                        (None, None, Some(a)) => self.pools.allocate_static(a).map(|()| a),
+                        (None, None, None) => self.pools.allocate(&self.config.pool),
                     };
                     let s = self.sessions.get_mut(&sid).expect("present");
                     match got {
                         Ok(addr) => {
                             s.addr = Some(addr);
+                            let dns = match s.authorization.dns {
+                                [None, None] => self.config.dns,
+                                d => d,
+                            };
                             let ipcp = IpcpConfig {
                                 local: self.config.tunnel_local,
                                 assigned: addr,
-                                dns: self.config.dns,
+                                dns,
                                 nbns: self.config.nbns,
                             };
                             let o = s.link.start_network(ipcp);
@@ -901,6 +979,12 @@ impl Gateway {
                         | (if negotiated.peer_pfc { FLAG_PFC } else { 0 });
                     s.routed = true;
                     out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
+                    if let Some(t) = s.authorization.session_timeout {
+                        out.push(Command::SetTimer(
+                            TimerKey::SessionLimit(sid),
+                            Duration::from_secs(u64::from(t)),
+                        ));
+                    }
                     out.push(Command::ProjectRoute { session: sid, addr });
                     out.push(Command::ProgramSession(s.map));
                     self.stats.sessions_up += 1;
@@ -963,6 +1047,7 @@ impl Gateway {
             out.push(Command::CancelTimer(TimerKey::Link(sid, t)));
         }
         out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
+        out.push(Command::CancelTimer(TimerKey::SessionLimit(sid)));
         let call_id = u16::from_be_bytes(s.map.key.call_id);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.calls.remove(&call_id);

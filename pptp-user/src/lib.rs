@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod metrics;
 pub mod pool;
 pub mod ppp;
+pub mod radius;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;

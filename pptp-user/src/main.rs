@@ -274,6 +274,22 @@ fn read_config(args: &RunArgs) -> anyhow::Result<Config> {
 }
 
 /// What the gateway core takes from the config (everything that applies to new sessions).
+/// The RADIUS client, when servers are configured.
+fn radius(config: &Config) -> anyhow::Result<Option<std::sync::Arc<pptp_user::radius::Radius>>> {
+    let Some(client) = config.radius.client()? else {
+        return Ok(None);
+    };
+    tracing::info!(
+        servers = client.servers.len(),
+        "authentication through RADIUS"
+    );
+    Ok(Some(std::sync::Arc::new(pptp_user::radius::Radius {
+        client: pptp_user::radius::client::Client::new(client),
+        nas_ip: config.radius.nas_ip()?,
+        nas_identifier: config.radius.nas_identifier.clone(),
+    })))
+}
+
 fn gateway_config(config: &Config) -> GatewayConfig {
     let t = &config.timers;
     let mut link = LinkConfig::default();
@@ -281,6 +297,7 @@ fn gateway_config(config: &Config) -> GatewayConfig {
     link.lcp.auth = config.auth.methods.iter().map(|m| (*m).into()).collect();
     link.auth.name = config.auth.server_name.clone();
     link.auth.max_attempts = config.auth.max_attempts;
+    link.auth.remote = !config.radius.servers.is_empty();
     link.mppe = config.ppp.mppe;
     link.mppe_stateful = config.ppp.mppe_stateful;
     link.echo_interval = t.echo_interval;
@@ -312,6 +329,8 @@ fn gateway_config(config: &Config) -> GatewayConfig {
         per_user_policy: config.limits.per_user_policy,
         on_reload_removed: config.pools.on_reload_removed,
         limits: config.limits.admission(),
+        radius_fallback_local: config.radius.when_unreachable
+            == pptp_user::config::RadiusUnreachable::Local,
     }
 }
 
@@ -424,6 +443,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         reorder_window: config.forwarding.reorder_window,
         xdp_forwarding: config.forwarding.mode == pptp_user::config::ForwardingMode::Xdp,
         lan: config.forwarding.lan.clone(),
+        radius: radius(&config)?,
     };
     // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
     // whole when it fails validation or changes what only a restart can.

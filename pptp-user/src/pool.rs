@@ -398,6 +398,16 @@ impl Pools {
         false
     }
 
+    /// Takes an address RADIUS assigned (Framed-IP-Address): out of the pool that holds it, or
+    /// kept apart like a static one when none does.
+    pub fn allocate_specific(&mut self, addr: Ipv4Addr) -> Result<(), AllocError> {
+        if self.leases.contains_key(&addr) {
+            return Err(AllocError::InUse(addr));
+        }
+        self.adopt(addr);
+        Ok(())
+    }
+
     /// Takes a user's static address.
     pub fn allocate_static(&mut self, addr: Ipv4Addr) -> Result<(), AllocError> {
         if self.leases.contains_key(&addr) {

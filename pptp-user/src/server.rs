@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub xdp_forwarding: bool,
     /// `forwarding.lan`: interfaces that get the LAN program (`xdp` mode).
     pub lan: Vec<String>,
+    /// `[radius]` with servers: credentials are checked there.
+    pub radius: Option<Arc<crate::radius::Radius>>,
 }
 
 /// What a reload brings: the core's new configuration, users and pools, and the shell's limits.
@@ -105,6 +107,13 @@ enum Input {
     Api {
         request: api::Request,
         reply: tokio::sync::oneshot::Sender<serde_json::Value>,
+    },
+    /// A RADIUS verdict (from a task `Command::Verify` started).
+    Verdict {
+        session: u64,
+        creds: Box<crate::auth::authenticator::Credentials>,
+        verdict: crate::auth::authenticator::Verdict,
+        authorization: Box<crate::radius::access::Authorization>,
     },
 }
 
@@ -185,6 +194,9 @@ struct Shell {
     limiter: Arc<std::sync::Mutex<crate::ratelimit::RateLimiter>>,
     per_session_metrics: bool,
     stopping: bool,
+    /// RADIUS, when configured; its verdicts come back through `inputs`.
+    radius: Option<Arc<crate::radius::Radius>>,
+    inputs: mpsc::Sender<Input>,
 }
 
 impl Shell {
@@ -416,6 +428,32 @@ impl Shell {
                 Command::CloseControl { conn } => {
                     // What is queued is still written; then the socket closes.
                     self.conns.remove(&conn);
+                }
+                Command::Verify {
+                    session,
+                    creds,
+                    peer,
+                    local,
+                    call_id,
+                } => {
+                    let Some(radius) = self.radius.clone() else {
+                        continue;
+                    };
+                    let tx = self.inputs.clone();
+                    // Bounded by the negotiating sessions (each asks at most once at a time).
+                    tokio::spawn(async move {
+                        let (verdict, authorization) = radius
+                            .authenticate(creds.clone(), peer, local, call_id)
+                            .await;
+                        let _ = tx
+                            .send(Input::Verdict {
+                                session,
+                                creds: Box::new(creds),
+                                verdict,
+                                authorization: Box::new(authorization),
+                            })
+                            .await;
+                    });
                 }
                 Command::SendPpp {
                     key,
@@ -704,6 +742,8 @@ pub async fn run(
         limiter,
         per_session_metrics: config.per_session_metrics,
         stopping: false,
+        radius: config.radius.clone(),
+        inputs: tx.clone(),
     };
     let (query_tx, mut queries) = mpsc::unbounded_channel();
     if let Some((addr, listener)) = metrics_listener {
@@ -776,6 +816,9 @@ pub async fn run(
                         let answer = shell.answer(&mut gateway, &mut reloader, request).await;
                         let _ = reply.send(answer);
                         Vec::new()
+                    }
+                    Input::Verdict { session, creds, verdict, authorization } => {
+                        gateway.handle(Event::Verdict { session, creds, verdict, authorization })
                     }
                 };
                 shell.execute(cmds).await;

@@ -5,6 +5,7 @@
 //! the machine clean. These tests need root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN); they fail,
 //! never skip, without it.
 pub mod frames;
+pub mod freeradius;
 pub mod gateway;
 pub mod kernel;
 pub mod netns;

@@ -67,7 +67,7 @@ fn vm_cache() -> PathBuf {
     workspace_root().join("target/interop-vm")
 }
 
-const FUZZ_TARGETS: [&str; 7] = [
+const FUZZ_TARGETS: [&str; 8] = [
     "control_framer",
     "gre",
     "ppp",
@@ -75,6 +75,7 @@ const FUZZ_TARGETS: [&str; 7] = [
     "negotiation",
     "link",
     "mppe",
+    "radius",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -277,11 +278,12 @@ open(sys.argv[4], "w").write(sec["stringData"]["chap-secrets"])
             .arg("verify")
             .arg(&unit)
             .output()?;
-        // Only the unit's own syntax counts: the binary path does not exist on a build host.
+        // Only the unit's own syntax counts: the binary path does not exist on a build host, and
+        // other units installed here (FreeRADIUS's, for the tests) may draw warnings of their own.
         let text = String::from_utf8_lossy(&out.stderr);
         let bad: Vec<&str> = text
             .lines()
-            .filter(|l| !l.contains("/usr/local/bin/pptpgw") && !l.trim().is_empty())
+            .filter(|l| l.contains("pptpgw.service") && !l.contains("/usr/local/bin/pptpgw"))
             .collect();
         if !bad.is_empty() {
             bail!(

@@ -49,6 +49,8 @@ pub struct AuthConfig {
     pub max_challenges: u32,
     /// How long to wait for a PAP Authenticate-Request.
     pub pap_timeout: Duration,
+    /// Credentials are checked elsewhere (RADIUS): see [`AuthOutput::Verify`].
+    pub remote: bool,
 }
 
 impl Default for AuthConfig {
@@ -59,6 +61,7 @@ impl Default for AuthConfig {
             retransmit: Duration::from_secs(3),
             max_challenges: 10,
             pap_timeout: Duration::from_secs(30),
+            remote: false,
         }
     }
 }
@@ -74,6 +77,8 @@ pub enum Failure {
     Timeout,
     /// A response that could not be parsed.
     Malformed,
+    /// Nobody could check the credentials (every RADIUS server down, no fallback).
+    Unavailable,
 }
 
 /// Keys for MPPE, derived when MS-CHAPv2 succeeds (RFC 3079), for the later data-path mode.
@@ -106,11 +111,169 @@ pub enum AuthOutput {
         user: Option<String>,
         reason: Failure,
     },
+    /// Check these credentials elsewhere (RADIUS) and call [`Authenticator::resolve`].
+    Verify(Credentials),
+}
+
+/// What the peer sent, for checking against a secret here or by a RADIUS server.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Pap {
+        user: String,
+        password: Vec<u8>,
+    },
+    ChapMd5 {
+        user: String,
+        identifier: u8,
+        challenge: Vec<u8>,
+        response: [u8; 16],
+    },
+    MsChapV1 {
+        user: String,
+        challenge: [u8; 8],
+        response: [u8; 49],
+    },
+    MsChapV2 {
+        user: String,
+        /// The name as sent (the hash covers it, domain and all).
+        name: Vec<u8>,
+        identifier: u8,
+        challenge: [u8; 16],
+        /// Peer-Challenge (16), reserved (8), NT-Response (24), flags (1).
+        response: [u8; 49],
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Credentials::Pap { .. } => "Pap",
+            Credentials::ChapMd5 { .. } => "ChapMd5",
+            Credentials::MsChapV1 { .. } => "MsChapV1",
+            Credentials::MsChapV2 { .. } => "MsChapV2",
+        };
+        write!(f, "Credentials::{kind}({:?}, ..)", self.user())
+    }
+}
+
+impl Credentials {
+    pub fn user(&self) -> &str {
+        match self {
+            Credentials::Pap { user, .. }
+            | Credentials::ChapMd5 { user, .. }
+            | Credentials::MsChapV1 { user, .. }
+            | Credentials::MsChapV2 { user, .. } => user,
+        }
+    }
+}
+
+/// The outcome of checking credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Accept {
+        mppe: Option<MppeKeys>,
+        /// MS-CHAPv2: "S=<40 hex digits>" (RFC 2759 §5).
+        authenticator_response: Option<String>,
+    },
+    Reject,
+    /// The secret cannot check this method (an NT hash for CHAP-MD5).
+    Unusable,
+    /// Nobody could check (every RADIUS server down, no fallback).
+    Unavailable,
+}
+
+/// Checks credentials against a user's secret from the secrets file.
+pub fn verify_local(creds: &Credentials, secret: Option<Secret>) -> Verdict {
+    let Some(secret) = secret else {
+        return Verdict::Reject;
+    };
+    let accept = |mppe, authenticator_response| Verdict::Accept {
+        mppe,
+        authenticator_response,
+    };
+    match creds {
+        Credentials::Pap { password, .. } => {
+            let ok = match &secret {
+                Secret::Plain(p) => p.as_bytes() == password.as_slice(),
+                Secret::NtHash(h) => {
+                    mschap::nt_password_hash(&String::from_utf8_lossy(password)) == *h
+                }
+            };
+            if ok {
+                accept(None, None)
+            } else {
+                Verdict::Reject
+            }
+        }
+        Credentials::ChapMd5 {
+            identifier,
+            challenge,
+            response,
+            ..
+        } => {
+            let Secret::Plain(p) = &secret else {
+                return Verdict::Unusable;
+            };
+            let expect = Md5::new()
+                .chain_update([*identifier])
+                .chain_update(p.as_bytes())
+                .chain_update(challenge)
+                .finalize();
+            if response[..] == expect[..] {
+                accept(None, None)
+            } else {
+                Verdict::Reject
+            }
+        }
+        Credentials::MsChapV1 {
+            challenge,
+            response,
+            ..
+        } => {
+            let ok = response[48] == 1
+                && mschap::nt_challenge_response_v1(challenge, &secret.nt_hash())[..]
+                    == response[24..48];
+            if ok {
+                accept(None, None)
+            } else {
+                Verdict::Reject
+            }
+        }
+        Credentials::MsChapV2 {
+            name,
+            challenge,
+            response,
+            ..
+        } => {
+            let mut peer_challenge = [0u8; 16];
+            peer_challenge.copy_from_slice(&response[..16]);
+            let mut nt_response = [0u8; 24];
+            nt_response.copy_from_slice(&response[24..48]);
+            let hash = secret.nt_hash();
+            if mschap::generate_nt_response(challenge, &peer_challenge, name, &hash) != nt_response
+            {
+                return Verdict::Reject;
+            }
+            let s = mschap::generate_authenticator_response(
+                &hash,
+                &nt_response,
+                &peer_challenge,
+                challenge,
+                name,
+            );
+            let (send, recv) = mschap::mppe_start_keys_128(&hash, &nt_response);
+            accept(Some(MppeKeys { send, recv }), Some(s))
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Waiting,
+    /// The credentials of the request with this identifier are being checked elsewhere.
+    Verifying {
+        identifier: u8,
+    },
     Done,
 }
 
@@ -232,7 +395,9 @@ impl Authenticator {
     }
 
     /// A PAP or CHAP packet from the peer. `secret` looks a user up; `next_challenge` is fresh
-    /// random bytes in case a retry needs a new challenge.
+    /// random bytes in case a retry needs a new challenge. With `AuthConfig::remote` the secret is
+    /// not asked for: the credentials go out as [`AuthOutput::Verify`], and [`Self::resolve`]
+    /// answers the peer when the verdict is in.
     pub fn receive(
         &mut self,
         info: &[u8],
@@ -247,23 +412,52 @@ impl Authenticator {
             tracing::debug!("authentication packet with a bad length dropped");
             return Vec::new();
         };
-        if self.phase == Phase::Done {
-            // A repeated request after we answered: repeat the answer (its reply was lost).
-            if let Some((id, reply)) = &self.last_reply
-                && *id == identifier
-            {
-                return vec![self.send(reply.clone())];
+        match self.phase {
+            Phase::Done => {
+                // A repeated request after we answered: repeat the answer (its reply was lost).
+                if let Some((id, reply)) = &self.last_reply
+                    && *id == identifier
+                {
+                    return vec![self.send(reply.clone())];
+                }
+                return Vec::new();
             }
-            return Vec::new();
+            // The verdict on this request is on its way; a repeat of it waits for it too.
+            Phase::Verifying { .. } => return Vec::new(),
+            Phase::Waiting => {}
         }
-        match (self.protocol, code) {
-            (AuthProtocol::Pap, PAP_REQUEST) => self.pap(identifier, body, secret),
-            (AuthProtocol::Pap, _) => Vec::new(),
+        let parsed = match (self.protocol, code) {
+            (AuthProtocol::Pap, PAP_REQUEST) => self.parse_pap(body),
+            (AuthProtocol::Pap, _) => return Vec::new(),
             (_, CHAP_RESPONSE) if identifier == self.identifier => {
-                self.chap(identifier, body, secret, next_challenge)
+                self.parse_chap(identifier, body)
             }
-            _ => Vec::new(), // stale identifier or a code a server does not receive
+            _ => return Vec::new(), // stale identifier or a code a server does not receive
+        };
+        let creds = match parsed {
+            Ok(c) => c,
+            Err(user) => return self.failed(identifier, user, Failure::Malformed),
+        };
+        if self.config.remote {
+            self.phase = Phase::Verifying { identifier };
+            return vec![AuthOutput::StopTimer, AuthOutput::Verify(creds)];
         }
+        let verdict = verify_local(&creds, secret(creds.user()));
+        self.conclude(identifier, creds, verdict, next_challenge)
+    }
+
+    /// The verdict on the credentials of the last [`AuthOutput::Verify`] (remote checks).
+    pub fn resolve(
+        &mut self,
+        creds: Credentials,
+        verdict: Verdict,
+        next_challenge: [u8; 16],
+    ) -> Vec<AuthOutput> {
+        let Phase::Verifying { identifier } = self.phase else {
+            return Vec::new();
+        };
+        self.phase = Phase::Waiting;
+        self.conclude(identifier, creds, verdict, next_challenge)
     }
 
     fn finish(&mut self, identifier: u8, reply: Vec<u8>, result: AuthOutput) -> Vec<AuthOutput> {
@@ -272,168 +466,121 @@ impl Authenticator {
         vec![AuthOutput::StopTimer, self.send(reply), result]
     }
 
-    fn pap(
-        &mut self,
-        identifier: u8,
-        body: &[u8],
-        secret: impl FnOnce(&str) -> Option<Secret>,
-    ) -> Vec<AuthOutput> {
+    /// Malformed (or unusable) credentials: the method's failure, no retry.
+    fn failed(&mut self, identifier: u8, user: Option<String>, reason: Failure) -> Vec<AuthOutput> {
+        if self.protocol == AuthProtocol::Pap {
+            let reply = packet(PAP_NAK, identifier, &[0]);
+            return self.finish(identifier, reply, AuthOutput::Failed { user, reason });
+        }
+        self.chap_failed(identifier, user, reason)
+    }
+
+    fn parse_pap(&self, body: &[u8]) -> Result<Credentials, Option<String>> {
         let mut r = Reader::new(body);
         let parsed = (|| {
             let n = r.u8().ok()?;
             let user = r.take(n.into()).ok()?;
             let n = r.u8().ok()?;
             let password = r.take(n.into()).ok()?;
-            Some((String::from_utf8_lossy(user).into_owned(), password))
+            Some((
+                String::from_utf8_lossy(user).into_owned(),
+                password.to_vec(),
+            ))
         })();
-        let Some((user, password)) = parsed else {
-            let reply = packet(PAP_NAK, identifier, &[0]);
-            return self.finish(
-                identifier,
-                reply,
-                AuthOutput::Failed {
-                    user: None,
-                    reason: Failure::Malformed,
-                },
-            );
-        };
-        let ok = match secret(&user) {
-            Some(Secret::Plain(p)) => p.as_bytes() == password,
-            Some(Secret::NtHash(h)) => {
-                mschap::nt_password_hash(&String::from_utf8_lossy(password)) == h
-            }
-            None => false,
-        };
-        if ok {
-            let reply = packet(PAP_ACK, identifier, &[0]);
-            self.finish(identifier, reply, AuthOutput::Success { user, mppe: None })
-        } else {
-            let reply = packet(PAP_NAK, identifier, &[0]);
-            self.finish(
-                identifier,
-                reply,
-                AuthOutput::Failed {
-                    user: Some(user),
-                    reason: Failure::BadCredentials,
-                },
-            )
-        }
+        let (user, password) = parsed.ok_or(None)?;
+        Ok(Credentials::Pap { user, password })
     }
 
-    fn chap(
-        &mut self,
-        identifier: u8,
-        body: &[u8],
-        secret: impl FnOnce(&str) -> Option<Secret>,
-        next_challenge: [u8; 16],
-    ) -> Vec<AuthOutput> {
+    fn parse_chap(&self, identifier: u8, body: &[u8]) -> Result<Credentials, Option<String>> {
         let mut r = Reader::new(body);
-        let Some((value, name)) = r
+        let (value, name) = r
             .u8()
             .ok()
             .and_then(|n| r.take(n.into()).ok())
             .map(|v| (v, r.rest()))
-        else {
-            return self.chap_failed(identifier, None, Failure::Malformed);
-        };
+            .ok_or(None)?;
         let user = String::from_utf8_lossy(name).into_owned();
-        let secret = secret(&user);
-        match self.protocol {
-            AuthProtocol::ChapMd5 => {
-                let ok = match &secret {
-                    Some(Secret::Plain(p)) => {
-                        let expect = Md5::new()
-                            .chain_update([identifier])
-                            .chain_update(p.as_bytes())
-                            .chain_update(&self.challenge)
-                            .finalize();
-                        value == expect.as_slice()
-                    }
-                    Some(Secret::NtHash(_)) => {
-                        return self.chap_failed(identifier, Some(user), Failure::SecretUnusable);
-                    }
-                    None => false,
-                };
-                if ok {
-                    let reply = packet(CHAP_SUCCESS, identifier, b"Access granted");
-                    self.finish(identifier, reply, AuthOutput::Success { user, mppe: None })
-                } else {
-                    self.chap_failed(identifier, Some(user), Failure::BadCredentials)
-                }
-            }
+        let bad = || Some(user.clone());
+        Ok(match self.protocol {
+            AuthProtocol::ChapMd5 => Credentials::ChapMd5 {
+                identifier,
+                challenge: self.challenge.clone(),
+                response: value.try_into().map_err(|_| bad())?,
+                user,
+            },
             AuthProtocol::MsChapV1 => {
-                let Ok(value) = <&[u8; 49]>::try_from(value) else {
-                    return self.chap_failed(identifier, Some(user), Failure::Malformed);
-                };
                 let mut challenge = [0u8; 8];
                 challenge.copy_from_slice(&self.challenge16()[..8]);
-                let ok = value[48] == 1
-                    && secret.as_ref().is_some_and(|s| {
-                        mschap::nt_challenge_response_v1(&challenge, &s.nt_hash())[..]
-                            == value[24..48]
-                    });
-                if ok {
-                    let reply = packet(CHAP_SUCCESS, identifier, &[]);
-                    self.finish(identifier, reply, AuthOutput::Success { user, mppe: None })
-                } else {
-                    self.chap_failed(identifier, Some(user), Failure::BadCredentials)
+                Credentials::MsChapV1 {
+                    challenge,
+                    response: value.try_into().map_err(|_| bad())?,
+                    user,
                 }
             }
-            AuthProtocol::MsChapV2 => {
-                let Ok(value) = <&[u8; 49]>::try_from(value) else {
-                    return self.chap_failed(identifier, Some(user), Failure::Malformed);
-                };
-                let mut peer_challenge = [0u8; 16];
-                peer_challenge.copy_from_slice(&value[..16]);
-                let mut nt_response = [0u8; 24];
-                nt_response.copy_from_slice(&value[24..48]);
-                let ours = self.challenge16();
-                let verified = secret.as_ref().map(Secret::nt_hash).filter(|hash| {
-                    mschap::generate_nt_response(&ours, &peer_challenge, name, hash) == nt_response
-                });
-                match verified {
-                    Some(hash) => {
-                        let s = mschap::generate_authenticator_response(
-                            &hash,
-                            &nt_response,
-                            &peer_challenge,
-                            &ours,
-                            name,
-                        );
+            AuthProtocol::MsChapV2 => Credentials::MsChapV2 {
+                identifier,
+                challenge: self.challenge16(),
+                response: value.try_into().map_err(|_| bad())?,
+                name: name.to_vec(),
+                user,
+            },
+            AuthProtocol::Pap => return Err(None),
+        })
+    }
+
+    /// Answers the peer with the verdict: success (with MS-CHAPv2's authenticator response and
+    /// MPPE keys), or failure — MS-CHAPv2 with E=691 and a retry on a fresh challenge while
+    /// attempts remain.
+    fn conclude(
+        &mut self,
+        identifier: u8,
+        creds: Credentials,
+        verdict: Verdict,
+        next_challenge: [u8; 16],
+    ) -> Vec<AuthOutput> {
+        let user = creds.user().to_string();
+        match verdict {
+            Verdict::Accept {
+                mppe,
+                authenticator_response,
+            } => {
+                let (reply, mppe) = match self.protocol {
+                    AuthProtocol::Pap => (packet(PAP_ACK, identifier, &[0]), None),
+                    AuthProtocol::ChapMd5 => {
+                        (packet(CHAP_SUCCESS, identifier, b"Access granted"), None)
+                    }
+                    AuthProtocol::MsChapV1 => (packet(CHAP_SUCCESS, identifier, &[]), None),
+                    AuthProtocol::MsChapV2 => {
+                        let s = authenticator_response.unwrap_or_default();
                         let message = format!("{s} M=Access granted");
-                        let (send, recv) = mschap::mppe_start_keys_128(&hash, &nt_response);
-                        let reply = packet(CHAP_SUCCESS, identifier, message.as_bytes());
-                        self.finish(
-                            identifier,
-                            reply,
-                            AuthOutput::Success {
-                                user,
-                                mppe: Some(MppeKeys { send, recv }),
-                            },
-                        )
+                        (packet(CHAP_SUCCESS, identifier, message.as_bytes()), mppe)
                     }
-                    None => {
-                        self.attempts += 1;
-                        if self.attempts < self.config.max_attempts {
-                            // RFC 2759 §6: E=691 with R=1 and a new challenge; the client answers
-                            // it with identifier + 1.
-                            self.challenge = next_challenge.to_vec();
-                            self.identifier = identifier.wrapping_add(1);
-                            let message = format!(
-                                "E=691 R=1 C={} V=3 M=Authentication failure",
-                                hex_upper(&self.challenge)
-                            );
-                            let reply = packet(CHAP_FAILURE, identifier, message.as_bytes());
-                            return vec![
-                                self.send(reply),
-                                AuthOutput::StartTimer(self.config.pap_timeout),
-                            ];
-                        }
-                        self.chap_failed(identifier, Some(user), Failure::BadCredentials)
+                };
+                self.finish(identifier, reply, AuthOutput::Success { user, mppe })
+            }
+            Verdict::Unusable => self.failed(identifier, Some(user), Failure::SecretUnusable),
+            Verdict::Unavailable => self.failed(identifier, Some(user), Failure::Unavailable),
+            Verdict::Reject => {
+                if self.protocol == AuthProtocol::MsChapV2 {
+                    self.attempts += 1;
+                    if self.attempts < self.config.max_attempts {
+                        // RFC 2759 §6: E=691 with R=1 and a new challenge; the client answers
+                        // it with identifier + 1.
+                        self.challenge = next_challenge.to_vec();
+                        self.identifier = identifier.wrapping_add(1);
+                        let message = format!(
+                            "E=691 R=1 C={} V=3 M=Authentication failure",
+                            hex_upper(&self.challenge)
+                        );
+                        let reply = packet(CHAP_FAILURE, identifier, message.as_bytes());
+                        return vec![
+                            self.send(reply),
+                            AuthOutput::StartTimer(self.config.pap_timeout),
+                        ];
                     }
                 }
+                self.failed(identifier, Some(user), Failure::BadCredentials)
             }
-            AuthProtocol::Pap => Vec::new(),
         }
     }
 

@@ -16,7 +16,9 @@ use super::{
     lcp::{Lcp, LcpConfig, Negotiated},
 };
 use crate::{
-    auth::authenticator::{AuthConfig, AuthOutput, Authenticator, Failure, MppeKeys, Secret},
+    auth::authenticator::{
+        AuthConfig, AuthOutput, Authenticator, Credentials, Failure, MppeKeys, Secret, Verdict,
+    },
     wire::{cp::CpPacket, ppp::proto},
 };
 
@@ -94,6 +96,8 @@ pub enum LinkOutput {
         user: Option<String>,
         mppe: Option<MppeKeys>,
     },
+    /// Check these credentials elsewhere (RADIUS) and call [`Link::resolve_auth`].
+    Verify(Credentials),
     Up {
         negotiated: Negotiated,
         /// MPPE both ways with these keys, or plain.
@@ -608,8 +612,23 @@ impl Link {
                         failure: reason,
                     }));
                 }
+                AuthOutput::Verify(creds) => out.push(LinkOutput::Verify(creds)),
             }
         }
+    }
+
+    /// The verdict on credentials this link asked to have checked ([`LinkOutput::Verify`]).
+    pub fn resolve_auth(&mut self, creds: Credentials, verdict: Verdict) -> Vec<LinkOutput> {
+        let mut out = Vec::new();
+        if self.phase != Phase::Authenticate {
+            return out;
+        }
+        let next = self.entropy.bytes16();
+        if let Some(a) = self.auth.as_mut() {
+            let o = a.resolve(creds, verdict, next);
+            self.auth_outputs(o, &mut out);
+        }
+        out
     }
 
     fn ncp_outputs(&mut self, protocol: u16, outputs: Vec<Output>, out: &mut Vec<LinkOutput>) {

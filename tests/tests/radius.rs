@@ -1,0 +1,190 @@
+//! Authentication through a real FreeRADIUS (Debian's 3.2) running in the gateway's namespace,
+//! with the real `pptpgw` and the project's client. The gateway's secrets file is empty, so every
+//! session that comes up was authenticated by RADIUS; the first configured server is down, so
+//! the first request fails over (nothing listens on its port).
+
+use pptp_tests::{
+    freeradius::{FreeRadius, SECRET},
+    gateway::{Rig, SERVER, client_line, config, config_mppe, num},
+    require_root,
+};
+
+/// alice: a password; carol: an address and a session timeout from RADIUS. Their replies carry a
+/// Message-Authenticator (FreeRADIUS computes the placeholder), as pptpgw requires; dave's
+/// do not, and pptpgw must not believe them (BlastRADIUS).
+const USERS: &str = r#"alice Cleartext-Password := "s3cret"
+	Message-Authenticator := 0x00
+
+carol Cleartext-Password := "c4rol"
+	Message-Authenticator := 0x00,
+	Framed-IP-Address = 10.99.0.77,
+	Session-Timeout = 3
+
+dave Cleartext-Password := "d4ve"
+"#;
+
+fn radius_config(when_unreachable: &str) -> String {
+    format!(
+        "[radius]\nnas_identifier = \"gw-test\"\nwhen_unreachable = \"{when_unreachable}\"\n\
+         timeout = \"1s\"\nretries = 1\n\
+         [[radius.servers]]\naddress = \"127.0.0.1:1\"\nsecret = \"{SECRET}\"\n\
+         [[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"{SECRET}\"\n"
+    )
+}
+
+#[test]
+fn each_method_authenticates_through_freeradius_and_mppe_keys_come_from_it() {
+    require_root();
+    let mut rig = Rig::topology("rad");
+    let radius = FreeRadius::start(&rig.gw, "rad", USERS);
+    rig.launch(&config_mppe("allow", &radius_config("refuse")), "");
+    for (i, (method, mppe)) in [
+        ("mschapv2", true),
+        ("mschapv2", false),
+        ("chap-md5", false),
+        ("pap", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let call_id = (300 + i).to_string();
+        let mut args = vec![
+            "--user",
+            "alice",
+            "--password",
+            "s3cret",
+            "--auth",
+            method,
+            "--call-id",
+            &call_id,
+        ];
+        if mppe {
+            args.push("--mppe");
+        }
+        let server = SERVER.to_string();
+        args.extend(["--ping", &server, "--count", "3"]);
+        let out = rig.client(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{method} mppe {mppe}: {stdout}\n{}\n{}",
+            rig.log(),
+            radius.log()
+        );
+        let ping = client_line(&out.stdout, "ping").expect("ping line");
+        assert_eq!(ping["received"], "3", "{method}: {stdout}");
+        rig.assert_clean();
+    }
+    let log = rig.log();
+    // MPPE through RADIUS's MS-MPPE keys: the encrypted session pinged, so both ends had the
+    // same keys; and it is logged encrypted.
+    assert!(log.contains("encryption=mppe-128"), "{log}");
+    assert_eq!(
+        log.matches("RADIUS answered").count(),
+        4,
+        "one Access-Request per session: {log}"
+    );
+    // The first server (nothing listens there) was tried once, then the second preferred.
+    assert!(
+        log.contains("RADIUS server did not answer") || log.contains("RADIUS server unreachable"),
+        "{log}"
+    );
+}
+
+#[test]
+fn wrong_passwords_and_unknown_users_are_refused_by_radius() {
+    require_root();
+    let mut rig = Rig::topology("radbad");
+    let radius = FreeRadius::start(&rig.gw, "radbad", USERS);
+    // The secrets file knows "mallory", RADIUS does not: with `refuse`, RADIUS decides.
+    rig.launch(&config(&radius_config("refuse")), "mallory * pw *\n");
+    for (user, password, method, attempts) in [
+        ("alice", "wrong", "mschapv2", "3"),
+        ("alice", "wrong", "chap-md5", "1"),
+        ("alice", "wrong", "pap", "1"),
+        ("mallory", "pw", "pap", "1"),
+        ("dave", "d4ve", "pap", "1"),
+    ] {
+        let out = rig.client(&["--user", user, "--password", password, "--auth", method]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{user}/{method}: {stdout}\n{}",
+            radius.log()
+        );
+        assert!(
+            stdout.contains(&format!("after {attempts} attempt")),
+            "{user}/{method}: {stdout}"
+        );
+        if method == "mschapv2" {
+            assert!(stdout.contains("E=691 R=0"), "{stdout}");
+        }
+        rig.assert_clean();
+    }
+    let s = rig.stats();
+    assert_eq!(num(&s, &["controller", "ended", "auth_failed"]), 5, "{s}");
+    // dave's Access-Accept had no Message-Authenticator: dropped, as if nobody answered.
+    let log = rig.log();
+    assert!(log.contains("RADIUS reply dropped: not authentic"), "{log}");
+}
+
+#[test]
+fn framed_ip_and_session_timeout_from_radius_are_obeyed() {
+    require_root();
+    let mut rig = Rig::topology("radattr");
+    let _radius = FreeRadius::start(&rig.gw, "radattr", USERS);
+    rig.launch(&config(&radius_config("refuse")), "");
+    let out = rig.client(&[
+        "--user",
+        "carol",
+        "--password",
+        "c4rol",
+        "--auth",
+        "pap",
+        "--ping",
+        &SERVER.to_string(),
+        "--count",
+        "2",
+        "--hold",
+        "8",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let up = client_line(&out.stdout, "up").expect("up line");
+    assert_eq!(up["address"], "10.99.0.77", "{stdout}");
+    assert_eq!(client_line(&out.stdout, "ping").unwrap()["received"], "2");
+    let log = rig.log();
+    let down = log
+        .lines()
+        .find(|l| l.contains("session down"))
+        .unwrap_or_else(|| panic!("no session down: {log}"));
+    assert!(down.contains("reason=session_timeout"), "{down}");
+    rig.assert_clean();
+}
+
+#[test]
+fn when_every_server_is_down_the_policy_decides() {
+    require_root();
+    for (policy, secrets, expect_up) in [
+        ("refuse", "alice * s3cret *\n", false),
+        ("local", "alice * s3cret *\n", true),
+    ] {
+        let mut rig = Rig::topology(&format!("rad{}", &policy[..3]));
+        // No FreeRADIUS at all: both servers are down.
+        rig.launch(&config(&radius_config(policy)), secrets);
+        let out = rig.client(&["--user", "alice", "--password", "s3cret", "--auth", "pap"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.success(),
+            expect_up,
+            "{policy}: {stdout}\n{}",
+            rig.log()
+        );
+        assert!(
+            rig.log().contains("RADIUS authentication unavailable"),
+            "{}",
+            rig.log()
+        );
+        rig.assert_clean();
+    }
+}
