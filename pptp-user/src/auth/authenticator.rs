@@ -765,6 +765,78 @@ mod tests {
     }
 
     #[test]
+    /// Remote checks (RADIUS): the credentials go out, nothing is answered until the verdict, a
+    /// repeated request meanwhile is not answered twice, and the verdict is answered exactly as a
+    /// local check would be — MS-CHAPv2's E=691 retry included.
+    fn remote_verdicts_answer_like_local_checks() {
+        let remote = AuthConfig {
+            remote: true,
+            ..AuthConfig::default()
+        };
+        let mut a = Authenticator::new(AuthProtocol::MsChapV2, remote.clone());
+        a.start(&AUTH_CHALLENGE, 7);
+        let mut value = vec![49u8];
+        value.extend_from_slice(&PEER_CHALLENGE);
+        value.extend_from_slice(&[0; 8]);
+        value.extend_from_slice(&NT_RESPONSE);
+        value.push(0);
+        value.extend_from_slice(b"User");
+        let response = packet(CHAP_RESPONSE, 7, &value);
+        let out = a.receive(&response, |_| panic!("no local lookup"), [1; 16]);
+        let [AuthOutput::StopTimer, AuthOutput::Verify(creds)] = &out[..] else {
+            panic!("{out:?}");
+        };
+        assert_eq!(creds.user(), "User");
+        // The client repeats its response while we wait: silence, not a second Verify.
+        assert!(a.receive(&response, |_| None, [1; 16]).is_empty());
+        // A reject first: E=691 R=1 with a fresh challenge, as locally.
+        let out = a.resolve(creds.clone(), Verdict::Reject, [2; 16]);
+        let AuthOutput::Send { info, .. } = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert!(String::from_utf8_lossy(info).contains("E=691 R=1 C=0202"), "{out:?}");
+        // The verdict of the local check on the RFC 2759 vector, given as the remote one.
+        let local = verify_local(creds, users("User"));
+        let mut b = Authenticator::new(AuthProtocol::MsChapV2, remote);
+        b.start(&AUTH_CHALLENGE, 7);
+        let out = b.receive(&response, |_| None, [1; 16]);
+        let AuthOutput::Verify(creds) = out[1].clone() else {
+            panic!()
+        };
+        let out = b.resolve(creds, local, [1; 16]);
+        let AuthOutput::Send { info, .. } = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert!(
+            String::from_utf8_lossy(info)
+                .contains("S=407A5589115FD0D6209F510FE9C04566932CDA56"),
+            "{out:?}"
+        );
+        assert!(matches!(out[2], AuthOutput::Success { mppe: Some(_), .. }));
+        // Nobody could check: a failure that says so.
+        let mut c = Authenticator::new(
+            AuthProtocol::Pap,
+            AuthConfig {
+                remote: true,
+                ..AuthConfig::default()
+            },
+        );
+        c.start(&[0; 16], 0);
+        let out = c.receive(&packet(PAP_REQUEST, 5, &[1, b'u', 1, b'p']), |_| None, [0; 16]);
+        let AuthOutput::Verify(creds) = out[1].clone() else {
+            panic!()
+        };
+        let out = c.resolve(creds, Verdict::Unavailable, [0; 16]);
+        assert_eq!(
+            out[2],
+            AuthOutput::Failed {
+                user: Some("u".into()),
+                reason: Failure::Unavailable
+            }
+        );
+    }
+
+    #[test]
     fn pap_plain_and_nt_hash() {
         for (user, pass, ok) in [
             ("User", "clientPass", true),
