@@ -794,7 +794,10 @@ mod tests {
         let AuthOutput::Send { info, .. } = &out[0] else {
             panic!("{out:?}")
         };
-        assert!(String::from_utf8_lossy(info).contains("E=691 R=1 C=0202"), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(info).contains("E=691 R=1 C=0202"),
+            "{out:?}"
+        );
         // The verdict of the local check on the RFC 2759 vector, given as the remote one.
         let local = verify_local(creds, users("User"));
         let mut b = Authenticator::new(AuthProtocol::MsChapV2, remote);
@@ -808,8 +811,7 @@ mod tests {
             panic!("{out:?}")
         };
         assert!(
-            String::from_utf8_lossy(info)
-                .contains("S=407A5589115FD0D6209F510FE9C04566932CDA56"),
+            String::from_utf8_lossy(info).contains("S=407A5589115FD0D6209F510FE9C04566932CDA56"),
             "{out:?}"
         );
         assert!(matches!(out[2], AuthOutput::Success { mppe: Some(_), .. }));
@@ -822,7 +824,11 @@ mod tests {
             },
         );
         c.start(&[0; 16], 0);
-        let out = c.receive(&packet(PAP_REQUEST, 5, &[1, b'u', 1, b'p']), |_| None, [0; 16]);
+        let out = c.receive(
+            &packet(PAP_REQUEST, 5, &[1, b'u', 1, b'p']),
+            |_| None,
+            [0; 16],
+        );
         let AuthOutput::Verify(creds) = out[1].clone() else {
             panic!()
         };
