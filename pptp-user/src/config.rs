@@ -368,6 +368,12 @@ pub struct Radius {
     /// NAS-IP-Address (empty: not sent).
     pub nas_ip: String,
     pub when_unreachable: RadiusUnreachable,
+    /// Accounting (RFC 2866) goes to these, in order (empty: no accounting).
+    pub accounting_servers: Vec<RadiusServer>,
+    /// Interim-Updates this often unless the Access-Accept's Acct-Interim-Interval says
+    /// otherwise ("0s": only when it does).
+    #[serde(deserialize_with = "duration")]
+    pub interim_interval: Duration,
 }
 
 impl Default for Radius {
@@ -379,6 +385,8 @@ impl Default for Radius {
             nas_identifier: "pptpgw".into(),
             nas_ip: String::new(),
             when_unreachable: RadiusUnreachable::Refuse,
+            accounting_servers: Vec::new(),
+            interim_interval: Duration::ZERO,
         }
     }
 }
@@ -386,20 +394,35 @@ impl Default for Radius {
 impl Radius {
     /// The client's configuration, or None without servers. Errors name the field.
     pub fn client(&self) -> Result<Option<crate::radius::client::ClientConfig>, ConfigError> {
-        if self.servers.is_empty() {
+        self.client_for("servers", &self.servers)
+    }
+
+    /// The accounting client's configuration, or None without accounting servers.
+    pub fn accounting_client(
+        &self,
+    ) -> Result<Option<crate::radius::client::ClientConfig>, ConfigError> {
+        self.client_for("accounting_servers", &self.accounting_servers)
+    }
+
+    fn client_for(
+        &self,
+        field: &str,
+        list: &[RadiusServer],
+    ) -> Result<Option<crate::radius::client::ClientConfig>, ConfigError> {
+        if list.is_empty() {
             return Ok(None);
         }
         let mut servers = Vec::new();
-        for (i, s) in self.servers.iter().enumerate() {
+        for (i, s) in list.iter().enumerate() {
             let addr = s.address.parse().map_err(|e| {
                 ConfigError::new(
-                    format!("radius.servers[{i}].address"),
+                    format!("radius.{field}[{i}].address"),
                     format!("{:?}: {e} (want ADDRESS:PORT)", s.address),
                 )
             })?;
             if s.secret.is_empty() {
                 return Err(ConfigError::new(
-                    format!("radius.servers[{i}].secret"),
+                    format!("radius.{field}[{i}].secret"),
                     "must not be empty",
                 ));
             }
@@ -636,6 +659,7 @@ impl Config {
             ));
         }
         self.radius.client()?;
+        self.radius.accounting_client()?;
         self.radius.nas_ip()?;
         if self.forwarding.mode == ForwardingMode::Stack && !self.forwarding.lan.is_empty() {
             return Err(ConfigError::new(

@@ -205,6 +205,12 @@ pub enum Command {
         peer: Ipv4Addr,
         /// "mppe-128", "mppe-128-stateful" or "none", for the log line.
         encryption: &'static str,
+        /// For accounting: the data-path slot (counters), our call ID, and what RADIUS granted
+        /// (Class to echo, the interim interval).
+        slot: u32,
+        call_id: u16,
+        class: Vec<Vec<u8>>,
+        interim: Option<u32>,
     },
     SessionDown {
         session: SessionId,
@@ -995,6 +1001,10 @@ impl Gateway {
                         local: s.map.key.local.into(),
                         peer: s.map.key.peer.into(),
                         encryption,
+                        slot: s.map.slot,
+                        call_id: u16::from_be_bytes(s.map.key.call_id),
+                        class: s.authorization.class.clone(),
+                        interim: s.authorization.interim_interval,
                     });
                 }
                 LinkOutput::Down(reason) => {

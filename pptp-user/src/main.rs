@@ -290,6 +290,22 @@ fn radius(config: &Config) -> anyhow::Result<Option<std::sync::Arc<pptp_user::ra
     })))
 }
 
+/// The accounting sender's setup, when accounting servers are configured.
+fn accounting(config: &Config) -> anyhow::Result<Option<pptp_user::server::AccountingSetup>> {
+    let Some(client) = config.radius.accounting_client()? else {
+        return Ok(None);
+    };
+    tracing::info!(servers = client.servers.len(), "RADIUS accounting");
+    Ok(Some(pptp_user::server::AccountingSetup {
+        client: std::sync::Arc::new(pptp_user::radius::client::Client::new(client)),
+        nas: pptp_user::radius::accounting::Nas {
+            ip: config.radius.nas_ip()?,
+            identifier: config.radius.nas_identifier.clone(),
+        },
+        interim: Some(config.radius.interim_interval).filter(|d| !d.is_zero()),
+    }))
+}
+
 fn gateway_config(config: &Config) -> GatewayConfig {
     let t = &config.timers;
     let mut link = LinkConfig::default();
@@ -444,6 +460,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         xdp_forwarding: config.forwarding.mode == pptp_user::config::ForwardingMode::Xdp,
         lan: config.forwarding.lan.clone(),
         radius: radius(&config)?,
+        accounting: accounting(&config)?,
     };
     // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
     // whole when it fails validation or changes what only a restart can.

@@ -71,6 +71,35 @@ pub struct ServerConfig {
     pub lan: Vec<String>,
     /// `[radius]` with servers: credentials are checked there.
     pub radius: Option<Arc<crate::radius::Radius>>,
+    /// `[radius] accounting_servers`: records go there.
+    pub accounting: Option<AccountingSetup>,
+}
+
+/// What accounting needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct AccountingSetup {
+    pub client: Arc<crate::radius::client::Client>,
+    pub nas: crate::radius::accounting::Nas,
+    /// Interim-Updates unless RADIUS says otherwise.
+    pub interim: Option<Duration>,
+}
+
+/// The shell's accounting: the sender task's queue and each up session's record.
+struct Accounting {
+    tx: mpsc::Sender<crate::radius::accounting::Record>,
+    task: tokio::task::JoinHandle<()>,
+    interim: Option<Duration>,
+    sessions: HashMap<u64, AcctSession>,
+    /// A prefix that makes Acct-Session-Id unique across restarts (our start time).
+    id_prefix: u32,
+}
+
+struct AcctSession {
+    info: crate::radius::accounting::SessionInfo,
+    slot: u32,
+    started: Instant,
+    interim: Option<Duration>,
+    next_interim: Option<Instant>,
 }
 
 /// What a reload brings: the core's new configuration, users and pools, and the shell's limits.
@@ -197,6 +226,7 @@ struct Shell {
     /// RADIUS, when configured; its verdicts come back through `inputs`.
     radius: Option<Arc<crate::radius::Radius>>,
     inputs: mpsc::Sender<Input>,
+    accounting: Option<Accounting>,
 }
 
 impl Shell {
@@ -543,9 +573,45 @@ impl Shell {
                     local,
                     peer,
                     encryption,
+                    slot,
+                    call_id,
+                    class,
+                    interim,
                 } => {
                     self.up_since.insert(session, Instant::now());
                     tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption = %encryption, "session up");
+                    if let Some(a) = self.accounting.as_mut() {
+                        let info = crate::radius::accounting::SessionInfo {
+                            session_id: format!("{:08X}{session:08X}", a.id_prefix),
+                            user: user.unwrap_or_default(),
+                            framed_ip: addr,
+                            calling: peer,
+                            called: local,
+                            nas_port: u32::from(call_id),
+                            class,
+                        };
+                        let interim = interim
+                            .map(|s| Duration::from_secs(u64::from(s).max(10)))
+                            .or(a.interim);
+                        a.send(crate::radius::accounting::Record {
+                            status: crate::radius::accounting::START,
+                            session: Some(info.clone()),
+                            session_time: None,
+                            traffic: None,
+                            terminate_cause: None,
+                            at: Instant::now(),
+                        });
+                        a.sessions.insert(
+                            session,
+                            AcctSession {
+                                info,
+                                slot,
+                                started: Instant::now(),
+                                interim,
+                                next_interim: interim.map(|d| Instant::now() + d),
+                            },
+                        );
+                    }
                 }
                 Command::SessionDown {
                     session,
@@ -563,6 +629,20 @@ impl Shell {
                         .up_since
                         .remove(&session)
                         .map_or(0.0, |t| t.elapsed().as_secs_f64());
+                    if let Some(a) = self.accounting.as_mut()
+                        && let Some(s) = a.sessions.remove(&session)
+                    {
+                        a.send(crate::radius::accounting::Record {
+                            status: crate::radius::accounting::STOP,
+                            session_time: Some(s.started.elapsed().as_secs() as u32),
+                            traffic: Some(traffic(&c)),
+                            terminate_cause: Some(crate::radius::accounting::terminate_cause(
+                                &reason,
+                            )),
+                            session: Some(s.info),
+                            at: Instant::now(),
+                        });
+                    }
                     tracing::info!(
                         session,
                         user = user.as_deref().unwrap_or("-"),
@@ -580,6 +660,93 @@ impl Shell {
                 }
                 Command::Refused { peer, reason } => self.refusals.log(peer, reason, self.origin),
             }
+        }
+    }
+}
+
+fn traffic(c: &pptp_common::session::SessionStats) -> crate::radius::accounting::Traffic {
+    crate::radius::accounting::Traffic {
+        input_octets: c.rx_bytes,
+        output_octets: c.tx_bytes,
+        input_packets: c.rx_packets,
+        output_packets: c.tx_packets,
+    }
+}
+
+impl Accounting {
+    fn start(setup: AccountingSetup) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let stats = Arc::new(crate::radius::accounting::AccountingStats::default());
+        let task = tokio::spawn(crate::radius::accounting::run(
+            setup.client,
+            setup.nas,
+            rx,
+            stats,
+            Duration::from_secs(5),
+        ));
+        let id_prefix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        let a = Self {
+            tx,
+            task,
+            interim: setup.interim,
+            sessions: HashMap::new(),
+            id_prefix,
+        };
+        a.send(Self::on_off(crate::radius::accounting::ACCOUNTING_ON));
+        a
+    }
+
+    fn on_off(status: u32) -> crate::radius::accounting::Record {
+        crate::radius::accounting::Record {
+            status,
+            session: None,
+            session_time: None,
+            traffic: None,
+            terminate_cause: None,
+            at: Instant::now(),
+        }
+    }
+
+    /// Never blocks the core: the sender's own queue is bounded and counted.
+    fn send(&self, r: crate::radius::accounting::Record) {
+        if self.tx.try_send(r).is_err() {
+            tracing::warn!("accounting channel full: record dropped");
+        }
+    }
+
+    /// Interim-Updates that are due, with the data path's counters.
+    fn interims(&mut self, dp: &Datapath) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for s in self.sessions.values_mut() {
+            if let (Some(next), Some(every)) = (s.next_interim, s.interim)
+                && next <= now
+            {
+                s.next_interim = Some(now + every);
+                let c = dp.session_stats(s.slot).unwrap_or_default();
+                due.push(crate::radius::accounting::Record {
+                    status: crate::radius::accounting::INTERIM_UPDATE,
+                    session: Some(s.info.clone()),
+                    session_time: Some(s.started.elapsed().as_secs() as u32),
+                    traffic: Some(traffic(&c)),
+                    terminate_cause: None,
+                    at: now,
+                });
+            }
+        }
+        for r in due {
+            self.send(r);
+        }
+    }
+
+    /// Accounting-Off, then up to `grace` for the queue to drain.
+    async fn finish(self, grace: Duration) {
+        self.send(Self::on_off(crate::radius::accounting::ACCOUNTING_OFF));
+        drop(self.tx);
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            tracing::warn!("accounting records still queued at exit");
         }
     }
 }
@@ -744,6 +911,7 @@ pub async fn run(
         stopping: false,
         radius: config.radius.clone(),
         inputs: tx.clone(),
+        accounting: config.accounting.clone().map(Accounting::start),
     };
     let (query_tx, mut queries) = mpsc::unbounded_channel();
     if let Some((addr, listener)) = metrics_listener {
@@ -787,7 +955,12 @@ pub async fn run(
                     shell.execute(c).await;
                 }
             }
-            _ = ack_tick.tick() => shell.send_idle_acks(),
+            _ = ack_tick.tick() => {
+                shell.send_idle_acks();
+                if let Some(a) = shell.accounting.as_mut() {
+                    a.interims(&shell.dp);
+                }
+            }
             _ = hup.recv() => {
                 shell.reload(&mut gateway, &mut reloader).await;
             }
@@ -853,6 +1026,10 @@ pub async fn run(
         w.abort();
     }
     let removed = route::reconcile(&rt, &[]).await.unwrap_or(0);
+    // The Stops of the sessions just ended, and Accounting-Off, get a few seconds to go out.
+    if let Some(a) = shell.accounting.take() {
+        a.finish(Duration::from_secs(5)).await;
+    }
     drop(shell);
     if let Some(path) = &config.api_socket {
         let _ = std::fs::remove_file(path);

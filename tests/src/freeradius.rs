@@ -71,6 +71,39 @@ impl FreeRadius {
         r
     }
 
+    /// Every accounting record FreeRADIUS's `detail` module wrote, in order, as attribute →
+    /// value (quotes removed).
+    pub fn accounting_records(&self) -> Vec<std::collections::HashMap<String, String>> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.dir.join("log/radacct")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        files.sort();
+        let mut records = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            for block in text.split("\n\n") {
+                let r: std::collections::HashMap<String, String> = block
+                    .lines()
+                    .filter_map(|l| l.trim().split_once(" = "))
+                    .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                    .collect();
+                if !r.is_empty() {
+                    records.push(r);
+                }
+            }
+        }
+        records
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("radius.log")).unwrap_or_default()
     }

@@ -23,6 +23,15 @@ carol Cleartext-Password := "c4rol"
 dave Cleartext-Password := "d4ve"
 "#;
 
+/// `radius_config("refuse")` plus accounting to FreeRADIUS, Interim-Updates every 2 s.
+fn accounting_config() -> String {
+    let c =
+        radius_config("refuse").replacen("[radius]\n", "[radius]\ninterim_interval = \"2s\"\n", 1);
+    format!(
+        "{c}[[radius.accounting_servers]]\naddress = \"127.0.0.1:1813\"\nsecret = \"{SECRET}\"\n"
+    )
+}
+
 fn radius_config(when_unreachable: &str) -> String {
     format!(
         "[radius]\nnas_identifier = \"gw-test\"\nwhen_unreachable = \"{when_unreachable}\"\n\
@@ -186,5 +195,125 @@ fn when_every_server_is_down_the_policy_decides() {
             rig.log()
         );
         rig.assert_clean();
+    }
+}
+
+/// Accounting-On, Start, Interim-Updates, Stop and Accounting-Off reach FreeRADIUS's `detail`
+/// file, and the Stop's counters are the data path's.
+#[test]
+fn accounting_records_carry_the_data_paths_counters() {
+    require_root();
+    let mut rig = Rig::topology("racct");
+    let radius = FreeRadius::start(&rig.gw, "racct", USERS);
+    rig.launch(&config(&accounting_config()), "");
+    let out = rig.client(&[
+        "--user",
+        "alice",
+        "--password",
+        "s3cret",
+        "--auth",
+        "pap",
+        "--ping",
+        &SERVER.to_string(),
+        "--count",
+        "7",
+        "--hold",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", rig.log());
+    let log = rig.stop();
+    let down = log
+        .lines()
+        .find(|l| l.contains("session down"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let field = |k: &str| {
+        down.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} in {down}"))
+            .to_string()
+    };
+    let records = wait_for(&radius, "Accounting-Off");
+    let status: Vec<&str> = records
+        .iter()
+        .map(|r| r["Acct-Status-Type"].as_str())
+        .collect();
+    assert_eq!(status.first(), Some(&"Accounting-On"), "{status:?}");
+    assert_eq!(status.last(), Some(&"Accounting-Off"), "{status:?}");
+    let interims = status.iter().filter(|s| **s == "Interim-Update").count();
+    assert!(interims >= 2, "{status:?}");
+    let stop = records
+        .iter()
+        .find(|r| r["Acct-Status-Type"] == "Stop")
+        .unwrap_or_else(|| panic!("{status:?}"));
+    let start = records
+        .iter()
+        .find(|r| r["Acct-Status-Type"] == "Start")
+        .unwrap();
+    assert_eq!(start["Acct-Session-Id"], stop["Acct-Session-Id"]);
+    assert_eq!(stop["User-Name"], "alice");
+    assert_eq!(stop["Acct-Input-Packets"], field("rx_packets"), "{stop:?}");
+    assert_eq!(stop["Acct-Input-Octets"], field("rx_bytes"), "{stop:?}");
+    assert_eq!(stop["Acct-Output-Packets"], field("tx_packets"), "{stop:?}");
+    assert_eq!(stop["Acct-Output-Octets"], field("tx_bytes"), "{stop:?}");
+    assert_eq!(stop["Acct-Terminate-Cause"], "User-Request", "{stop:?}");
+    assert_eq!(stop["Calling-Station-Id"], "198.51.100.7");
+    assert!(
+        stop["Acct-Session-Time"].parse::<u32>().unwrap() >= 5,
+        "{stop:?}"
+    );
+    assert!(field("rx_packets").parse::<u32>().unwrap() >= 7);
+}
+
+/// Accounting sent while no server listens is kept and delivered once one does.
+#[test]
+fn accounting_queued_while_the_server_is_down_is_delivered_after() {
+    require_root();
+    let mut rig = Rig::topology("racq");
+    // Authentication from the secrets file; the accounting server is not running yet.
+    let cfg = format!(
+        "[radius]\n[[radius.accounting_servers]]\naddress = \"127.0.0.1:1813\"\nsecret = \"{SECRET}\"\n"
+    );
+    rig.launch(&config(&cfg), "alice * s3cret *\n");
+    let out = rig.client(&["--user", "alice", "--password", "s3cret", "--auth", "pap"]);
+    assert!(out.status.success(), "{}", rig.log());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        rig.log().contains("accounting not delivered; kept"),
+        "{}",
+        rig.log()
+    );
+    let radius = FreeRadius::start(&rig.gw, "racq", USERS);
+    let records = wait_for(&radius, "Stop");
+    let status: Vec<&str> = records
+        .iter()
+        .map(|r| r["Acct-Status-Type"].as_str())
+        .collect();
+    assert_eq!(status, ["Accounting-On", "Start", "Stop"], "{records:?}");
+    // Resent records say how late they are.
+    assert!(
+        records
+            .iter()
+            .all(|r| r["Acct-Delay-Time"].parse::<u32>().unwrap() <= 30),
+        "{records:?}"
+    );
+    rig.assert_clean();
+}
+
+/// The detail records once one with this Acct-Status-Type is there (15 s at most).
+fn wait_for(radius: &FreeRadius, status: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let t = std::time::Instant::now();
+    loop {
+        let r = radius.accounting_records();
+        if r.iter()
+            .any(|r| r.get("Acct-Status-Type").map(String::as_str) == Some(status))
+        {
+            return r;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "no {status} record: {r:?}\n{}",
+            radius.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

@@ -73,6 +73,7 @@ pub struct ClientStats {
     pub bad_replies: AtomicU64,
 }
 
+#[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
     /// The server that answered last: tried first.

@@ -3,6 +3,7 @@
 //! authentication asks and what its reply means (`access`, pure).
 
 pub mod access;
+pub mod accounting;
 pub mod client;
 pub mod dict;
 pub mod packet;
