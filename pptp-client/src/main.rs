@@ -156,10 +156,16 @@ async fn main() -> ExitCode {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = hold => {}
-            _ = signalled => {}
-            _ = tokio::signal::ctrl_c() => {}
+        // The server may end it first (an operator, RADIUS Disconnect, a session timeout).
+        let by_server = tokio::select! {
+            _ = hold => None,
+            _ = signalled => None,
+            _ = tokio::signal::ctrl_c() => None,
+            e = session.server_ended() => Some(e),
+        };
+        if let Some(ended) = by_server {
+            say!("down ended={ended:?}");
+            return ExitCode::from(4);
         }
     }
     let ended = session.hangup().await;

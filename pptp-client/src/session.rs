@@ -175,6 +175,16 @@ impl Session {
         tokio::time::timeout(limit, task).await.ok()?.ok()
     }
 
+    /// Waits, without giving the session up, until the server ends it; then says how.
+    pub async fn server_ended(&mut self) -> Ended {
+        let Some(t) = self.task.as_mut() else {
+            return Ended::Abandoned;
+        };
+        let ended = t.await.unwrap_or(Ended::Abandoned);
+        self.task = None;
+        ended
+    }
+
     /// Waits for the session to end by itself (the server's doing).
     pub async fn wait(mut self) -> Ended {
         match self.task.take() {

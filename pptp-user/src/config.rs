@@ -374,6 +374,10 @@ pub struct Radius {
     /// otherwise ("0s": only when it does).
     #[serde(deserialize_with = "duration")]
     pub interim_interval: Duration,
+    /// Dynamic authorization (RFC 5176): Disconnect-Request and CoA-Request taken on this
+    /// "ADDRESS:PORT" (3799 usually; empty: off), from `das_clients` only.
+    pub das_listen: String,
+    pub das_clients: Vec<RadiusServer>,
 }
 
 impl Default for Radius {
@@ -387,6 +391,8 @@ impl Default for Radius {
             when_unreachable: RadiusUnreachable::Refuse,
             accounting_servers: Vec::new(),
             interim_interval: Duration::ZERO,
+            das_listen: String::new(),
+            das_clients: Vec::new(),
         }
     }
 }
@@ -439,6 +445,45 @@ impl Radius {
             timeout: self.timeout,
             retries: self.retries,
         }))
+    }
+
+    /// The dynamic authorization listener and its clients (address, secret), or None.
+    #[allow(clippy::type_complexity)]
+    pub fn das(
+        &self,
+    ) -> Result<Option<(std::net::SocketAddr, Vec<(std::net::IpAddr, Vec<u8>)>)>, ConfigError> {
+        if self.das_listen.is_empty() {
+            return Ok(None);
+        }
+        let listen = self.das_listen.parse().map_err(|e| {
+            ConfigError::new(
+                "radius.das_listen",
+                format!("{:?}: {e} (want ADDRESS:PORT)", self.das_listen),
+            )
+        })?;
+        let mut clients = Vec::new();
+        for (i, c) in self.das_clients.iter().enumerate() {
+            let a = c.address.parse().map_err(|e| {
+                ConfigError::new(
+                    format!("radius.das_clients[{i}].address"),
+                    format!("{:?}: {e} (want an IP address)", c.address),
+                )
+            })?;
+            if c.secret.is_empty() {
+                return Err(ConfigError::new(
+                    format!("radius.das_clients[{i}].secret"),
+                    "must not be empty",
+                ));
+            }
+            clients.push((a, c.secret.as_bytes().to_vec()));
+        }
+        if clients.is_empty() {
+            return Err(ConfigError::new(
+                "radius.das_clients",
+                "das_listen needs at least one client",
+            ));
+        }
+        Ok(Some((listen, clients)))
     }
 
     pub fn nas_ip(&self) -> Result<Option<Ipv4Addr>, ConfigError> {
@@ -660,6 +705,7 @@ impl Config {
         }
         self.radius.client()?;
         self.radius.accounting_client()?;
+        self.radius.das()?;
         self.radius.nas_ip()?;
         if self.forwarding.mode == ForwardingMode::Stack && !self.forwarding.lan.is_empty() {
             return Err(ConfigError::new(

@@ -129,6 +129,11 @@ pub enum Event<'a> {
     },
     /// Stop everything (clients are told: CDN and StopCCRQ).
     Shutdown,
+    /// A new Session-Timeout for a live session, counted from now (RADIUS CoA).
+    SessionTimeout {
+        session: SessionId,
+        after: Duration,
+    },
     /// The verdict on a session's credentials (`Command::Verify`), with what RADIUS granted.
     Verdict {
         session: SessionId,
@@ -622,6 +627,11 @@ impl Gateway {
                     self.pending.insert(sid, EndReason::SessionTimeout);
                     let o = s.link.close();
                     self.link_outputs(sid, o, &mut out);
+                }
+            }
+            Event::SessionTimeout { session, after } => {
+                if self.sessions.contains_key(&session) {
+                    out.push(Command::SetTimer(TimerKey::SessionLimit(session), after));
                 }
             }
             Event::Verdict {

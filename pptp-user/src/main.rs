@@ -461,6 +461,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         lan: config.forwarding.lan.clone(),
         radius: radius(&config)?,
         accounting: accounting(&config)?,
+        das: config.radius.das()?,
     };
     // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
     // whole when it fails validation or changes what only a restart can.

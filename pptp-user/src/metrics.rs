@@ -33,6 +33,12 @@ pub struct ShellStats {
     pub ended_tx_bytes: u64,
     pub ended_rx_packets: u64,
     pub ended_tx_packets: u64,
+    /// Dynamic authorization (RFC 5176): requests taken, refused (dropped unanswered: unknown
+    /// client, authenticator, Message-Authenticator, stale or replayed), ACKed, NAKed.
+    pub das_requests: u64,
+    pub das_refused: u64,
+    pub das_acks: u64,
+    pub das_naks: u64,
 }
 
 /// Everything `/metrics` exports, gathered by the controller in one go.

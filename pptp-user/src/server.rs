@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub radius: Option<Arc<crate::radius::Radius>>,
     /// `[radius] accounting_servers`: records go there.
     pub accounting: Option<AccountingSetup>,
+    /// `[radius] das_listen` and its clients.
+    pub das: Option<(SocketAddr, crate::radius::dynamic::Clients)>,
 }
 
 /// What accounting needs from the configuration.
@@ -137,6 +139,14 @@ enum Input {
         request: api::Request,
         reply: tokio::sync::oneshot::Sender<serde_json::Value>,
     },
+    /// A dynamic authorization request that passed its checks (`radius::dynamic`).
+    Dynamic {
+        request: Box<crate::radius::dynamic::Request>,
+        from: SocketAddr,
+        socket: Arc<tokio::net::UdpSocket>,
+    },
+    /// One the checks refused (dropped unanswered, counted here).
+    DynamicRefused,
     /// A RADIUS verdict (from a task `Command::Verify` started).
     Verdict {
         session: u64,
@@ -429,6 +439,76 @@ impl Shell {
                 json!({ "killed": ids })
             }
         }
+    }
+
+    /// A Disconnect-Request ends the sessions it names, a CoA-Request gives them a new
+    /// Session-Timeout; ACK, or NAK with the Error-Cause (no such session, an attribute we
+    /// cannot apply).
+    async fn dynamic(
+        &mut self,
+        gateway: &mut Gateway,
+        req: &crate::radius::dynamic::Request,
+        from: SocketAddr,
+        socket: &tokio::net::UdpSocket,
+    ) {
+        use crate::radius::{dict, dynamic::error_cause};
+        self.stats.das_requests += 1;
+        let sel = &req.selector;
+        let ids: Vec<u64> = if sel.is_empty() {
+            Vec::new()
+        } else {
+            gateway
+                .sessions()
+                .iter()
+                .filter(|v| v.assigned.is_some())
+                .filter(|v| sel.user.as_ref().is_none_or(|u| v.user.as_ref() == Some(u)))
+                .filter(|v| sel.framed_ip.is_none_or(|a| v.assigned == Some(a)))
+                .filter(|v| {
+                    sel.session_id.as_ref().is_none_or(|id| {
+                        self.accounting.as_ref().is_some_and(|a| {
+                            a.sessions
+                                .get(&v.id)
+                                .is_some_and(|s| &s.info.session_id == id)
+                        })
+                    })
+                })
+                .map(|v| v.id)
+                .collect()
+        };
+        let cause = if sel.is_empty() {
+            Some(error_cause::MISSING_ATTRIBUTE)
+        } else if ids.is_empty() {
+            Some(error_cause::SESSION_CONTEXT_NOT_FOUND)
+        } else if req.code == dict::COA_REQUEST
+            && (!req.unsupported.is_empty() || req.session_timeout.is_none())
+        {
+            Some(error_cause::UNSUPPORTED_ATTRIBUTE)
+        } else {
+            None
+        };
+        if cause.is_none() {
+            for &id in &ids {
+                let c = if req.code == dict::DISCONNECT_REQUEST {
+                    tracing::info!(session = id, %from, "Disconnect-Request: session ended");
+                    gateway.handle(Event::Kill { session: id })
+                } else {
+                    let secs = req.session_timeout.unwrap_or(0).max(1);
+                    tracing::info!(session = id, %from, secs, "CoA-Request: new Session-Timeout");
+                    gateway.handle(Event::SessionTimeout {
+                        session: id,
+                        after: Duration::from_secs(u64::from(secs)),
+                    })
+                };
+                self.execute(c).await;
+            }
+            self.stats.das_acks += 1;
+        } else {
+            tracing::info!(%from, code = req.code, cause = ?cause, "dynamic authorization NAKed");
+            self.stats.das_naks += 1;
+        }
+        let _ = socket
+            .send_to(&crate::radius::dynamic::answer(req, cause), from)
+            .await;
     }
 
     /// The shell's counters, with those the accept loops keep.
@@ -789,6 +869,15 @@ pub async fn run(
         )),
         None => None,
     };
+    let das = match &config.das {
+        Some((addr, clients)) => Some((
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("radius.das_listen {addr}"))?,
+            clients.clone(),
+        )),
+        None => None,
+    };
     let api = match &config.api_socket {
         Some(path) => Some((path.clone(), api_listener(path)?)),
         None => None,
@@ -920,6 +1009,10 @@ pub async fn run(
     } else {
         drop(query_tx);
     }
+    if let Some((socket, clients)) = das {
+        tracing::info!(addr = %socket.local_addr()?, "dynamic authorization (RFC 5176) listening");
+        tokio::spawn(das_loop(Arc::new(socket), clients, tx.clone()));
+    }
     if let Some((path, listener)) = api {
         tracing::info!(socket = %path.display(), "control API listening");
         tokio::spawn(api_loop(listener, tx));
@@ -988,6 +1081,14 @@ pub async fn run(
                     Input::Api { request, reply } => {
                         let answer = shell.answer(&mut gateway, &mut reloader, request).await;
                         let _ = reply.send(answer);
+                        Vec::new()
+                    }
+                    Input::Dynamic { request, from, socket } => {
+                        shell.dynamic(&mut gateway, &request, from, &socket).await;
+                        Vec::new()
+                    }
+                    Input::DynamicRefused => {
+                        shell.stats.das_refused += 1;
                         Vec::new()
                     }
                     Input::Verdict { session, creds, verdict, authorization } => {
@@ -1233,6 +1334,46 @@ fn api_listener(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListen
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", path.display()))?;
     Ok(listener)
+}
+
+/// Receives dynamic authorization requests and hands the ones that pass their checks to the
+/// core's loop; the checks (and the replay cache) live here, so a flood of forgeries costs the
+/// core nothing but a counter.
+async fn das_loop(
+    socket: Arc<tokio::net::UdpSocket>,
+    clients: crate::radius::dynamic::Clients,
+    tx: mpsc::Sender<Input>,
+) {
+    let mut replay = crate::radius::dynamic::ReplayCache::default();
+    let mut buf = vec![0u8; crate::radius::packet::MAX_LEN];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let input = match crate::radius::dynamic::accept(
+            &buf[..n],
+            from.ip(),
+            &clients,
+            now,
+            &mut replay,
+        ) {
+            Ok(request) => Input::Dynamic {
+                request: Box::new(request),
+                from,
+                socket: socket.clone(),
+            },
+            Err(why) => {
+                tracing::warn!(%from, reason = why.label(), "dynamic authorization request refused");
+                Input::DynamicRefused
+            }
+        };
+        if tx.send(input).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn api_loop(listener: tokio::net::UnixListener, tx: mpsc::Sender<Input>) {

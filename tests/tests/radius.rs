@@ -317,3 +317,186 @@ fn wait_for(radius: &FreeRadius, status: &str) -> Vec<std::collections::HashMap<
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+const DAS_SECRET: &str = "dassecret";
+
+/// `radclient` in the gateway's namespace: the attributes to `127.0.0.1:3799` as `kind`
+/// (disconnect or coa) with `secret`; its output.
+fn radclient(rig: &Rig, kind: &str, attrs: &str, secret: &str) -> String {
+    use std::io::Write as _;
+    let mut child = rig
+        .gw
+        .command("radclient")
+        .args(["-x", "-t", "1", "-r", "1", "127.0.0.1:3799", kind, secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("radclient");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(attrs.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Holds a session for alice (PAP through RADIUS) until told otherwise; returns the client.
+fn held_session(rig: &Rig, call_id: &str) -> std::process::Child {
+    let child = rig
+        .client_command(&[
+            "--user",
+            "alice",
+            "--password",
+            "s3cret",
+            "--auth",
+            "pap",
+            "--call-id",
+            call_id,
+            "--hold",
+            "30",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !rig.sessions().iter().any(|s| s["state"] == "up") {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "{}",
+            rig.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child
+}
+
+/// RFC 5176 against the running gateway, with FreeRADIUS's `radclient`: a Disconnect-Request
+/// ends the session (the client is told), a CoA-Request's Session-Timeout ends the next one,
+/// and a wrong secret, a missing Message-Authenticator, a stale Event-Timestamp and a replayed
+/// request are dropped and counted.
+#[test]
+fn disconnect_and_coa_requests_from_radclient() {
+    require_root();
+    let mut rig = Rig::topology("rdas");
+    let _radius = FreeRadius::start(&rig.gw, "rdas", USERS);
+    let cfg = radius_config("refuse").replacen(
+        "[radius]\n",
+        "[radius]\ndas_listen = \"127.0.0.1:3799\"\n",
+        1,
+    ) + &format!(
+        "[[radius.das_clients]]\naddress = \"127.0.0.1\"\nsecret = \"{DAS_SECRET}\"\n"
+    );
+    rig.launch(&config(&cfg), "");
+    let client = held_session(&rig, "501");
+    let ts = now_unix();
+    let ma = "Message-Authenticator = 0x00";
+    // Refused, unanswered: radclient gets no reply.
+    for (attrs, secret) in [
+        (
+            format!("User-Name = alice, Event-Timestamp = {ts}, {ma}"),
+            "wrong",
+        ),
+        (
+            format!("User-Name = alice, Event-Timestamp = {ts}"),
+            DAS_SECRET,
+        ),
+        (
+            format!("User-Name = alice, Event-Timestamp = {}, {ma}", ts - 900),
+            DAS_SECRET,
+        ),
+    ] {
+        let out = radclient(&rig, "disconnect", &attrs, secret);
+        assert!(!out.contains("Received Disconnect"), "{attrs}: {out}");
+    }
+    // A CoA we cannot apply (a filter): NAK, Unsupported-Attribute; no such user: NAK 503.
+    let out = radclient(
+        &rig,
+        "coa",
+        &format!("User-Name = alice, Filter-Id = \"x\", Event-Timestamp = {ts}, {ma}"),
+        DAS_SECRET,
+    );
+    assert!(out.contains("Received CoA-NAK"), "{out}");
+    assert!(out.contains("Unsupported-Attribute"), "{out}");
+    let out = radclient(
+        &rig,
+        "disconnect",
+        &format!("User-Name = bob, Event-Timestamp = {ts}, {ma}"),
+        DAS_SECRET,
+    );
+    assert!(out.contains("Received Disconnect-NAK"), "{out}");
+    assert!(out.contains("Session-Context-Not-Found"), "{out}");
+    // The real thing: ACK, and the client is told.
+    let out = radclient(
+        &rig,
+        "disconnect",
+        &format!("User-Name = alice, Event-Timestamp = {ts}, {ma}"),
+        DAS_SECRET,
+    );
+    assert!(out.contains("Received Disconnect-ACK"), "{out}");
+    let done = client.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&done.stdout).contains("down"),
+        "{}",
+        String::from_utf8_lossy(&done.stdout)
+    );
+    rig.assert_clean();
+
+    // A replay: the same datagram twice; the second is dropped.
+    let client = held_session(&rig, "502");
+    let mut b =
+        pptp_user::radius::packet::Builder::new(pptp_user::radius::dict::COA_REQUEST, 9, [0; 16]);
+    b.message_authenticator()
+        .attr(pptp_user::radius::dict::Attr::UserName, b"alice")
+        .u32(pptp_user::radius::dict::Attr::SessionTimeout, 2)
+        .u32(
+            pptp_user::radius::dict::Attr::EventTimestamp,
+            now_unix() as u32,
+        );
+    let bytes = b.finish_request(DAS_SECRET.as_bytes());
+    let answers = rig.gw.enter(|| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut got = 0;
+        let mut buf = [0u8; 4096];
+        for _ in 0..2 {
+            s.send_to(&bytes, "127.0.0.1:3799").unwrap();
+            if let Ok(n) = s.recv(&mut buf) {
+                let p = pptp_user::radius::packet::Packet::parse(&buf[..n]).unwrap();
+                assert_eq!(p.code, pptp_user::radius::dict::COA_ACK);
+                got += 1;
+            }
+        }
+        got
+    });
+    assert_eq!(answers, 1, "the replay must not be answered");
+    // The CoA's Session-Timeout (2 s) ends the session.
+    let done = client.wait_with_output().unwrap();
+    let _ = done;
+    let log = rig.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("session down") && l.contains("reason=session_timeout")),
+        "{log}"
+    );
+    let s = rig.stats();
+    assert_eq!(num(&s, &["shell", "das_refused"]), 4, "{s}");
+    assert_eq!(num(&s, &["shell", "das_acks"]), 2, "{s}");
+    assert_eq!(num(&s, &["shell", "das_naks"]), 2, "{s}");
+    rig.assert_clean();
+}

@@ -6,6 +6,7 @@ pub mod access;
 pub mod accounting;
 pub mod client;
 pub mod dict;
+pub mod dynamic;
 pub mod packet;
 
 use std::{net::Ipv4Addr, sync::Arc};
