@@ -11,6 +11,7 @@ pub mod gre;
 pub mod headers;
 pub mod maps;
 pub mod mppe;
+pub mod rate;
 pub mod seq;
 pub mod session;
 pub mod stats;

@@ -65,6 +65,8 @@ pub const SESSION_STATS: &str = "SESSION_STATS";
 pub const MPPE_STATE: &str = "MPPE_STATE";
 /// `PerCpuArray<MppeScratch>` of one entry: SHA-1 and RC4 working memory.
 pub const MPPE_SCRATCH: &str = "MPPE_SCRATCH";
+/// `Array<RateLimit>` by session slot: each direction's token bucket (rate 0: unlimited).
+pub const RATE_LIMITS: &str = "RATE_LIMITS";
 /// `Array<DatapathConfig>` of one entry.
 pub const CONFIG: &str = "CONFIG";
 /// Compiled-in capacity of the per-session maps; the controller may set another at load time.

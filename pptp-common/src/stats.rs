@@ -61,10 +61,12 @@ pub enum DropReason {
     MppeDiscard = 24,
     /// A GRE sequence number received already (inside the reorder window).
     SequenceDuplicate = 25,
+    /// Over the session's rate limit (its token bucket for that direction was empty).
+    RateLimited = 26,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 26;
+    pub const COUNT: usize = 27;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
@@ -92,6 +94,7 @@ impl DropReason {
         Self::MppeLoss,
         Self::MppeDiscard,
         Self::SequenceDuplicate,
+        Self::RateLimited,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -122,6 +125,7 @@ impl DropReason {
             Self::MppeLoss => "mppe_loss",
             Self::MppeDiscard => "mppe_discard",
             Self::SequenceDuplicate => "sequence_duplicate",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

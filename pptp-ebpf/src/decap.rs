@@ -231,6 +231,9 @@ fn decap_session(
     if inner.src != session.assigned {
         return Err(DropReason::SpoofedInnerSource);
     }
+    if !crate::police::within_rate(session.slot, true, inner_len) {
+        return Err(DropReason::RateLimited);
+    }
     if inner.protocol == IPPROTO_TCP {
         crate::mss::clamp_mss(ctx, inner_off + inner_hlen, session.mss);
     }

@@ -120,6 +120,10 @@ pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result
         Ok(hop) => hop,
         Err(reason) => return refuse::<LAN>(reason),
     };
+    // Policed, not passed: in either mode a packet over the limit is dropped here.
+    if !crate::police::within_rate(session.slot, false, inner_len) {
+        return Err(DropReason::RateLimited);
+    }
     // Past the last refusal: from here the packet is ours.
     if LAN {
         let iph = ptr_at_mut::<Ipv4Hdr>(ctx, ETH_HLEN)?;

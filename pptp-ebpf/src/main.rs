@@ -25,6 +25,7 @@ mod maps;
 mod mppe;
 mod mss;
 mod packet;
+mod police;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use pptp_common::stats::Stat;

@@ -38,6 +38,11 @@ pub static MPPE_STATE: HashMap<u32, MppeState> =
 #[map]
 pub static MPPE_SCRATCH: PerCpuArray<MppeScratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-session rate limits (see `pptp_common::rate`).
+#[map]
+pub static RATE_LIMITS: Array<pptp_common::rate::RateLimit> =
+    Array::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
 #[map]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 

@@ -302,6 +302,9 @@ pub struct Limits {
     /// From the call to the network being up (LCP, authentication, IPCP).
     #[serde(deserialize_with = "duration")]
     pub negotiation_timeout: Duration,
+    /// Every session's rate limits unless RADIUS gives others, in MikroTik-Rate-Limit's form
+    /// "UPLOAD/DOWNLOAD" (bits per second, k/M/G suffixes; "" : unlimited).
+    pub rate_limit: String,
 }
 
 impl Default for Limits {
@@ -317,11 +320,30 @@ impl Default for Limits {
             max_unauthenticated: a.max_unauthenticated,
             max_unauthenticated_per_source: a.max_unauthenticated_per_source,
             negotiation_timeout: a.negotiation_timeout,
+            rate_limit: String::new(),
         }
     }
 }
 
 impl Limits {
+    /// `rate_limit` as (upload, download) bits per second, None for unlimited.
+    pub fn rate(&self) -> Result<Option<(u64, u64)>, ConfigError> {
+        if self.rate_limit.is_empty() {
+            return Ok(None);
+        }
+        crate::radius::access::parse_rate_limit(&self.rate_limit)
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "limits.rate_limit",
+                    format!(
+                        "{:?}: want UPLOAD/DOWNLOAD like \"10M/20M\"",
+                        self.rate_limit
+                    ),
+                )
+            })
+    }
+
     /// What the gateway core enforces.
     pub fn admission(&self) -> crate::admission::Limits {
         crate::admission::Limits {
@@ -703,6 +725,7 @@ impl Config {
                 ),
             ));
         }
+        self.limits.rate()?;
         self.radius.client()?;
         self.radius.accounting_client()?;
         self.radius.das()?;
@@ -1081,6 +1104,11 @@ ranges = ["10.0.1.0/30"]
                 "[radius]\nwhen_unreachable = \"maybe\"\n",
                 "radius.when_unreachable",
                 "unknown variant",
+            ),
+            (
+                "[limits]\nrate_limit = \"fast\"\n",
+                "limits.rate_limit",
+                "10M/20M",
             ),
             (
                 "[forwarding]\nmode = \"fast\"\n",

@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     /// With RADIUS (`link.auth.remote`): when no server answers, check the secrets file
     /// (`true`) or refuse (`false`).
     pub radius_fallback_local: bool,
+    /// Every session's rate limits (upload, download bits per second) unless RADIUS says.
+    pub rate_limit: Option<(u64, u64)>,
 }
 
 impl Default for GatewayConfig {
@@ -81,6 +83,7 @@ impl Default for GatewayConfig {
             on_reload_removed: RemovedAddressPolicy::Keep,
             limits: admission::Limits::default(),
             radius_fallback_local: false,
+            rate_limit: None,
         }
     }
 }
@@ -129,6 +132,12 @@ pub enum Event<'a> {
     },
     /// Stop everything (clients are told: CDN and StopCCRQ).
     Shutdown,
+    /// New rate limits for a live session, bits per second (RADIUS CoA).
+    RateLimit {
+        session: SessionId,
+        up: u64,
+        down: u64,
+    },
     /// A new Session-Timeout for a live session, counted from now (RADIUS CoA).
     SessionTimeout {
         session: SessionId,
@@ -188,6 +197,12 @@ pub enum Command {
         slot: u32,
         keys: crate::auth::authenticator::MppeKeys,
         stateful: bool,
+    },
+    /// A session's rate limits, bits per second (0: unlimited).
+    SetRateLimit {
+        slot: u32,
+        up: u64,
+        down: u64,
     },
     /// Stateful MPPE: the client sent a CCP Reset-Request; the data path's next packet to it
     /// re-keys and goes out flushed.
@@ -629,6 +644,15 @@ impl Gateway {
                     self.link_outputs(sid, o, &mut out);
                 }
             }
+            Event::RateLimit { session, up, down } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    out.push(Command::SetRateLimit {
+                        slot: s.map.slot,
+                        up,
+                        down,
+                    });
+                }
+            }
             Event::SessionTimeout { session, after } => {
                 if self.sessions.contains_key(&session) {
                     out.push(Command::SetTimer(TimerKey::SessionLimit(session), after));
@@ -995,6 +1019,14 @@ impl Gateway {
                         | (if negotiated.peer_pfc { FLAG_PFC } else { 0 });
                     s.routed = true;
                     out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
+                    if let Some((up, down)) = s.authorization.rate_limit.or(self.config.rate_limit)
+                    {
+                        out.push(Command::SetRateLimit {
+                            slot: s.map.slot,
+                            up,
+                            down,
+                        });
+                    }
                     if let Some(t) = s.authorization.session_timeout {
                         out.push(Command::SetTimer(
                             TimerKey::SessionLimit(sid),

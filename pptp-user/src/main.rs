@@ -345,6 +345,7 @@ fn gateway_config(config: &Config) -> GatewayConfig {
         per_user_policy: config.limits.per_user_policy,
         on_reload_removed: config.pools.on_reload_removed,
         limits: config.limits.admission(),
+        rate_limit: config.limits.rate().ok().flatten(),
         radius_fallback_local: config.radius.when_unreachable
             == pptp_user::config::RadiusUnreachable::Local,
     }

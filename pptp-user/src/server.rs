@@ -480,7 +480,8 @@ impl Shell {
         } else if ids.is_empty() {
             Some(error_cause::SESSION_CONTEXT_NOT_FOUND)
         } else if req.code == dict::COA_REQUEST
-            && (!req.unsupported.is_empty() || req.session_timeout.is_none())
+            && (!req.unsupported.is_empty()
+                || (req.session_timeout.is_none() && req.rate_limit.is_none()))
         {
             Some(error_cause::UNSUPPORTED_ATTRIBUTE)
         } else {
@@ -492,12 +493,23 @@ impl Shell {
                     tracing::info!(session = id, %from, "Disconnect-Request: session ended");
                     gateway.handle(Event::Kill { session: id })
                 } else {
-                    let secs = req.session_timeout.unwrap_or(0).max(1);
-                    tracing::info!(session = id, %from, secs, "CoA-Request: new Session-Timeout");
-                    gateway.handle(Event::SessionTimeout {
-                        session: id,
-                        after: Duration::from_secs(u64::from(secs)),
-                    })
+                    let mut c = Vec::new();
+                    if let Some(secs) = req.session_timeout {
+                        tracing::info!(session = id, %from, secs, "CoA-Request: new Session-Timeout");
+                        c.extend(gateway.handle(Event::SessionTimeout {
+                            session: id,
+                            after: Duration::from_secs(u64::from(secs.max(1))),
+                        }));
+                    }
+                    if let Some((up, down)) = req.rate_limit {
+                        tracing::info!(session = id, %from, up, down, "CoA-Request: new rate limit");
+                        c.extend(gateway.handle(Event::RateLimit {
+                            session: id,
+                            up,
+                            down,
+                        }));
+                    }
+                    c
                 };
                 self.execute(c).await;
             }
@@ -601,6 +613,14 @@ impl Shell {
                     if let Err(e) = r {
                         self.stats.map_errors += 1;
                         tracing::error!(error = %format!("{e:#}"), "programming a session failed");
+                    }
+                }
+                Command::SetRateLimit { slot, up, down } => {
+                    if let Err(e) = self.dp.set_rate_limit(slot, up, down) {
+                        self.stats.map_errors += 1;
+                        tracing::error!(error = %format!("{e:#}"), "setting a rate limit failed");
+                    } else {
+                        tracing::info!(slot, up, down, "rate limit set");
                     }
                 }
                 Command::ProgramMppe {

@@ -35,6 +35,51 @@ pub struct Moved {
     pub stateful: bool,
 }
 
+/// The client's end of a session as a TUN device (`ptun0`) in the client's namespace, with a
+/// route to the server through it: what `run` does there (processes, sockets) goes through the
+/// session, bridged by the project's client until `run` returns.
+pub fn through_tun<R: Send + 'static>(
+    rig: &Rig,
+    cfg: DialConfig,
+    run: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    rig.client.enter(|| {
+        rt().block_on(async {
+            let mux = GreMux::open().unwrap();
+            let mut s = dial(cfg, &mux)
+                .await
+                .unwrap_or_else(|e| panic!("dial: {e}\n{}", rig.log()));
+            let addr = s.info.network.address.to_string();
+            let tun = crate::tun::open_tun("ptun0").expect("TUN");
+            for args in [
+                vec!["addr", "add", &format!("{addr}/32"), "dev", "ptun0"],
+                vec!["link", "set", "ptun0", "mtu", "1400", "up"],
+                vec![
+                    "route",
+                    "add",
+                    &format!("{SERVER}/32"),
+                    "dev",
+                    "ptun0",
+                    "src",
+                    &addr,
+                ],
+            ] {
+                assert!(rig.client.ip(&args).status.success(), "ip {args:?}");
+            }
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+            let work = std::thread::spawn(move || {
+                let r = run();
+                let _ = stop_tx.send(());
+                r
+            });
+            crate::tun::bridge(&mut s, tun, stop_rx).await.unwrap();
+            let r = work.join().unwrap();
+            s.hangup().await;
+            r
+        })
+    })
+}
+
 /// Dials with `cfg`, pings the server 3 times, then runs the two transfers; `port` must be free
 /// in the server's namespace.
 pub fn tcp_both_ways(rig: &Rig, cfg: DialConfig, port: u16) -> Moved {

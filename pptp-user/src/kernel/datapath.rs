@@ -257,6 +257,7 @@ impl Datapath {
                 0,
             )
             .with_context(|| format!("reset SESSION_STATS[{slot}]"))?;
+        self.set_rate_limit(slot, 0, 0)?;
         self.update_session(session)
     }
 
@@ -277,6 +278,22 @@ impl Datapath {
                 .context("insert CLIENTS")?;
         }
         Ok(())
+    }
+
+    /// A session's rate limits, bits per second each way (0: unlimited); the buckets start full.
+    pub fn set_rate_limit(&mut self, slot: u32, up: u64, down: u64) -> anyhow::Result<()> {
+        use pptp_common::rate::{Bucket, RateLimit};
+        let mut a: Array<&mut MapData, RateLimit> =
+            Array::try_from(self.map_mut(maps::RATE_LIMITS)?)?;
+        a.set(
+            slot,
+            RateLimit {
+                up: Bucket::new(up),
+                down: Bucket::new(down),
+            },
+            0,
+        )
+        .with_context(|| format!("RATE_LIMITS[{slot}]"))
     }
 
     /// Keys an MPPE session's state (both directions, before its first packet).

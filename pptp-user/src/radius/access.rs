@@ -102,6 +102,52 @@ pub struct Authorization {
     /// Echoed in accounting.
     pub class: Vec<Vec<u8>>,
     pub dns: [Option<Ipv4Addr>; 2],
+    /// MikroTik-Rate-Limit: (upload, download) bits per second.
+    pub rate_limit: Option<(u64, u64)>,
+}
+
+/// MikroTik's vendor code and its Rate-Limit attribute, the format operators' databases hold.
+pub const VENDOR_MIKROTIK: u32 = 14988;
+pub const MIKROTIK_RATE_LIMIT: u8 = 8;
+
+/// A MikroTik-Rate-Limit string's first pair, "RX[/TX]" as the router sees it (rx: what the
+/// client sends, tx: what it receives), each a number with an optional k/M/G suffix; the burst
+/// fields after it are not used. Returns (upload, download) bits per second.
+pub fn parse_rate_limit(s: &str) -> Option<(u64, u64)> {
+    let first = s.split_whitespace().next()?;
+    let rate = |v: &str| -> Option<u64> {
+        let v = v.trim();
+        let (num, mult) = match v.chars().last()? {
+            'k' | 'K' => (&v[..v.len() - 1], 1_000),
+            'm' | 'M' => (&v[..v.len() - 1], 1_000_000),
+            'g' | 'G' => (&v[..v.len() - 1], 1_000_000_000),
+            _ => (v, 1),
+        };
+        num.parse::<u64>().ok()?.checked_mul(mult)
+    };
+    match first.split_once('/') {
+        Some((rx, tx)) => Some((rate(rx)?, rate(tx)?)),
+        None => {
+            let r = rate(first)?;
+            Some((r, r))
+        }
+    }
+}
+
+/// The MikroTik-Rate-Limit of a packet, if any and well-formed.
+pub fn rate_limit_of(p: &Packet) -> Option<(u64, u64)> {
+    p.attrs(Attr::VendorSpecific).find_map(|v| {
+        let (vendor, rest) = v.split_at_checked(4)?;
+        if u32::from_be_bytes(vendor.try_into().ok()?) != VENDOR_MIKROTIK {
+            return None;
+        }
+        let (&t, rest) = rest.split_first()?;
+        let (&l, value) = rest.split_first()?;
+        if t != MIKROTIK_RATE_LIMIT || usize::from(l) != value.len() + 2 {
+            return None;
+        }
+        parse_rate_limit(std::str::from_utf8(value).ok()?)
+    })
 }
 
 /// The verdict of a verified reply on these credentials, and what it authorises.
@@ -171,6 +217,7 @@ fn authorization(p: &Packet) -> Authorization {
             p.microsoft(ms::PRIMARY_DNS_SERVER).and_then(ip),
             p.microsoft(ms::SECONDARY_DNS_SERVER).and_then(ip),
         ],
+        rate_limit: rate_limit_of(p),
     }
 }
 
@@ -202,6 +249,19 @@ mod tests {
             challenge: rfc2759::AUTH_CHALLENGE,
             response,
         }
+    }
+
+    #[test]
+    fn mikrotik_rate_limit_strings() {
+        assert_eq!(parse_rate_limit("10M/20M"), Some((10_000_000, 20_000_000)));
+        assert_eq!(parse_rate_limit("512k"), Some((512_000, 512_000)));
+        assert_eq!(
+            parse_rate_limit("2M/4M 4M/8M 1M/2M 10/10"),
+            Some((2_000_000, 4_000_000))
+        );
+        assert_eq!(parse_rate_limit("fast"), None);
+        assert_eq!(parse_rate_limit(""), None);
+        assert_eq!(parse_rate_limit("99999999999999G"), None);
     }
 
     #[test]

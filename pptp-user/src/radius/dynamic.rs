@@ -76,6 +76,8 @@ pub struct Request {
     pub selector: Selector,
     /// CoA: a new Session-Timeout (seconds from now).
     pub session_timeout: Option<u32>,
+    /// CoA: new rate limits (MikroTik-Rate-Limit), (upload, download) bits per second.
+    pub rate_limit: Option<(u64, u64)>,
     /// CoA: attributes we cannot apply (their types), answered with a NAK 401.
     pub unsupported: Vec<u8>,
     /// The client's secret, for the answer.
@@ -167,11 +169,13 @@ pub fn accept(
         Attr::ProxyState,
         Attr::SessionTimeout,
     ];
+    let rate_limit = super::access::rate_limit_of(&p);
     let unsupported = p
         .attributes
         .iter()
         .map(|(t, _)| *t)
         .filter(|t| !known.iter().any(|k| *k as u8 == *t))
+        .filter(|t| !(rate_limit.is_some() && *t == Attr::VendorSpecific as u8))
         .collect();
     Ok(Request {
         code: p.code,
@@ -179,6 +183,7 @@ pub fn accept(
         authenticator: p.authenticator,
         selector,
         session_timeout: p.u32_attr(Attr::SessionTimeout),
+        rate_limit,
         unsupported,
         secret,
     })
