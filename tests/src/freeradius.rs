@@ -22,6 +22,84 @@ impl FreeRadius {
     /// Starts the server in `ns` (authentication on port 1812 of every address there) with this
     /// users file.
     pub fn start(ns: &Netns, tag: &str, users: &str) -> Self {
+        let dir = Self::prepare(tag, users);
+        Self::spawn(ns, dir)
+    }
+
+    /// As [`FreeRadius::start`], with the SQL state a fleet shares: an SQLite database holding
+    /// the `fleet` address pool (`sqlippool` hands addresses out at post-auth and takes them back
+    /// at accounting Stop) and the accounting table `Simultaneous-Use` is checked against.
+    pub fn start_fleet(ns: &Netns, tag: &str, users: &str, pool: &[std::net::Ipv4Addr]) -> Self {
+        let dir = Self::prepare(tag, users);
+        let d = dir.display().to_string();
+        let db = format!("{d}/fleet.db");
+        let rows: Vec<String> = pool
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("({}, 'fleet', '{a}')", i + 1))
+            .collect();
+        let script = format!(
+            "import sqlite3\nc = sqlite3.connect('{db}')\n\
+             c.executescript(open('{d}/mods-config/sql/main/sqlite/schema.sql').read())\n\
+             c.executescript(open('{d}/mods-config/sql/ippool/sqlite/schema.sql').read())\n\
+             c.execute(\"INSERT INTO radippool (id, pool_name, framedipaddress) VALUES {}\")\n\
+             c.commit()\n",
+            rows.join(", ")
+        );
+        run_ok(std::process::Command::new("python3").args(["-c", &script]));
+        let sed = |expr: &str, file: &str| {
+            run_ok(std::process::Command::new("sed").args(["-i", expr, &format!("{d}/{file}")]));
+        };
+        sed(
+            &format!(
+                "s|driver = \"rlm_sql_null\"|driver = \"rlm_sql_sqlite\"|; s|filename = \"/tmp/freeradius.db\"|filename = \"{db}\"|"
+            ),
+            "mods-available/sql",
+        );
+        // Two gateways may use the same call ID: the lease is keyed by gateway and port.
+        sed(
+            "s|dialect = \"mysql\"|dialect = \"sqlite\"|; s|pool_key = \"%{NAS-Port}\"|pool_key = \"%{NAS-Identifier}-%{NAS-Port}\"|",
+            "mods-available/sqlippool",
+        );
+        // Debian's 3.2.1 ships the SQLite allocate_find query without the AND before its second
+        // condition (a syntax error at every allocation): mended in our copy.
+        let q = dir.join("mods-config/sql/ippool/sqlite/queries.conf");
+        let text = std::fs::read_to_string(&q).unwrap();
+        std::fs::write(
+            &q,
+            text.replace(
+                "}}' \\\n\texpiry_time < datetime('now')",
+                "}}' \\\n\tAND expiry_time < datetime('now')",
+            ),
+        )
+        .unwrap();
+        // ...and its simul_verify_query looks for username = the group attribute (empty), finds no
+        // session to verify and so lets every second login through.
+        let q = dir.join("mods-config/sql/main/sqlite/queries.conf");
+        let text = std::fs::read_to_string(&q).unwrap();
+        std::fs::write(
+            &q,
+            text.replace(
+                "WHERE username = '%{${group_attribute}}'",
+                "WHERE username = '%{SQL-User-Name}'",
+            ),
+        )
+        .unwrap();
+        // sqlippool at post-auth and accounting, SQL for Simultaneous-Use.
+        sed(
+            "s|^#\tsqlippool|\tsqlippool|; s|^#\tsql$|\tsql|",
+            "sites-available/default",
+        );
+        for m in ["sql", "sqlippool"] {
+            let _ = std::os::unix::fs::symlink(
+                format!("../mods-available/{m}"),
+                dir.join(format!("mods-enabled/{m}")),
+            );
+        }
+        Self::spawn(ns, dir)
+    }
+
+    fn prepare(tag: &str, users: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("pptpgw-radius-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         run_ok(
@@ -47,9 +125,14 @@ impl FreeRadius {
         )
         .unwrap();
         std::fs::write(dir.join("mods-config/files/authorize"), users).unwrap();
+        dir
+    }
+
+    fn spawn(ns: &Netns, dir: PathBuf) -> Self {
         let log = dir.join("radius.log");
         let child = ns
             .command("freeradius")
+            .args(std::env::var_os("FREERADIUS_DEBUG").map(|_| "-xx"))
             .args(["-f", "-l"])
             .arg(&log)
             .arg("-d")
@@ -102,6 +185,17 @@ impl FreeRadius {
             }
         }
         records
+    }
+
+    /// A query on the fleet database (`start_fleet`), rows as lines of `|`-separated values.
+    pub fn sql(&self, query: &str) -> String {
+        let db = self.dir.join("fleet.db");
+        let script = format!(
+            "import sqlite3\nfor r in sqlite3.connect('{}').execute({query:?}): print('|'.join(map(str, r)))\n",
+            db.display()
+        );
+        let out = run_ok(std::process::Command::new("python3").args(["-c", &script]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn log(&self) -> String {
