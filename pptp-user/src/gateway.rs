@@ -132,6 +132,10 @@ pub enum Event<'a> {
     },
     /// Stop everything (clients are told: CDN and StopCCRQ).
     Shutdown,
+    /// The session sent no data for its Idle-Timeout (the shell watches the data path).
+    Idle {
+        session: SessionId,
+    },
     /// New rate limits for a live session, bits per second (RADIUS CoA).
     RateLimit {
         session: SessionId,
@@ -169,6 +173,8 @@ pub enum EndReason {
     NegotiationTimeout,
     /// RADIUS Session-Timeout reached.
     SessionTimeout,
+    /// RADIUS Idle-Timeout: no data from the client for that long.
+    IdleTimeout,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,6 +237,8 @@ pub enum Command {
         call_id: u16,
         class: Vec<Vec<u8>>,
         interim: Option<u32>,
+        /// RADIUS Idle-Timeout, seconds.
+        idle_timeout: Option<u32>,
     },
     SessionDown {
         session: SessionId,
@@ -319,6 +327,7 @@ impl EndReason {
             EndReason::AddressRemoved => "address_removed".into(),
             EndReason::NegotiationTimeout => "negotiation_timeout".into(),
             EndReason::SessionTimeout => "session_timeout".into(),
+            EndReason::IdleTimeout => "idle_timeout".into(),
         }
     }
 }
@@ -642,6 +651,14 @@ impl Gateway {
                     self.pending.insert(sid, EndReason::SessionTimeout);
                     let o = s.link.close();
                     self.link_outputs(sid, o, &mut out);
+                }
+            }
+            Event::Idle { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    tracing::info!(session, "RADIUS Idle-Timeout reached");
+                    self.pending.insert(session, EndReason::IdleTimeout);
+                    let o = s.link.close();
+                    self.link_outputs(session, o, &mut out);
                 }
             }
             Event::RateLimit { session, up, down } => {
@@ -1047,6 +1064,7 @@ impl Gateway {
                         call_id: u16::from_be_bytes(s.map.key.call_id),
                         class: s.authorization.class.clone(),
                         interim: s.authorization.interim_interval,
+                        idle_timeout: s.authorization.idle_timeout,
                     });
                 }
                 LinkOutput::Down(reason) => {

@@ -237,6 +237,8 @@ struct Shell {
     radius: Option<Arc<crate::radius::Radius>>,
     inputs: mpsc::Sender<Input>,
     accounting: Option<Accounting>,
+    /// Sessions with a RADIUS Idle-Timeout: their slot and the timeout.
+    idle: HashMap<u64, (u32, Duration)>,
 }
 
 impl Shell {
@@ -523,6 +525,27 @@ impl Shell {
             .await;
     }
 
+    /// Sessions that sent no data for their Idle-Timeout (the data path's last-packet time, or
+    /// the session's start when it sent none).
+    fn idle_sessions(&self) -> Vec<u64> {
+        let now = crate::kernel::seqspace::monotonic_ns();
+        self.idle
+            .iter()
+            .filter(|(id, (slot, timeout))| {
+                let last = self.seq.last_rx_ns(*slot).unwrap_or(0);
+                let since = if last == 0 {
+                    self.up_since
+                        .get(id)
+                        .map_or(Duration::ZERO, |t| t.elapsed())
+                } else {
+                    Duration::from_nanos(now.saturating_sub(last))
+                };
+                since >= *timeout
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The shell's counters, with those the accept loops keep.
     fn stats(&self) -> ShellStats {
         use std::sync::atomic::Ordering::Relaxed;
@@ -677,8 +700,13 @@ impl Shell {
                     call_id,
                     class,
                     interim,
+                    idle_timeout,
                 } => {
                     self.up_since.insert(session, Instant::now());
+                    if let Some(t) = idle_timeout {
+                        self.idle
+                            .insert(session, (slot, Duration::from_secs(u64::from(t))));
+                    }
                     tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption = %encryption, "session up");
                     if let Some(a) = self.accounting.as_mut() {
                         let info = crate::radius::accounting::SessionInfo {
@@ -725,6 +753,7 @@ impl Shell {
                     self.stats.ended_tx_bytes += c.tx_bytes;
                     self.stats.ended_rx_packets += c.rx_packets;
                     self.stats.ended_tx_packets += c.tx_packets;
+                    self.idle.remove(&session);
                     let uptime = self
                         .up_since
                         .remove(&session)
@@ -1021,6 +1050,7 @@ pub async fn run(
         radius: config.radius.clone(),
         inputs: tx.clone(),
         accounting: config.accounting.clone().map(Accounting::start),
+        idle: HashMap::new(),
     };
     let (query_tx, mut queries) = mpsc::unbounded_channel();
     if let Some((addr, listener)) = metrics_listener {
@@ -1072,6 +1102,11 @@ pub async fn run(
                 shell.send_idle_acks();
                 if let Some(a) = shell.accounting.as_mut() {
                     a.interims(&shell.dp);
+                }
+                for session in shell.idle_sessions() {
+                    shell.idle.remove(&session);
+                    let c = gateway.handle(Event::Idle { session });
+                    shell.execute(c).await;
                 }
             }
             _ = hup.recv() => {

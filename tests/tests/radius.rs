@@ -21,6 +21,10 @@ carol Cleartext-Password := "c4rol"
 	Session-Timeout = 3
 
 dave Cleartext-Password := "d4ve"
+
+erin Cleartext-Password := "3rin"
+	Message-Authenticator := 0x00,
+	Idle-Timeout = 2
 "#;
 
 /// `radius_config("refuse")` plus accounting to FreeRADIUS, Interim-Updates every 2 s.
@@ -498,5 +502,49 @@ fn disconnect_and_coa_requests_from_radclient() {
     assert_eq!(num(&s, &["shell", "das_refused"]), 4, "{s}");
     assert_eq!(num(&s, &["shell", "das_acks"]), 2, "{s}");
     assert_eq!(num(&s, &["shell", "das_naks"]), 2, "{s}");
+    rig.assert_clean();
+}
+
+/// Idle-Timeout: a session that stops sending data is ended that long after its last packet
+/// (the data path's timestamp), with Acct-Terminate-Cause Idle-Timeout in its Stop.
+#[test]
+fn idle_timeout_from_radius_ends_a_silent_session() {
+    require_root();
+    let mut rig = Rig::topology("ridle");
+    let _radius = FreeRadius::start(&rig.gw, "ridle", USERS);
+    rig.launch(&config(&radius_config("refuse")), "");
+    let t = std::time::Instant::now();
+    let out = rig.client(&[
+        "--user",
+        "erin",
+        "--password",
+        "3rin",
+        "--auth",
+        "pap",
+        "--ping",
+        &SERVER.to_string(),
+        "--count",
+        "2",
+        "--hold",
+        "20",
+    ]);
+    let took = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        client_line(&out.stdout, "ping").unwrap()["received"],
+        "2",
+        "{stdout}"
+    );
+    assert!(stdout.contains("down ended="), "{stdout}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "ended after {took:?}, not by Idle-Timeout"
+    );
+    let log = rig.log();
+    let down = log
+        .lines()
+        .find(|l| l.contains("session down"))
+        .unwrap_or_default();
+    assert!(down.contains("reason=idle_timeout"), "{log}");
     rig.assert_clean();
 }

@@ -108,6 +108,14 @@ impl SeqSpace {
         }
     }
 
+    /// When the session's last data packet from the client arrived (the data path's coarse
+    /// monotonic clock; 0: none yet). Idle-Timeout counts from it.
+    pub fn last_rx_ns(&self, slot: u32) -> Option<u64> {
+        let s = self.slot(slot)?;
+        // SAFETY: as above; 8-byte aligned u64 read atomically.
+        Some(unsafe { AtomicU64::from_ptr(&raw mut (*s).last_rx_ns) }.load(Ordering::Acquire))
+    }
+
     /// `bpf_ktime_get_ns` of the session's last data packet towards the client.
     pub fn last_tx_ns(&self, slot: u32) -> Option<u64> {
         let s = self.slot(slot)?;

@@ -67,6 +67,7 @@ pub struct Record {
 pub fn terminate_cause(reason: &EndReason) -> u32 {
     const USER_REQUEST: u32 = 1;
     const LOST_CARRIER: u32 = 2;
+    const IDLE_TIMEOUT: u32 = 4;
     const SESSION_TIMEOUT: u32 = 5;
     const ADMIN_RESET: u32 = 6;
     const NAS_ERROR: u32 = 9;
@@ -81,6 +82,7 @@ pub fn terminate_cause(reason: &EndReason) -> u32 {
         EndReason::Control(crate::control::connection::ClearReason::ConnectionLost) => LOST_CARRIER,
         EndReason::Control(_) => USER_REQUEST,
         EndReason::SessionTimeout => SESSION_TIMEOUT,
+        EndReason::IdleTimeout => IDLE_TIMEOUT,
         EndReason::Replaced | EndReason::AddressRemoved => ADMIN_RESET,
         EndReason::UserLimit | EndReason::PoolExhausted | EndReason::NegotiationTimeout => {
             SERVICE_UNAVAILABLE
