@@ -58,24 +58,101 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn rig(tag: &str, sessions: u32) -> Rig {
+    let rig = Rig::start(tag, &rig_config(sessions, ""), "load * l0ad-pass *\n");
+    add_sources(&rig);
+    rig
+}
+
+fn add_sources(rig: &Rig) {
+    for i in 0..SOURCES {
+        rig.client
+            .ip(&["addr", "add", &format!("{}/24", source(i)), "dev", "c0"]);
+    }
+}
+
+fn rig_config(sessions: u32, extra: &str) -> String {
     // The load comes from 64 addresses standing in for tens of thousands of clients: the
     // per-source limits (which would hold any one address to 10 connections a second and 64 at
     // once) are opened; the totals stay as shipped.
-    let config = format!(
+    format!(
         "[ppp]\ntunnel_local = \"10.99.0.1\"\nmppe = \"deny\"\n[auth]\nmethods = [\"mschapv2\"]\n\
          [limits]\nmax_sessions = {}\nconnection_rate_per_source = 0\n\
          max_connections_per_source = 0\nmax_unauthenticated_per_source = 4096\n\
          [metrics]\nlisten = \"\"\n\
          [pools]\npolicy = \"least-recently-released\"\n\
-         [[pool]]\nname = \"default\"\nranges = [\"10.64.0.0/14\"]\n",
+         [[pool]]\nname = \"default\"\nranges = [\"10.64.0.0/14\"]\n{extra}",
         sessions + 1000
+    )
+}
+
+/// 8. Setup rate with MS-CHAPv2 checked by RADIUS (FreeRADIUS in the gateway's namespace)
+///    against the secrets file, `n` sessions, interleaved run by run.
+pub fn radius_setup_rate(n: u32, runs: usize, parallel: usize) -> Vec<Row> {
+    use pptp_tests::freeradius::{FreeRadius, SECRET};
+    let local = rig("aaal", n);
+    let mut remote = Rig::topology("aaar");
+    add_sources(&remote);
+    let radius = FreeRadius::start(
+        &remote.gw,
+        "aaa",
+        "load Cleartext-Password := \"l0ad-pass\"\n\tMessage-Authenticator := 0x00\n",
     );
-    let rig = Rig::start(tag, &config, "load * l0ad-pass *\n");
-    for i in 0..SOURCES {
-        rig.client
-            .ip(&["addr", "add", &format!("{}/24", source(i)), "dev", "c0"]);
+    remote.launch(
+        &rig_config(
+            n,
+            &format!(
+                "[radius]\n[[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"{SECRET}\"\n"
+            ),
+        ),
+        "",
+    );
+    let measure = |rig: &Rig| {
+        rig.client.enter(|| {
+            let (rt, set) = local_rt();
+            set.block_on(&rt, async {
+                let mux = GreMux::open().expect("GRE socket");
+                let (s, took, failed) = dial_all(&mux, 0..n, parallel).await;
+                let rate = s.len() as f64 / took.as_secs_f64();
+                hang_up_all(s, parallel).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                (rate, failed)
+            })
+        })
+    };
+    let (mut l, mut r, mut failed) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..runs {
+        let (x, f) = measure(&local);
+        l.push(x);
+        failed += f;
+        let (x, f) = measure(&remote);
+        r.push(x);
+        failed += f;
     }
-    rig
+    let (l, r) = (crate::topo::median(l), crate::topo::median(r));
+    let version = std::process::Command::new("freeradius")
+        .arg("-v")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    drop(radius);
+    vec![
+        Row::info(
+            "8 AAA",
+            &format!("session setups/s, MS-CHAPv2 by RADIUS ({n} sessions, {parallel} in flight)"),
+            format!("{r:.0} /s; secrets file {l:.0} /s ({:.2}×)", r / l),
+        ),
+        Row::info(
+            "8 AAA",
+            "RADIUS server / failed dials",
+            format!("{version} / {failed}"),
+        ),
+    ]
 }
 
 /// Dials sessions `range` with at most `parallel` in flight; each counts once its first ping

@@ -351,6 +351,67 @@ pub fn per_packet_cost(packets: u64, runs: usize) -> Vec<Row> {
     rows
 }
 
+/// 8. The per-packet cost of a rate limit: the same traffic decapsulated and encapsulated with
+///    the live sessions unlimited, then limited far above the offered load (every packet runs
+///    the token bucket, none is dropped), interleaved run by run.
+pub fn rate_limit_cost(packets: u64, runs: usize) -> Vec<Row> {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats");
+    let mut gw = Gateway::new("rlc");
+    let limit = Duration::from_secs(60);
+    let mut cf = gw.client_frames(1400);
+    blast(
+        &gw.topo.cl,
+        "c0",
+        &mut cf,
+        Some(SEQ_OFFSET),
+        packets / 4,
+        limit,
+    );
+    // [decap unlimited, decap limited, encap unlimited, encap limited]
+    let mut m: [Vec<f64>; 4] = Default::default();
+    for _ in 0..runs {
+        for (k, rate) in [(0usize, 0u64), (1, 100_000_000_000)] {
+            for i in 0..LIVE {
+                gw.dp
+                    .set_rate_limit(u32::from(i), rate, rate)
+                    .expect("rate limit");
+            }
+            let mut cf = gw.client_frames(1400);
+            m[k].push(gw.cost(maps::PROG_XDP_DECAP, || {
+                blast(&gw.topo.cl, "c0", &mut cf, Some(SEQ_OFFSET), packets, limit);
+            }));
+            let mut sf = gw.server_frames(1400);
+            m[2 + k].push(gw.cost(maps::PROG_XDP_ENCAP, || {
+                blast(&gw.topo.srv, "s0", &mut sf, None, packets, limit);
+            }));
+        }
+    }
+    let dropped = gw
+        .dp
+        .counters()
+        .map(|c| c.dropped(pptp_common::stats::DropReason::RateLimited))
+        .unwrap_or(0);
+    let [du, dl, eu, el] = m.map(median);
+    let mut rows = Vec::new();
+    for (name, limited, unlimited) in [("decap", dl, du), ("encap", el, eu)] {
+        rows.push(Row::ratio(
+            "8 AAA",
+            &format!("XDP {name} with a rate limit, 1400 B"),
+            format!("{limited:.0} ns"),
+            format!("{unlimited:.0} ns (unlimited)"),
+            limited / unlimited,
+            "≤ 1.1×",
+            limited / unlimited <= 1.1,
+        ));
+    }
+    rows.push(Row::info(
+        "8 AAA",
+        "packets policed during the cost runs",
+        dropped.to_string(),
+    ));
+    rows
+}
+
 /// Received-packet rate at `dst` while `src` blasts `frames` for `secs`.
 pub fn rate(
     gw: &Gateway,

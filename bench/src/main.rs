@@ -109,6 +109,15 @@ fn main() {
         eprintln!("bench 7: forwarding with the live-frames generator");
         rows.extend(live::forwarding(args.runs));
     }
+    if want(8) {
+        eprintln!("bench 8: AAA (RADIUS setup rate, rate-limit cost)");
+        rows.extend(control::radius_setup_rate(
+            args.setups.min(1000),
+            args.runs,
+            args.parallel,
+        ));
+        rows.extend(dataplane::rate_limit_cost(args.packets, args.runs));
+    }
     println!("\npptpgw benchmarks — {}", machine());
     println!(
         "medians of {} runs; every ratio against a baseline measured in the same run; took {:.0} s\n",
