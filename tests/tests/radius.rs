@@ -22,6 +22,10 @@ carol Cleartext-Password := "c4rol"
 
 dave Cleartext-Password := "d4ve"
 
+frank Cleartext-Password := "fr4nk"
+	Message-Authenticator := 0x00,
+	Framed-Pool = "second"
+
 erin Cleartext-Password := "3rin"
 	Message-Authenticator := 0x00,
 	Idle-Timeout = 2
@@ -547,4 +551,26 @@ fn idle_timeout_from_radius_ends_a_silent_session() {
         .unwrap_or_default();
     assert!(down.contains("reason=idle_timeout"), "{log}");
     rig.assert_clean();
+}
+
+/// Framed-Pool: the address comes from the named pool of ours.
+#[test]
+fn framed_pool_from_radius_picks_our_pool() {
+    require_root();
+    let mut rig = Rig::topology("rpool");
+    let _radius = FreeRadius::start(&rig.gw, "rpool", USERS);
+    let pools = "[[pool]]\nname = \"default\"\nranges = [\"10.99.0.10-10.99.0.20\"]\n\
+                 [[pool]]\nname = \"second\"\nranges = [\"10.99.1.10-10.99.1.20\"]\n";
+    rig.launch(&config(&format!("{}{pools}", radius_config("refuse"))), "");
+    for (user, password, range) in [
+        ("frank", "fr4nk", "10.99.1."),
+        ("alice", "s3cret", "10.99.0."),
+    ] {
+        let out = rig.client(&["--user", user, "--password", password, "--auth", "pap"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let up =
+            client_line(&out.stdout, "up").unwrap_or_else(|| panic!("{stdout}\n{}", rig.log()));
+        assert!(up["address"].starts_with(range), "{user}: {stdout}");
+        rig.assert_clean();
+    }
 }
