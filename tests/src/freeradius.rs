@@ -9,7 +9,28 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::netns::{Netns, run_ok};
+/// Runs a set-up command, which must succeed. (This file is also compiled into `xtask` for the
+/// interop VM's RADIUS pass, so it uses nothing from the rest of this crate.)
+fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Something with a network namespace: a test's `Netns`, or the interop's by name.
+pub trait InNamespace {
+    fn namespace(&self) -> &str;
+}
+
+impl InNamespace for str {
+    fn namespace(&self) -> &str {
+        self
+    }
+}
 
 pub const SECRET: &str = "radsecret1";
 
@@ -21,7 +42,7 @@ pub struct FreeRadius {
 impl FreeRadius {
     /// Starts the server in `ns` (authentication on port 1812 of every address there) with this
     /// users file.
-    pub fn start(ns: &Netns, tag: &str, users: &str) -> Self {
+    pub fn start(ns: &(impl InNamespace + ?Sized), tag: &str, users: &str) -> Self {
         let dir = Self::prepare(tag, users);
         Self::spawn(ns, dir)
     }
@@ -29,7 +50,12 @@ impl FreeRadius {
     /// As [`FreeRadius::start`], with the SQL state a fleet shares: an SQLite database holding
     /// the `fleet` address pool (`sqlippool` hands addresses out at post-auth and takes them back
     /// at accounting Stop) and the accounting table `Simultaneous-Use` is checked against.
-    pub fn start_fleet(ns: &Netns, tag: &str, users: &str, pool: &[std::net::Ipv4Addr]) -> Self {
+    pub fn start_fleet(
+        ns: &(impl InNamespace + ?Sized),
+        tag: &str,
+        users: &str,
+        pool: &[std::net::Ipv4Addr],
+    ) -> Self {
         let dir = Self::prepare(tag, users);
         let d = dir.display().to_string();
         let db = format!("{d}/fleet.db");
@@ -128,10 +154,10 @@ impl FreeRadius {
         dir
     }
 
-    fn spawn(ns: &Netns, dir: PathBuf) -> Self {
+    fn spawn(ns: &(impl InNamespace + ?Sized), dir: PathBuf) -> Self {
         let log = dir.join("radius.log");
-        let child = ns
-            .command("freeradius")
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns.namespace(), "freeradius"])
             .args(std::env::var_os("FREERADIUS_DEBUG").map(|_| "-xx"))
             .args(["-f", "-l"])
             .arg(&log)

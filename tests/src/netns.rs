@@ -39,7 +39,15 @@ impl Netns {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
 
+impl crate::freeradius::InNamespace for Netns {
+    fn namespace(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Netns {
     /// `ip -n <ns> <args>`, which must succeed.
     pub fn ip(&self, args: &[&str]) -> Output {
         run_ok(Command::new("ip").args(["-n", &self.name]).args(args))

@@ -1,7 +1,9 @@
 //! `cargo xtask interop`: Debian's pptp-linux + pppd in a qemu VM dial `pptpgw run`, once per
 //! forwarding mode. In `stack` mode the client pings and moves iperf3 traffic to the gateway's
 //! own tunnel address; in `xdp` mode to a server in a namespace behind the gateway's LAN
-//! interface, so the traffic is forwarded by XDP both ways.
+//! interface, so the traffic is forwarded by XDP both ways; a third pass authenticates the client
+//! through a FreeRADIUS in the gateway's namespace (MS-CHAPv2 with RADIUS's MPPE keys, CHAP-MD5,
+//! PAP) with an empty secrets file.
 
 use std::{
     path::Path,
@@ -17,11 +19,18 @@ use anyhow::{Context as _, bail};
 
 use crate::{cargo, sh, vm, vm_cache, workspace_root};
 
+/// The tests' FreeRADIUS fixture (self-contained: std only), for the RADIUS pass.
+#[allow(dead_code)]
+#[path = "../../tests/src/freeradius.rs"]
+mod freeradius;
+
 /// One run of the VM against one gateway.
 struct Pass {
     name: &'static str,
-    /// `[forwarding]` of the gateway's config.
-    forwarding: &'static str,
+    /// The gateway's config besides `[ppp]` (`[forwarding]`, `[radius]`).
+    extra: &'static str,
+    /// A FreeRADIUS in the gateway's namespace checks the users (the secrets file is empty).
+    radius: bool,
     /// What the real client does against each `[ppp] mppe` policy ("POLICY CASE" per line; the
     /// cases are the job's: mppe = require-mppe-128, plain = nomppe, any = pppd's default,
     /// chapmd5 / pap = that method without MPPE, tt1-3 = require-mppe-128 with pptp-linux's
@@ -42,7 +51,8 @@ struct Pass {
 
 const STACK: Pass = Pass {
     name: "stack",
-    forwarding: "",
+    extra: "",
+    radius: false,
     cases: "require mppe
 stateful mppe-stateful
 require plain
@@ -73,7 +83,8 @@ const LAN_SERVER: &str = "203.0.113.5";
 
 const XDP: Pass = Pass {
     name: "xdp",
-    forwarding: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n",
+    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n",
+    radius: false,
     cases: "require mppe
 stateful mppe-stateful
 require tt2
@@ -93,6 +104,24 @@ deny pap
     moved: &["forward_xdp", "lan_seen", "encapsulated"],
 };
 
+/// The real client authenticated by RADIUS: MS-CHAPv2 with MPPE keys from FreeRADIUS, CHAP-MD5
+/// and PAP.
+const RADIUS: Pass = Pass {
+    name: "radius",
+    extra: "[radius]\n[[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"radsecret1\"\n",
+    radius: true,
+    cases: "require mppe
+deny chapmd5
+deny pap
+",
+    refused: &[],
+    iperf: &[("require-mppe", "20M")],
+    encrypted: 1,
+    stateful: 0,
+    plain: 2,
+    moved: &["xdp_decap", "encapsulated"],
+};
+
 pub fn interop() -> anyhow::Result<()> {
     let image = vm::build_image(&vm_cache())?;
     let status = cargo().args(["build", "-p", "pptp-user"]).status()?;
@@ -102,19 +131,24 @@ pub fn interop() -> anyhow::Result<()> {
     println!(
         "interop: /dev/kvm cannot boot a stock kernel on this machine kind; qemu runs under TCG"
     );
-    for pass in [STACK, XDP] {
+    // `PPTPGW_INTEROP_PASSES=radius,xdp` runs only those (development); all by default.
+    let only = std::env::var("PPTPGW_INTEROP_PASSES").unwrap_or_default();
+    for pass in [STACK, XDP, RADIUS] {
+        if !only.is_empty() && !only.split(',').any(|p| p == pass.name) {
+            continue;
+        }
         println!("interop: forwarding mode {}", pass.name);
         run_pass(&image, &pass).with_context(|| format!("forwarding mode {}", pass.name))?;
     }
     Ok(())
 }
 
-fn config(forwarding: &str, policy: &str) -> String {
+fn config(extra: &str, policy: &str) -> String {
     let ppp = match policy {
         "stateful" => "[ppp]\nmppe = \"require\"\nmppe_stateful = \"force\"\n".into(),
         _ => format!("[ppp]\nmppe = \"{policy}\"\n"),
     };
-    format!("{ppp}\n{forwarding}")
+    format!("{ppp}\n{extra}")
 }
 
 /// Namespaces of one pass; removed on drop.
@@ -141,9 +175,15 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     for (case, n) in pass.iperf {
         std::fs::write(share.join(format!("iperf-{case}")), n)?;
     }
-    std::fs::write(share.join("chap-secrets"), "alice * s3cret *\n")?;
+    // With RADIUS the secrets file knows nobody: every session that comes up, RADIUS let in.
+    let secrets = if pass.radius {
+        ""
+    } else {
+        "alice * s3cret *\n"
+    };
+    std::fs::write(share.join("chap-secrets"), secrets)?;
     let config_path = share.join("pptpgw.toml");
-    std::fs::write(&config_path, config(pass.forwarding, "require"))?;
+    std::fs::write(&config_path, config(pass.extra, "require"))?;
     let gw_ns = format!("pptpgw-interop-{}-{}", pass.name, std::process::id());
     let mut namespaces = Namespaces(vec![gw_ns.clone()]);
     sh(&["ip", "netns", "add", &gw_ns])?;
@@ -163,7 +203,14 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     ])?;
     sh(&["ip", "-n", &gw_ns, "link", "set", "tap0", "up"])?;
     // Where the client's traffic goes, and who answers it there.
-    let (target, iperf_ns) = if pass.forwarding.is_empty() {
+    let _radius = pass.radius.then(|| {
+        freeradius::FreeRadius::start(
+            gw_ns.as_str(),
+            &format!("interop-{}", std::process::id()),
+            "alice Cleartext-Password := \"s3cret\"\n\tMessage-Authenticator := 0x00\n",
+        )
+    });
+    let (target, iperf_ns) = if !pass.extra.contains("[forwarding]") {
         ("10.99.0.1", gw_ns.clone())
     } else {
         let srv = format!("{gw_ns}-s");
@@ -306,7 +353,7 @@ fn policy_switcher(
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     let (share, config_path) = (share.to_path_buf(), config_path.to_path_buf());
-    let forwarding = pass.forwarding;
+    let extra = pass.extra;
     std::thread::spawn(move || {
         let mut current = String::from("require");
         while !done.load(Ordering::Relaxed) {
@@ -318,7 +365,7 @@ fn policy_switcher(
             if want == current {
                 continue;
             }
-            if std::fs::write(&config_path, config(forwarding, &want)).is_ok() {
+            if std::fs::write(&config_path, config(extra, &want)).is_ok() {
                 // SAFETY: kill(2) on our own child.
                 unsafe { libc::kill(pid, libc::SIGHUP) };
                 std::thread::sleep(Duration::from_millis(500));
@@ -395,6 +442,13 @@ fn check(pass: &Pass, log: &str) -> anyhow::Result<()> {
     for name in pass.moved {
         if count(name) == 0 {
             bail!("{name} did not move: {counters}");
+        }
+    }
+    if pass.radius {
+        let answered = log.matches("RADIUS answered").count();
+        println!("{}: RADIUS answered {answered} times", pass.name);
+        if answered < pass.encrypted + pass.plain {
+            bail!("fewer RADIUS answers ({answered}) than sessions");
         }
     }
     Ok(())
