@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod gateway;
+pub mod handover;
 pub mod kernel;
 pub mod metrics;
 pub mod pool;

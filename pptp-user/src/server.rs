@@ -701,6 +701,7 @@ impl Shell {
                     class,
                     interim,
                     idle_timeout,
+                    record: _,
                 } => {
                     self.up_since.insert(session, Instant::now());
                     if let Some(t) = idle_timeout {

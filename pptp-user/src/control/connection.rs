@@ -178,6 +178,26 @@ impl Connection {
         (c, vec![timer])
     }
 
+    /// An established connection carried over from another process (hitless restart) with the
+    /// calls it carries (our call ID, the client's); its keepalive starts again.
+    pub fn restored(config: ControlConfig, calls: &[(u16, u16)]) -> (Self, Vec<Output>) {
+        let timer = Output::SetTimer(Timer::Idle, config.echo_interval);
+        let mut c = Self {
+            config,
+            admission: Admission::Accept,
+            state: State::Established,
+            calls: Calls::default(),
+            pending: Vec::new(),
+            echo_identifier: 0,
+            echo_outstanding: None,
+        };
+        for &(ours, peer) in calls {
+            c.calls.ours.insert(ours, peer);
+            c.calls.by_peer.insert(peer, ours);
+        }
+        (c, vec![timer])
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

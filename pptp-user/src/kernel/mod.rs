@@ -5,6 +5,7 @@
 //! calls these; the tokio shell (`server`) does.
 pub mod datapath;
 pub mod netdev;
+pub mod pins;
 pub mod route;
 pub mod routewatch;
 pub mod seqspace;

@@ -154,6 +154,15 @@ impl<N: Negotiator> Fsm<N> {
         }
     }
 
+    /// An automaton already in the Opened state, as it was when its process handed it over
+    /// (hitless restart): the negotiator holds what was agreed; nothing is sent.
+    pub fn opened(negotiator: N, config: Config) -> Self {
+        Self {
+            state: State::Opened,
+            ..Self::new(negotiator, config)
+        }
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

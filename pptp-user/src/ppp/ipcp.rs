@@ -12,7 +12,7 @@ use crate::wire::{
     ipcp::{IpcpOption, kind},
 };
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IpcpConfig {
     /// Our end of the point-to-point link, as the client sees it.
     pub local: Ipv4Addr,

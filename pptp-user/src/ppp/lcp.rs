@@ -36,7 +36,7 @@ impl Default for LcpConfig {
 }
 
 /// The outcome of negotiation, valid once LCP is opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Negotiated {
     /// The largest frame the client accepts (its MRU; 1500 if it did not say).
     pub peer_mru: u16,
@@ -266,6 +266,20 @@ impl Lcp<LcpPolicy> {
 
     pub fn negotiated(&self) -> Negotiated {
         self.fsm.negotiator.negotiated
+    }
+
+    /// Our magic number (echoes carry it).
+    pub fn magic(&self) -> u32 {
+        self.fsm.negotiator.magic
+    }
+
+    /// LCP opened with what was agreed before a hand-over (hitless restart).
+    pub fn restored(config: LcpConfig, magic: u32, negotiated: Negotiated, fsm: Config) -> Self {
+        let mut policy = LcpPolicy::new(config, magic);
+        policy.negotiated = negotiated;
+        Self {
+            fsm: Fsm::opened(policy, fsm),
+        }
     }
 }
 

@@ -120,6 +120,18 @@ pub struct MppeSession {
     pub stateful: bool,
 }
 
+/// What an up link is, in the terms another process needs to carry it on (hitless restart):
+/// everything else (retransmission state, the authenticator) is over once the network is up.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkSnapshot {
+    /// Our LCP magic number (the client checks it in our echoes).
+    pub magic: u32,
+    pub negotiated: Negotiated,
+    pub ipcp: IpcpConfig,
+    /// MPPE, stateful or not; `None`: plain. The keys stay in the data path's pinned state.
+    pub mppe: Option<bool>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Establish,
@@ -210,6 +222,60 @@ impl Link {
         let o = link.lcp.fsm.up();
         link.lcp_outputs(o, &mut out);
         (link, out)
+    }
+
+    /// An up link carried over from another process: LCP, IPCP and (with MPPE) CCP opened with
+    /// what they agreed; only keepalives start again. Nothing is sent to the client, which never
+    /// learns the process changed.
+    pub fn restored(config: LinkConfig, seed: u64, snap: &LinkSnapshot) -> (Self, Vec<LinkOutput>) {
+        let lcp = Lcp::restored(config.lcp.clone(), snap.magic, snap.negotiated, config.fsm);
+        let ccp = snap.mppe.map(|_| {
+            Fsm::opened(
+                CcpPolicy::new(config.mppe, true, config.mppe_stateful),
+                config.fsm,
+            )
+        });
+        let link = Self {
+            entropy: Entropy::new(seed),
+            phase: Phase::Opened,
+            lcp,
+            auth: None,
+            ipcp: Some(Fsm::opened(IpcpPolicy::new(snap.ipcp.clone()), config.fsm)),
+            ccp,
+            echo_identifier: 0,
+            echo_unanswered: 0,
+            identifier: 0,
+            down: None,
+            network_reported: true,
+            ipcp_acked: true,
+            mppe_keys: None,
+            ccp_outcome: Some(match snap.mppe {
+                Some(stateful) => CcpOutcome::Mppe { stateful },
+                None => CcpOutcome::Plain,
+            }),
+            config,
+        };
+        let out = vec![LinkOutput::SetTimer(
+            LinkTimer::Echo,
+            link.config.echo_interval,
+        )];
+        (link, out)
+    }
+
+    /// What another process needs to carry this link on; `None` until the network is up.
+    pub fn snapshot(&self) -> Option<LinkSnapshot> {
+        if !self.network_reported || matches!(self.phase, Phase::Terminate | Phase::Dead) {
+            return None;
+        }
+        Some(LinkSnapshot {
+            magic: self.lcp.magic(),
+            negotiated: self.lcp.negotiated(),
+            ipcp: self.ipcp.as_ref()?.negotiator.config().clone(),
+            mppe: match self.ccp_outcome? {
+                CcpOutcome::Mppe { stateful } => Some(stateful),
+                CcpOutcome::Plain => None,
+            },
+        })
     }
 
     pub fn phase(&self) -> Phase {

@@ -91,7 +91,7 @@ pub fn access_request(creds: &Credentials, ctx: &NasContext, attempt: &Attempt) 
 }
 
 /// What an Access-Accept grants besides access.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Authorization {
     /// Framed-IP-Address, unless it is 255.255.255.254 ("from the NAS's pool") or absent.
     pub framed_ip: Option<Ipv4Addr>,

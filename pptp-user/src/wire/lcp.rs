@@ -20,7 +20,7 @@ pub const CHAP_MS_V1: u8 = 0x80;
 pub const CHAP_MS_V2: u8 = 0x81;
 
 /// An authentication protocol as LCP names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AuthProtocol {
     Pap,
     ChapMd5,

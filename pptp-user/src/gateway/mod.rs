@@ -35,6 +35,9 @@ use crate::{
     },
 };
 
+mod restore;
+pub use restore::SessionRecord;
+
 pub type ConnId = u64;
 pub type SessionId = u64;
 
@@ -239,6 +242,8 @@ pub enum Command {
         interim: Option<u32>,
         /// RADIUS Idle-Timeout, seconds.
         idle_timeout: Option<u32>,
+        /// What another process needs to carry the session on (the shell journals it).
+        record: Option<Box<SessionRecord>>,
     },
     SessionDown {
         session: SessionId,
@@ -1065,7 +1070,12 @@ impl Gateway {
                         class: s.authorization.class.clone(),
                         interim: s.authorization.interim_interval,
                         idle_timeout: s.authorization.idle_timeout,
+                        record: None,
                     });
+                    let journaled = self.record(sid).map(Box::new);
+                    if let Some(Command::SessionUp { record, .. }) = out.last_mut() {
+                        *record = journaled;
+                    }
                 }
                 LinkOutput::Down(reason) => {
                     let reason = self.pending.remove(&sid).unwrap_or(EndReason::Link(reason));
@@ -1877,5 +1887,87 @@ mod tests {
                 assert_eq!(g.stats.control_malformed, 1);
             }
         }
+    }
+
+    /// Dials `conn` up and returns the last step's commands and the journal's record of it.
+    fn dial_up(
+        g: &mut Gateway,
+        l: &mut Ledger,
+        conn: ConnId,
+    ) -> (Vec<Command>, Option<SessionRecord>) {
+        let mut c = Client::new(conn, conn as u8, "alice", "s3cret");
+        let out = c.dial(g, l);
+        let record = out.iter().find_map(|c| match c {
+            Command::SessionUp { record, .. } => record.as_deref().cloned(),
+            _ => None,
+        });
+        (out, record)
+    }
+
+    #[test]
+    fn a_restored_session_answers_as_before_and_ends_cleanly() {
+        let mut old = gateway("10.99.0.10-10.99.0.13");
+        let mut l = Ledger::default();
+        let (cmds, record) = dial_up(&mut old, &mut l, 7);
+        let addr = up_addr(&cmds).expect("up");
+        let record = record.expect("an up session is journaled");
+        assert_eq!((record.conn, record.addr), (7, addr));
+
+        // Another process: a fresh core takes the record back.
+        let mut new = gateway("10.99.0.10-10.99.0.13");
+        let mut l2 = Ledger::default();
+        let (out, refused) = new.restore(vec![record.clone()], &BTreeMap::new());
+        assert!(refused.is_empty());
+        l2.apply(&out);
+        assert_eq!(new.session_count(), 1);
+        assert_eq!(new.sessions()[0].state, "up");
+        assert!(new.pools.is_leased(addr));
+        assert_eq!(l2.sessions.values().next().copied(), Some(record.map()));
+        // Nothing goes to the client: the takeover is invisible to it.
+        assert!(
+            !out.iter()
+                .any(|c| matches!(c, Command::SendPpp { .. } | Command::SendControl { .. }))
+        );
+        // Keepalives run again.
+        assert!(out.iter().any(|c| matches!(
+            c,
+            Command::SetTimer(TimerKey::Link(_, LinkTimer::Echo), _)
+        )));
+        // An LCP Echo-Request from the client is answered with the same magic number.
+        let echo = ppp(proto::LCP, &[code::ECHO_REQUEST, 9, 0, 8, 1, 2, 3, 4]);
+        let answer = new.handle(Event::Gre {
+            local: record.local,
+            peer: record.peer,
+            call_id: record.call_id,
+            payload: &echo,
+        });
+        let replies = frames(&answer, proto::LCP);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0][..2], [code::ECHO_REPLY, 9]);
+        assert_eq!(replies[0][4..8], record.link.magic.to_be_bytes());
+        // A new call gets another slot and address.
+        let mut other = Client::new(8, 8, "bob", "hunter2");
+        let up = other.dial(&mut new, &mut l2);
+        assert_ne!(up_addr(&up), Some(addr));
+        assert_eq!(new.sessions().iter().map(|v| v.slot).collect::<BTreeSet<_>>().len(), 2);
+
+        // The client hangs up: everything the restored session held is released.
+        l2.apply(&new.handle(Event::ControlClosed { conn: 7 }));
+        l2.apply(&new.handle(Event::ControlClosed { conn: 8 }));
+        clean(&new, &l2);
+    }
+
+    #[test]
+    fn a_duplicate_record_is_refused_not_half_adopted() {
+        let mut old = gateway("10.99.0.10-10.99.0.13");
+        let mut l = Ledger::default();
+        let record = dial_up(&mut old, &mut l, 3).1.expect("journaled");
+        let mut twin = record.clone();
+        twin.id += 100;
+        twin.conn = 4;
+        let mut new = gateway("10.99.0.10-10.99.0.13");
+        let (_, refused) = new.restore(vec![record, twin], &BTreeMap::new());
+        assert_eq!(refused.len(), 1);
+        assert_eq!(new.session_count(), 1);
     }
 }
