@@ -1,12 +1,19 @@
 //! The kernel side, seen from the controller: load the embedded eBPF object, attach its programs,
-//! read its counters. Dropping a [`Datapath`] detaches everything it attached.
+//! read its counters. Dropping a [`Datapath`] from [`Datapath::load`] detaches everything it
+//! attached; one from [`Datapath::load_pinned`] leaves its maps and links in bpffs, forwarding
+//! on without us (see `pins.rs`), until [`Datapath::unpin`].
 
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
-    programs::{Xdp, XdpMode},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
 };
+use crate::kernel::pins::{PINNED_MAPS, Pins, fnv1a};
 use pptp_common::{
     maps,
     session::{DatapathConfig, GreState, Session, SessionKey, SessionStats},
@@ -18,6 +25,27 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 pub struct Datapath {
     ebpf: Ebpf,
+    pinned: Option<Pinned>,
+}
+
+/// What [`Datapath::load_pinned`] found in bpffs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Adopted {
+    /// Nothing of ours: fresh maps, programs attached anew.
+    Fresh,
+    /// This very object was attached: its maps and links are taken over as they are.
+    Same,
+    /// Another object of the same map layout (an upgrade): the maps are taken over and every
+    /// link is pointed at the new program atomically.
+    Replaced,
+}
+
+struct Pinned {
+    pins: Pins,
+    adopted: Adopted,
+    marker: std::path::PathBuf,
+    /// The links this run wants; any other pinned link is detached by `settle`.
+    wanted: Vec<std::path::PathBuf>,
 }
 
 /// Global counters summed over all CPUs.
@@ -63,23 +91,91 @@ impl Counters {
 impl Datapath {
     /// Loads the object and every program into the kernel (this is where the verifier runs).
     pub fn load() -> anyhow::Result<Self> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT).context("load the pptpgw eBPF object")?;
-        for name in [
-            maps::PROG_XDP_DECAP,
-            maps::PROG_XDP_ENCAP,
-            maps::PROG_XDP_PASS,
-            maps::PROG_XDP_FORWARD,
-            maps::PROG_XDP_LAN,
-            maps::PROG_XDP_LAN_HOME,
-            maps::PROG_XDP_BENCH_REDIRECT,
-            maps::PROG_XDP_BENCH_GEN,
-            maps::PROG_XDP_BENCH_SINK,
-        ] {
-            prog_mut(&mut ebpf, name)?
+        let ebpf = Ebpf::load(EBPF_OBJECT).context("load the pptpgw eBPF object")?;
+        let mut dp = Self { ebpf, pinned: None };
+        dp.load_programs()?;
+        Ok(dp)
+    }
+
+    /// Loads the object over the maps pinned under `pins` (creating and pinning them when there
+    /// are none), so sessions programmed by a previous run keep their state. Attachments go
+    /// through links pinned there too: see [`Adopted`] for what is kept and what replaced.
+    pub fn load_pinned(pins: &Pins, xdp_forwarding: bool) -> anyhow::Result<(Self, Adopted)> {
+        if pins.remove_other_layouts() {
+            tracing::warn!(
+                pin_dir = %pins.root().display(),
+                "the pinned data path has another map layout: detached, its sessions are lost"
+            );
+        }
+        let marker = pins.object_marker(fnv1a(EBPF_OBJECT), xdp_forwarding);
+        let adopted = match (pins.has_maps(), marker.exists()) {
+            (false, _) => Adopted::Fresh,
+            (true, true) => Adopted::Same,
+            (true, false) => Adopted::Replaced,
+        };
+        let dir = pins.maps_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let btf = aya::Btf::from_sys_fs().ok();
+        let mut loader = aya::EbpfLoader::new();
+        loader.btf(btf.as_ref());
+        for name in PINNED_MAPS {
+            loader.map_pin_path(name, pins.map_path(name));
+        }
+        let ebpf = loader
+            .load(EBPF_OBJECT)
+            .context("load the pptpgw eBPF object over the pinned maps")?;
+        let mut dp = Self {
+            ebpf,
+            pinned: None,
+        };
+        dp.load_programs()?;
+        dp.pinned = Some(Pinned {
+            pins: pins.clone(),
+            adopted,
+            marker,
+            wanted: Vec::new(),
+        });
+        Ok((dp, adopted))
+    }
+
+    fn load_programs(&mut self) -> anyhow::Result<()> {
+        for name in PROGRAMS {
+            prog_mut(&mut self.ebpf, name)?
                 .load()
                 .with_context(|| format!("verify {name}"))?;
         }
-        Ok(Self { ebpf })
+        Ok(())
+    }
+
+    /// Whether the program arrays and CPU map already hold this object's programs (they were
+    /// filled by the run that attached this very object).
+    pub fn adopted_as_is(&self) -> bool {
+        self.pinned
+            .as_ref()
+            .is_some_and(|p| p.adopted == Adopted::Same)
+    }
+
+    /// After every attachment: links this run did not ask for are detached (an interface
+    /// dropped from the config), and the object is recorded as the one attached.
+    pub fn settle(&mut self) -> anyhow::Result<()> {
+        let Some(p) = &self.pinned else {
+            return Ok(());
+        };
+        for link in p.pins.links() {
+            if !p.wanted.contains(&link) {
+                tracing::info!(link = %link.display(), "detaching a pinned program no longer configured");
+                let _ = std::fs::remove_file(&link);
+            }
+        }
+        p.pins.mark(&p.marker)
+    }
+
+    /// A clean stop: the pins go, so the programs detach and the maps are freed when this
+    /// process lets go of them.
+    pub fn unpin(&mut self) {
+        if let Some(p) = self.pinned.take() {
+            p.pins.remove_all();
+        }
     }
 
     /// Attaches the decapsulation program to a WAN interface.
@@ -154,9 +250,42 @@ impl Datapath {
     }
 
     fn attach(&mut self, name: &str, iface: &str, mode: XdpMode) -> anyhow::Result<()> {
-        prog_mut(&mut self.ebpf, name)?
+        let prog = prog_mut(&mut self.ebpf, name)?;
+        let Some(p) = &mut self.pinned else {
+            prog.attach(iface, mode)
+                .with_context(|| format!("attach {name} to {iface}"))?;
+            return Ok(());
+        };
+        let path = p.pins.link_path(name, iface);
+        p.wanted.push(path.clone());
+        if path.exists() {
+            let ifindex = ifindex_of(iface)?;
+            match PinnedLink::from_pin(&path) {
+                // The interface it was attached to is this one: the link is live.
+                Ok(link) if link_ifindex(&path).is_ok_and(|i| i == ifindex) => {
+                    if p.adopted == Adopted::Same {
+                        return Ok(());
+                    }
+                    let link = XdpLink::try_from(FdLink::from(link))
+                        .with_context(|| format!("pinned link {}", path.display()))?;
+                    prog.attach_to_link(link)
+                        .with_context(|| format!("replace {name} on {iface}"))?;
+                    tracing::info!(program = name, iface, "pinned program replaced in place");
+                    return Ok(());
+                }
+                // Its interface went (pptp0 recreated) or the pin is not a link: start over.
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let id = prog
             .attach(iface, mode)
             .with_context(|| format!("attach {name} to {iface}"))?;
+        let link = FdLink::try_from(prog.take_link(id)?)
+            .with_context(|| format!("{name} on {iface} is not a bpf link"))?;
+        link.pin(&path)
+            .with_context(|| format!("pin {}", path.display()))?;
         Ok(())
     }
 
@@ -406,6 +535,79 @@ impl Datapath {
         sum_into(&self.ebpf, maps::DROPS, &mut c.drops)?;
         Ok(c)
     }
+}
+
+/// Every program of the object, loaded (and verified) together.
+const PROGRAMS: [&str; 9] = [
+    maps::PROG_XDP_DECAP,
+    maps::PROG_XDP_ENCAP,
+    maps::PROG_XDP_PASS,
+    maps::PROG_XDP_FORWARD,
+    maps::PROG_XDP_LAN,
+    maps::PROG_XDP_LAN_HOME,
+    maps::PROG_XDP_BENCH_REDIRECT,
+    maps::PROG_XDP_BENCH_GEN,
+    maps::PROG_XDP_BENCH_SINK,
+];
+
+fn ifindex_of(iface: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(iface).map_err(|_| anyhow!("interface name {iface:?}"))?;
+    // SAFETY: a NUL-terminated name.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(anyhow!("no interface {iface}")),
+        i => Ok(i),
+    }
+}
+
+/// The interface the XDP link pinned at `path` is attached to, 0 once that interface is gone
+/// (the link is then defunct). aya exposes neither the pinned link's fd nor
+/// `bpf_link_info.xdp.ifindex`, so this asks the kernel itself.
+fn link_ifindex(path: &std::path::Path) -> std::io::Result<u32> {
+    use std::os::{fd::FromRawFd as _, unix::ffi::OsStrExt as _};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    #[repr(C)]
+    struct GetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+    }
+    let get = GetAttr {
+        pathname: name.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+    };
+    // SAFETY: the attr points at a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &get as *const GetAttr, size_of::<GetAttr>()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: BPF_OBJ_GET returned a fresh descriptor we own.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    use std::os::fd::AsRawFd as _;
+    // bpf_link_info: type, id, prog_id (u32 each), then the 8-aligned union; xdp's first field
+    // is the ifindex, at byte 16.
+    let mut info = [0u64; 16];
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: the attr points at a live buffer of the stated length.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoAttr, size_of::<InfoAttr>()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info[2] as u32)
 }
 
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {

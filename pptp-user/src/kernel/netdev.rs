@@ -100,7 +100,23 @@ pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Ppt
         .execute()
         .await
         .with_context(|| format!("create veth {name}/{peer_name}"))?;
-    for ifname in [name, peer_name.as_str()] {
+    prepare(handle, name, &peer_name, mtu).await
+}
+
+/// Takes over the pair a previous run left (hitless restart: the pinned programs on it are
+/// still forwarding, and routes to clients still point at it). `None` when either end is
+/// missing; the caller then creates it afresh.
+pub async fn adopt(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Option<Pptp0>> {
+    let peer_name = format!("{name}p");
+    if find(handle, name).await?.is_none() || find(handle, &peer_name).await?.is_none() {
+        return Ok(None);
+    }
+    prepare(handle, name, &peer_name, mtu).await.map(Some)
+}
+
+/// Forwarding on, no IPv6, checksums finished in software, MTU set, both ends up.
+async fn prepare(handle: &Handle, name: &str, peer_name: &str, mtu: u32) -> anyhow::Result<Pptp0> {
+    for ifname in [name, peer_name] {
         // IPv6 is not carried (yet): no link-local chatter on the pair.
         let _ = write_sysctl(
             &format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
@@ -114,7 +130,7 @@ pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Ppt
     // client unfinished and the client would drop the segment (pings work, TCP does not).
     disable_tx_checksum(name)?;
     let mut out = Vec::new();
-    for ifname in [name, peer_name.as_str()] {
+    for ifname in [name, peer_name] {
         let m = find(handle, ifname)
             .await?
             .ok_or_else(|| anyhow!("{ifname} vanished after creation"))?;
@@ -135,7 +151,7 @@ pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Ppt
         name: name.into(),
         ifindex: out[0].0,
         mac: out[0].1,
-        peer_name,
+        peer_name: peer_name.into(),
         peer_ifindex: out[1].0,
         peer_mac: out[1].1,
     })
