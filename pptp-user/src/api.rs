@@ -21,6 +21,9 @@ pub enum Request {
     Kill(Selector),
     /// Re-read config and secrets (as SIGHUP).
     Reload,
+    /// Hand everything over to the binary now installed at our path (as SIGUSR2 to the
+    /// supervisor): sessions, sockets and the data path carry on.
+    Upgrade,
 }
 
 /// Which sessions a kill applies to.

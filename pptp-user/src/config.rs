@@ -37,6 +37,7 @@ pub struct Config {
     pub api: Api,
     pub metrics: Metrics,
     pub log: Log,
+    pub restart: Restart,
 }
 
 impl Default for Config {
@@ -59,7 +60,64 @@ impl Default for Config {
             metrics: Metrics::default(),
             forwarding: Forwarding::default(),
             log: Log::default(),
+            restart: Restart::default(),
         }
+    }
+}
+
+/// Hitless restart: what outlives the controller process.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Restart {
+    /// Run the worker under a supervisor that holds every socket and restarts it (a crash drops
+    /// no session; `pptpgw upgrade` swaps the binary under live sessions).
+    pub supervise: bool,
+    /// bpffs directory the data path is pinned under (one subdirectory per network namespace);
+    /// empty: not pinned, the data path goes with the process.
+    pub pin_dir: PathBuf,
+    /// The session journal's directory (tmpfs); empty: the API socket's directory.
+    pub state_dir: PathBuf,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Self {
+            supervise: true,
+            pin_dir: "/sys/fs/bpf/pptpgw".into(),
+            state_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Restart {
+    /// Where this gateway pins its data path: `pin_dir/net-<netns inode>`, so gateways in
+    /// different network namespaces of one host (one bpffs) never adopt each other's.
+    pub fn pin_dir_here(&self) -> Result<Option<PathBuf>, ConfigError> {
+        if self.pin_dir.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        if !self.pin_dir.is_absolute() {
+            return Err(ConfigError::new(
+                "restart.pin_dir",
+                format!("{}: must be an absolute path", self.pin_dir.display()),
+            ));
+        }
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = std::fs::metadata("/proc/self/ns/net")
+            .map(|m| m.ino())
+            .map_err(|e| ConfigError::new("restart.pin_dir", format!("/proc/self/ns/net: {e}")))?;
+        Ok(Some(self.pin_dir.join(format!("net-{ino}"))))
+    }
+
+    /// The journal's directory (`state_dir`, else the API socket's, else /run/pptpgw).
+    pub fn state_dir_or(&self, api_socket: &std::path::Path) -> PathBuf {
+        if !self.state_dir.as_os_str().is_empty() {
+            return self.state_dir.clone();
+        }
+        api_socket
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("/run/pptpgw"), PathBuf::from)
     }
 }
 
@@ -848,6 +906,9 @@ impl Config {
         }
         if self.timers.shutdown_grace != new.timers.shutdown_grace {
             v.push("timers.shutdown_grace");
+        }
+        if self.restart != new.restart {
+            v.push("restart");
         }
         v
     }

@@ -78,6 +78,12 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Hand the running gateway over to the binary now installed at its path (as SIGUSR2 to
+    /// `pptpgw run`): sockets, sessions and the pinned data path carry on, nothing is dropped.
+    Upgrade {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -110,6 +116,15 @@ struct RunArgs {
     /// Overrides `log.format`.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
+    /// Overrides `restart.supervise` (one process: a crash drops the control connections).
+    #[arg(long)]
+    no_supervisor: bool,
+    /// Overrides `restart.pin_dir` (an empty string: not pinned).
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
+    /// Overrides `restart.state_dir`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,15 +167,47 @@ fn xdp_mode(m: XdpModeName) -> XdpMode {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run(args) = &cli.command
+        && supervised(args)
+    {
+        // The supervisor holds every socket: as many descriptors as the worker may open.
+        raise_nofile_limit();
+        return pptp_user::handover::supervisor::run(std::env::args_os().skip(1).collect());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pptpgw: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli_main(cli))
+}
+
+/// `run` starts the supervisor unless this is its worker, or supervision is off (a config that
+/// does not parse runs unsupervised, to report its error the one way).
+fn supervised(args: &RunArgs) -> bool {
+    if std::env::var_os(pptp_user::handover::fds::ENV_WORKER).is_some() || args.no_supervisor {
+        return false;
+    }
+    read_config(args).is_ok_and(|c| c.restart.supervise)
+}
+
+async fn cli_main(cli: Cli) -> ExitCode {
     if !matches!(cli.command, Command::Run(_)) {
         // `run` sets logging up from its config.
         init_logging(&pptp_user::config::Log::default());
     }
     let result = match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => match run(args).await {
+            Ok(pptp_user::server::Exit::HandedOver) => {
+                return ExitCode::from(pptp_user::handover::fds::EXIT_HANDED_OVER as u8);
+            }
+            Ok(pptp_user::server::Exit::Stopped) => Ok(()),
+            Err(e) => Err(e),
+        },
         Command::CheckConfig { file, secrets } => check_config(&file, secrets.as_deref()),
         Command::DefaultConfig => {
             print!("{DEFAULT_TOML}");
@@ -189,6 +236,12 @@ async fn main() -> ExitCode {
         Command::Reload { api } => api::call(&api.socket, &Request::Reload)
             .await
             .map(|v| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())),
+        Command::Upgrade { api } => api::call(&api.socket, &Request::Upgrade)
+            .await
+            .and_then(|v| match v["error"].as_str() {
+                Some(e) => Err(anyhow::anyhow!("upgrade: {e}")),
+                None => Ok(println!("upgrade started")),
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -269,6 +322,15 @@ fn read_config(args: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(f) = args.log_format {
         config.log.format = f.into();
+    }
+    if args.no_supervisor {
+        config.restart.supervise = false;
+    }
+    if let Some(p) = &args.pin_dir {
+        config.restart.pin_dir = p.clone();
+    }
+    if let Some(p) = &args.state_dir {
+        config.restart.state_dir = p.clone();
     }
     Ok(config)
 }
@@ -416,7 +478,7 @@ fn check_capabilities() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+async fn run(args: RunArgs) -> anyhow::Result<pptp_user::server::Exit> {
     let config = read_config(&args)?;
     init_logging(&config.log);
     check_capabilities()?;
@@ -463,6 +525,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         radius: radius(&config)?,
         accounting: accounting(&config)?,
         das: config.radius.das()?,
+        pin_dir: config.restart.pin_dir_here()?,
+        state_dir: Some(config.restart.state_dir_or(&config.api.socket)),
     };
     // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
     // whole when it fails validation or changes what only a restart can.

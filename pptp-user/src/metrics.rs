@@ -39,6 +39,11 @@ pub struct ShellStats {
     pub das_refused: u64,
     pub das_acks: u64,
     pub das_naks: u64,
+    /// Session journal writes that failed (those sessions would not survive a restart).
+    pub journal_errors: u64,
+    /// Sessions taken over from a previous worker at start, and those it left that could not be.
+    pub sessions_carried: u64,
+    pub sessions_lost_in_restart: u64,
 }
 
 /// Everything `/metrics` exports, gathered by the controller in one go.
@@ -197,6 +202,24 @@ pub fn render(s: &Snapshot) -> String {
         "accept_errors",
         "Failed accept() calls on the control listeners (each backs off)",
         sh.accept_errors,
+    );
+    counter(
+        &mut r,
+        "journal_errors",
+        "Session journal writes that failed (those sessions would not survive a restart)",
+        sh.journal_errors,
+    );
+    counter(
+        &mut r,
+        "sessions_carried",
+        "Sessions taken over from a previous worker at start (hitless restart)",
+        sh.sessions_carried,
+    );
+    counter(
+        &mut r,
+        "sessions_lost_in_restart",
+        "Sessions a previous run left that could not be carried on (ended at start)",
+        sh.sessions_lost_in_restart,
     );
     counter(
         &mut r,

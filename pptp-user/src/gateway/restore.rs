@@ -66,6 +66,11 @@ pub enum RestoreError {
 }
 
 impl Gateway {
+    /// The highest control connection ID in use (new ones are numbered above it).
+    pub fn max_conn_id(&self) -> Option<ConnId> {
+        self.conns.keys().max().copied()
+    }
+
     /// The journal's record of an up session.
     pub(super) fn record(&self, sid: SessionId) -> Option<SessionRecord> {
         let s = self.sessions.get(&sid)?;

@@ -101,6 +101,7 @@ impl Datapath {
     /// are none), so sessions programmed by a previous run keep their state. Attachments go
     /// through links pinned there too: see [`Adopted`] for what is kept and what replaced.
     pub fn load_pinned(pins: &Pins, xdp_forwarding: bool) -> anyhow::Result<(Self, Adopted)> {
+        remove_dead_siblings(pins);
         if pins.remove_other_layouts() {
             tracing::warn!(
                 pin_dir = %pins.root().display(),
@@ -470,6 +471,59 @@ impl Datapath {
         Ok(())
     }
 
+    /// Removes every session entry, client lookup and MPPE state not belonging to a session in
+    /// `keep` (what a previous run left of the sessions that did not survive it). Returns how
+    /// many entries went.
+    pub fn sweep(&mut self, keep: &std::collections::HashSet<SessionKey>) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        let mut slots = std::collections::HashSet::new();
+        let sessions: HashMap<&mut MapData, SessionKey, Session> =
+            HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;
+        let mut gone = Vec::new();
+        for entry in sessions.iter() {
+            let (key, s) = entry?;
+            if keep.contains(&key) {
+                slots.insert(s.slot);
+            } else {
+                gone.push(s);
+            }
+        }
+        for s in &gone {
+            self.remove_session(s)?;
+            removed += 1;
+        }
+        let mut clients: HashMap<&mut MapData, [u8; 4], Session> =
+            HashMap::try_from(self.map_mut(maps::CLIENTS)?)?;
+        let stale: Vec<[u8; 4]> = clients
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, s)| !keep.contains(&s.key))
+            .map(|(a, _)| a)
+            .collect();
+        for a in stale {
+            ignore_missing(clients.remove(&a))?;
+            removed += 1;
+        }
+        let mut mppe: HashMap<&mut MapData, u32, pptp_common::mppe::MppeState> =
+            HashMap::try_from(self.map_mut(maps::MPPE_STATE)?)?;
+        let stale: Vec<u32> = mppe
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|slot| !slots.contains(slot))
+            .collect();
+        for slot in stale {
+            ignore_missing(mppe.remove(&slot))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The configuration the programs run with (a previous run's, when adopted).
+    pub fn config(&self) -> anyhow::Result<DatapathConfig> {
+        let a: Array<&MapData, DatapathConfig> = Array::try_from(self.map(maps::CONFIG)?)?;
+        Ok(a.get(&0, 0)?)
+    }
+
     /// Number of programmed sessions (both lookups), for leak checks.
     pub fn session_entries(&self) -> anyhow::Result<(usize, usize)> {
         let sessions: HashMap<&MapData, SessionKey, Session> =
@@ -549,6 +603,29 @@ const PROGRAMS: [&str; 9] = [
     maps::PROG_XDP_BENCH_GEN,
     maps::PROG_XDP_BENCH_SINK,
 ];
+
+/// Pin directories of network namespaces that are gone: every link in them is defunct (its
+/// interface went with the namespace), so nothing can ever adopt their maps. A directory with
+/// no link yet may be a gateway starting: left alone.
+fn remove_dead_siblings(pins: &Pins) {
+    let Some(parent) = pins.root().parent() else {
+        return;
+    };
+    let Ok(dir) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let path = e.path();
+        if path == pins.root() || !e.file_name().to_string_lossy().starts_with("net-") {
+            continue;
+        }
+        let links: Vec<_> = Pins::at(&path).links();
+        if !links.is_empty() && links.iter().all(|l| link_ifindex(l).is_ok_and(|i| i == 0)) {
+            tracing::info!(dir = %path.display(), "removing the pinned data path of a network namespace that is gone");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
 
 fn ifindex_of(iface: &str) -> anyhow::Result<u32> {
     let c = std::ffi::CString::new(iface).map_err(|_| anyhow!("interface name {iface:?}"))?;

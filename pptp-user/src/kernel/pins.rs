@@ -115,6 +115,11 @@ impl Pins {
         Ok(Self { root: root.into() })
     }
 
+    /// A pin directory as it is, without making sure of anything (to inspect a sibling's).
+    pub fn at(root: &Path) -> Self {
+        Self { root: root.into() }
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

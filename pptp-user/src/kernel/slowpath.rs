@@ -92,6 +92,17 @@ impl GreSocket {
         Ok(Self { fd })
     }
 
+    /// The socket a previous worker opened (hitless restart: what it queued while no worker
+    /// ran is read now). Non-blocking is a property of the shared file, so it is kept.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Self { fd }
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        self.fd.as_fd()
+    }
+
     /// Sends `header` + `payload` to `peer`, sourced from (and routed from) `local`.
     pub fn send(
         &self,

@@ -1,6 +1,11 @@
 //! The tokio shell around the gateway core: it owns the sockets, the eBPF maps, `pptp0` and the
 //! routes, turns what happens on them into core events, and carries out the core's commands.
 //! One task owns the core; connection readers and the GRE socket feed it through a channel.
+//!
+//! Under the supervisor (`handover`), every socket is also held by the supervisor and every up
+//! session is journaled, so that a worker that dies or hands over (`carry`) loses nothing.
+
+mod carry;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,7 +28,16 @@ use crate::{
     admission::{LogThrottle, Refusal},
     api,
     gateway::{Command, ConnId, Event, Gateway, TimerKey},
-    kernel::{datapath::Datapath, netdev, route, seqspace::SeqSpace, slowpath::GreSocket},
+    handover::{
+        fds::{GRE_TOKEN, Worker, conn_token, listener_token},
+        journal::{Entry, Journal, JournaledSession, Recovered, unix_ms},
+    },
+    kernel::{
+        datapath::{Adopted, Datapath},
+        netdev, route,
+        seqspace::SeqSpace,
+        slowpath::GreSocket,
+    },
     metrics::ShellStats,
     wire::gre::GreHeader,
 };
@@ -75,7 +89,25 @@ pub struct ServerConfig {
     pub accounting: Option<AccountingSetup>,
     /// `[radius] das_listen` and its clients.
     pub das: Option<(SocketAddr, crate::radius::dynamic::Clients)>,
+    /// `restart.pin_dir`: the data path is pinned there and outlives us (`None`: it goes with
+    /// the process).
+    pub pin_dir: Option<std::path::PathBuf>,
+    /// `restart.state_dir`: the session journal's directory (`None`: no journal).
+    pub state_dir: Option<std::path::PathBuf>,
 }
+
+/// How the worker ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// A stop: sessions ended, routes, maps, programs and `pptp0` removed.
+    Stopped,
+    /// An upgrade: everything left running for the next worker, which takes it over.
+    HandedOver,
+}
+
+/// Set once a handover begins: connection tasks then leave their sockets open for the next
+/// worker instead of closing them.
+static HANDING_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What accounting needs from the configuration.
 #[derive(Clone, Debug)]
@@ -201,6 +233,11 @@ impl Timers {
     fn next(&self) -> Option<Instant> {
         self.by_time.keys().next().map(|(at, _)| *at)
     }
+    fn remaining(&self, key: TimerKey) -> Option<Duration> {
+        self.by_key
+            .get(&key)
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
     fn pop_due(&mut self, now: Instant) -> Option<TimerKey> {
         let (&(at, key), _) = self.by_time.iter().next()?;
         if at > now {
@@ -239,9 +276,47 @@ struct Shell {
     accounting: Option<Accounting>,
     /// Sessions with a RADIUS Idle-Timeout: their slot and the timeout.
     idle: HashMap<u64, (u32, Duration)>,
+    /// The supervisor's channel (a no-op handle when unsupervised).
+    worker: Arc<Worker>,
+    /// The session journal (`restart.state_dir`).
+    journal: Option<Journal>,
 }
 
 impl Shell {
+    /// Records a session event; a journal that cannot be written is logged, never fatal (the
+    /// sessions run on; only a restart would lose them).
+    fn journal_entry(&mut self, entry: Entry) {
+        if let Some(j) = self.journal.as_mut()
+            && let Err(e) = j.append(entry)
+        {
+            self.stats.journal_errors += 1;
+            tracing::error!(error = %format!("{e:#}"), "session journal write failed");
+        }
+    }
+
+    /// Journals a session that came up, with what the shell adds to the core's record.
+    fn journal_up(&mut self, session: crate::gateway::SessionRecord) {
+        if self.journal.is_none() {
+            return;
+        }
+        let id = session.id;
+        let acct_id = self
+            .accounting
+            .as_ref()
+            .and_then(|a| a.sessions.get(&id))
+            .map(|s| s.info.session_id.clone());
+        let limit_ms = self
+            .timers
+            .remaining(TimerKey::SessionLimit(id))
+            .map(|d| unix_ms() + d.as_millis() as u64);
+        self.journal_entry(Entry::Up(Box::new(JournaledSession {
+            session,
+            up_ms: unix_ms(),
+            acct_id,
+            limit_ms,
+        })));
+    }
+
     /// Sends ack-only packets for sessions whose client sent data we have not acknowledged and
     /// towards which nothing has gone for a while.
     fn send_idle_acks(&self) {
@@ -367,6 +442,14 @@ impl Shell {
         use serde_json::json;
         match request {
             api::Request::Reload => self.reload(gateway, reloader).await,
+            api::Request::Upgrade => {
+                if self.worker.upgrade() {
+                    tracing::info!("upgrade requested: handing over to the installed binary");
+                    json!({"upgrading": true})
+                } else {
+                    json!({"error": "not supervised: nothing to hand over to (run without --no-supervisor)"})
+                }
+            }
             api::Request::Stats => {
                 let views = gateway.sessions();
                 let up = views.iter().filter(|v| v.state == "up").count();
@@ -625,7 +708,15 @@ impl Shell {
                         tracing::info!(peer = %Ipv4Addr::from(key.peer), error = %e, "GRE send failed");
                     }
                 }
-                Command::SetTimer(k, d) => self.timers.set(k, d),
+                Command::SetTimer(k, d) => {
+                    self.timers.set(k, d);
+                    if let TimerKey::SessionLimit(id) = k
+                        && self.journal.as_ref().is_some_and(|j| j.get(id).is_some())
+                    {
+                        let at_ms = unix_ms() + d.as_millis() as u64;
+                        self.journal_entry(Entry::Limit { id, at_ms });
+                    }
+                }
                 Command::CancelTimer(k) => self.timers.cancel(k),
                 Command::ProgramSession(s) => {
                     let r = if self.programmed.insert(s.key, s).is_none() {
@@ -701,7 +792,7 @@ impl Shell {
                     class,
                     interim,
                     idle_timeout,
-                    record: _,
+                    record,
                 } => {
                     self.up_since.insert(session, Instant::now());
                     if let Some(t) = idle_timeout {
@@ -741,6 +832,9 @@ impl Shell {
                             },
                         );
                     }
+                    if let Some(record) = record {
+                        self.journal_up(*record);
+                    }
                 }
                 Command::SessionDown {
                     session,
@@ -748,6 +842,9 @@ impl Shell {
                     reason,
                     slot,
                 } => {
+                    if self.journal.as_ref().is_some_and(|j| j.get(session).is_some()) {
+                        self.journal_entry(Entry::Down { id: session });
+                    }
                     // The slot's counters stay until the slot is reused by a new session.
                     let c = self.dp.session_stats(slot).unwrap_or_default();
                     self.stats.ended_rx_bytes += c.rx_bytes;
@@ -824,7 +921,6 @@ impl Accounting {
             sessions: HashMap::new(),
             id_prefix,
         };
-        a.send(Self::on_off(crate::radius::accounting::ACCOUNTING_ON));
         a
     }
 
@@ -874,6 +970,11 @@ impl Accounting {
     /// Accounting-Off, then up to `grace` for the queue to drain.
     async fn finish(self, grace: Duration) {
         self.send(Self::on_off(crate::radius::accounting::ACCOUNTING_OFF));
+        self.drain(grace).await;
+    }
+
+    /// Up to `grace` for what is queued to go out.
+    async fn drain(self, grace: Duration) {
         drop(self.tx);
         if tokio::time::timeout(grace, self.task).await.is_err() {
             tracing::warn!("accounting records still queued at exit");
@@ -881,80 +982,177 @@ impl Accounting {
     }
 }
 
-/// Runs the gateway until SIGINT/SIGTERM, then tells clients, and removes routes, maps, `pptp0`
-/// and programs.
-pub async fn run(
-    config: ServerConfig,
-    mut gateway: Gateway,
-    mut reloader: Reloader,
-) -> anyhow::Result<()> {
-    // Signals first: a SIGTERM during start-up must still mean "stop cleanly", not the default
-    // action (which would leave pptp0 and the programs behind).
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let (conn, rt, _) = rtnetlink::new_connection().context("rtnetlink")?;
-    tokio::spawn(conn);
-    let removed = route::reconcile(&rt, &[]).await?;
-    if removed > 0 {
-        tracing::info!(removed, "removed stale routes of a previous run");
+/// The signals the worker answers: stop (TERM, INT), reload (HUP), hand over (USR2).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
+        })
     }
-    // Sockets are bound and programs loaded (and verified) before anything is created, so a
-    // busy port, a kernel or a capability problem leaves nothing behind; a failure after pptp0
-    // exists removes it again.
-    let mut listeners = Vec::new();
-    for addr in &config.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listen on {addr}"))?;
-        listeners.push((*addr, listener));
+}
+
+/// The sockets the gateway serves on, bound here or taken back from the supervisor.
+struct Sockets {
+    listeners: Vec<(SocketAddr, TcpListener)>,
+    metrics: Option<(SocketAddr, TcpListener)>,
+    das: Option<(tokio::net::UdpSocket, crate::radius::dynamic::Clients)>,
+    api: Option<(std::path::PathBuf, tokio::net::UnixListener)>,
+    gre: GreSocket,
+}
+
+/// A control listener: the one the previous worker had (its backlog kept: no SYN is refused
+/// across a restart), or a new one, whose copy the supervisor then keeps.
+async fn control_listener(addr: SocketAddr, worker: &Worker) -> anyhow::Result<TcpListener> {
+    let token = listener_token(addr);
+    if let Some(fd) = worker.take(&token) {
+        let l = std::net::TcpListener::from(fd);
+        l.set_nonblocking(true)?;
+        return TcpListener::from_std(l).with_context(|| format!("inherited listener {addr}"));
     }
-    let metrics_listener = match config.metrics {
-        Some(addr) => Some((
-            addr,
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("metrics.listen {addr}"))?,
-        )),
-        None => None,
-    };
-    let das = match &config.das {
-        Some((addr, clients)) => Some((
-            tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("radius.das_listen {addr}"))?,
-            clients.clone(),
-        )),
-        None => None,
-    };
-    let api = match &config.api_socket {
-        Some(path) => Some((path.clone(), api_listener(path)?)),
-        None => None,
-    };
-    // Until start-up has succeeded, an error return removes the socket file again.
-    let mut api_file = RemoveOnDrop(config.api_socket.clone());
-    let gre_socket = GreSocket::open().context("raw GRE socket")?;
-    let mut dp = Datapath::load()?;
-    let pptp0 = netdev::create(&rt, &config.pptp0, u32::from(config.mtu)).await?;
-    let attached = async {
-        netdev::add_address(&rt, pptp0.ifindex, config.tunnel_local).await?;
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))?;
+    use std::os::fd::AsFd as _;
+    worker.hold(&token, l.as_fd());
+    Ok(l)
+}
+
+impl Sockets {
+    /// Bound before anything is created, so a busy port leaves nothing behind.
+    async fn open(config: &ServerConfig, worker: &Worker) -> anyhow::Result<Self> {
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            listeners.push((*addr, control_listener(*addr, worker).await?));
+        }
+        let metrics = match config.metrics {
+            Some(addr) => Some((
+                addr,
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics.listen {addr}"))?,
+            )),
+            None => None,
+        };
+        let das = match &config.das {
+            Some((addr, clients)) => Some((
+                tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .with_context(|| format!("radius.das_listen {addr}"))?,
+                clients.clone(),
+            )),
+            None => None,
+        };
+        let api = match &config.api_socket {
+            Some(path) => Some((path.clone(), api_listener(path)?)),
+            None => None,
+        };
+        // What clients sent on the slow path while no worker ran waits in its queue.
+        let gre = match worker.take(GRE_TOKEN) {
+            Some(fd) => GreSocket::from_fd(fd),
+            None => {
+                let g = GreSocket::open().context("raw GRE socket")?;
+                worker.hold(GRE_TOKEN, g.fd());
+                g
+            }
+        };
+        Ok(Self {
+            listeners,
+            metrics,
+            das,
+            api,
+            gre,
+        })
+    }
+}
+
+/// The data path, up: programs attached, `pptp0` there, the sequence space mapped.
+struct Kernel {
+    dp: Datapath,
+    pptp0: netdev::Pptp0,
+    seq: SeqSpace,
+    adopted: Adopted,
+}
+
+impl Kernel {
+    /// Loads (or adopts, when pinned) the data path and attaches it. A failure after `pptp0`
+    /// was created removes it again.
+    async fn bring_up(config: &ServerConfig, rt: &rtnetlink::Handle) -> anyhow::Result<Self> {
+        let (mut dp, adopted) = match &config.pin_dir {
+            Some(dir) => {
+                let pins = crate::kernel::pins::Pins::open(dir)?;
+                Datapath::load_pinned(&pins, config.xdp_forwarding)?
+            }
+            None => (Datapath::load()?, Adopted::Fresh),
+        };
+        let mtu = u32::from(config.mtu);
+        let reused = match adopted {
+            Adopted::Fresh => None,
+            _ => netdev::adopt(rt, &config.pptp0, mtu).await?,
+        };
+        let created = reused.is_none();
+        let pptp0 = match reused {
+            Some(p) => p,
+            None => netdev::create(rt, &config.pptp0, mtu).await?,
+        };
+        tracing::info!(adopted = ?adopted, pptp0_reused = !created, "data path loaded");
+        match Self::attach(&mut dp, config, rt, &pptp0).await {
+            Ok(seq) => Ok(Self {
+                dp,
+                pptp0,
+                seq,
+                adopted,
+            }),
+            Err(e) => {
+                if created {
+                    dp.unpin();
+                    drop(dp);
+                    let _ = netdev::delete(rt, &config.pptp0).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn attach(
+        dp: &mut Datapath,
+        config: &ServerConfig,
+        rt: &rtnetlink::Handle,
+        pptp0: &netdev::Pptp0,
+    ) -> anyhow::Result<SeqSpace> {
+        netdev::add_address(rt, pptp0.ifindex, config.tunnel_local).await?;
         for w in &config.wan {
             dp.attach_xdp(w, config.xdp_mode)?;
         }
         dp.attach_encap(&pptp0.peer_name)?;
         dp.attach_pass(&pptp0.name)?;
         // `xdp` mode: the LAN program on every CPU, each session encapsulated on its home CPU.
-        let steer_cpus = if config.xdp_forwarding {
+        // Adopted as is, the program arrays and CPU map already hold this very object's.
+        let steer_cpus = if !config.xdp_forwarding {
+            dp.disable_xdp_forwarding()?;
+            0
+        } else if dp.adopted_as_is() {
+            dp.config()?.steer_cpus
+        } else {
             dp.enable_xdp_forwarding()?;
-            let cpus = dp.enable_steering()?;
+            dp.enable_steering()?
+        };
+        if config.xdp_forwarding {
             for lan in &config.lan {
                 dp.attach_lan(lan, config.xdp_mode)?;
             }
-            cpus
-        } else {
-            0
-        };
+            tracing::info!(lan = ?config.lan, steer_cpus, "forwarding mode xdp: client traffic bypasses netfilter");
+        }
         dp.set_config(&DatapathConfig {
             pptp0_peer_ifindex: pptp0.peer_ifindex,
             pptp0_mac: pptp0.mac,
@@ -964,20 +1162,41 @@ pub async fn run(
             pptp0_ifindex: pptp0.ifindex,
             steer_cpus,
         })?;
-        if config.xdp_forwarding {
-            tracing::info!(lan = ?config.lan, steer_cpus, "forwarding mode xdp: client traffic bypasses netfilter");
-        }
+        dp.settle()?;
         dp.seq_space()
     }
-    .await;
-    let seq = match attached {
-        Ok(seq) => seq,
-        Err(e) => {
-            drop(dp);
-            let _ = netdev::delete(&rt, &config.pptp0).await;
-            return Err(e);
+}
+
+/// Runs the gateway until SIGINT/SIGTERM (then tells clients, and removes routes, maps, `pptp0`
+/// and programs) or a handover (then leaves everything to the next worker).
+pub async fn run(
+    config: ServerConfig,
+    mut gateway: Gateway,
+    mut reloader: Reloader,
+) -> anyhow::Result<Exit> {
+    // Signals first: a SIGTERM during start-up must still mean "stop cleanly", not the default
+    // action (which would leave pptp0 and the programs behind).
+    let mut signals = Signals::new()?;
+    let worker = Arc::new(Worker::from_env()?);
+    let (conn, rt, _) = rtnetlink::new_connection().context("rtnetlink")?;
+    tokio::spawn(conn);
+    let sockets = Sockets::open(&config, &worker).await?;
+    // Until start-up has succeeded, an error return removes the socket file again.
+    let mut api_file = RemoveOnDrop(config.api_socket.clone());
+    let (journal, recovered) = match &config.state_dir {
+        Some(dir) => {
+            let (j, r) = Journal::open(dir, crate::kernel::pins::layout())
+                .with_context(|| format!("restart.state_dir {}", dir.display()))?;
+            (Some(j), r)
         }
+        None => (None, Recovered::Nothing),
     };
+    let Kernel {
+        dp,
+        pptp0,
+        seq,
+        adopted,
+    } = Kernel::bring_up(&config, &rt).await?;
     // The next-hop caches follow routing changes; without the watch they stay off (every packet
     // is looked up, as correct and slower).
     let route_watch = match dp.route_generation() {
@@ -991,46 +1210,14 @@ pub async fn run(
             None
         }
     };
-    let gre = Arc::new(gre_socket.into_async().context("register the GRE socket")?);
-    let (tx, mut rx) = mpsc::channel(INPUT_QUEUE);
+    let gre = Arc::new(sockets.gre.into_async().context("register the GRE socket")?);
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let limiter = Arc::new(std::sync::Mutex::new(crate::ratelimit::RateLimiter::new(
         config.connection_rate_per_source,
     )));
     let refusals = Arc::new(Refusals::default());
     let origin = Instant::now();
-
-    for (addr, listener) in listeners {
-        tracing::info!(%addr, "listening");
-        let accept = Acceptor {
-            tx: tx.clone(),
-            limiter: limiter.clone(),
-            refusals: refusals.clone(),
-            origin,
-        };
-        tokio::spawn(accept.run(listener));
-    }
-    {
-        let gre = gre.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Ok(r) = crate::kernel::slowpath::next_packet(&gre).await {
-                match r {
-                    Ok(r) => {
-                        let input = Input::Gre {
-                            local: r.local,
-                            peer: r.peer,
-                            call_id: r.header.call_id,
-                            payload: r.payload,
-                        };
-                        if tx.send(input).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "slow-path packet dropped"),
-                }
-            }
-        });
-    }
+    spawn_gre_reader(gre.clone(), tx.clone());
     let mut shell = Shell {
         dp,
         seq,
@@ -1041,37 +1228,132 @@ pub async fn run(
         rt: rt.clone(),
         pptp0_ifindex: pptp0.ifindex,
         route_failed: Vec::new(),
-        refusals,
+        refusals: refusals.clone(),
         origin,
         up_since: HashMap::new(),
         stats: ShellStats::default(),
-        limiter,
+        limiter: limiter.clone(),
         per_session_metrics: config.per_session_metrics,
         stopping: false,
         radius: config.radius.clone(),
         inputs: tx.clone(),
         accounting: config.accounting.clone().map(Accounting::start),
         idle: HashMap::new(),
+        worker: worker.clone(),
+        journal,
     };
-    let (query_tx, mut queries) = mpsc::unbounded_channel();
-    if let Some((addr, listener)) = metrics_listener {
+    // Sessions first, then the listeners: a new connection never races a carried one for an ID.
+    let carried = shell
+        .take_over(&mut gateway, recovered, adopted != Adopted::Fresh)
+        .await;
+    shell.stats.sessions_carried = carried.sessions as u64;
+    shell.stats.sessions_lost_in_restart = carried.ended as u64;
+    if let Some(a) = &shell.accounting
+        && carried.sessions == 0
+    {
+        // Nothing carried on: RADIUS may close whatever it still thinks we have open.
+        a.send(Accounting::on_off(crate::radius::accounting::ACCOUNTING_ON));
+    }
+    if carried.sessions + carried.ended + carried.orphans + carried.routes_removed > 0 {
+        tracing::info!(
+            carried = carried.sessions,
+            ended = carried.ended,
+            orphan_entries = carried.orphans,
+            stale_routes = carried.routes_removed,
+            "took over from the previous run"
+        );
+    }
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(
+        gateway.max_conn_id().map_or(1, |c| c + 1),
+    ));
+    for (addr, listener) in sockets.listeners {
+        tracing::info!(%addr, "listening");
+        let accept = Acceptor {
+            tx: tx.clone(),
+            limiter: limiter.clone(),
+            refusals: refusals.clone(),
+            origin,
+            next: next.clone(),
+            worker: worker.clone(),
+        };
+        tokio::spawn(accept.run(listener));
+    }
+    let (query_tx, queries) = mpsc::unbounded_channel();
+    if let Some((addr, listener)) = sockets.metrics {
         tracing::info!(%addr, "metrics and probes listening");
         tokio::spawn(crate::metrics::serve(listener, query_tx));
     } else {
         drop(query_tx);
     }
-    if let Some((socket, clients)) = das {
+    if let Some((socket, clients)) = sockets.das {
         tracing::info!(addr = %socket.local_addr()?, "dynamic authorization (RFC 5176) listening");
         tokio::spawn(das_loop(Arc::new(socket), clients, tx.clone()));
     }
-    if let Some((path, listener)) = api {
+    if let Some((path, listener)) = sockets.api {
         tracing::info!(socket = %path.display(), "control API listening");
         tokio::spawn(api_loop(listener, tx));
     }
     // Running: the socket is removed at the end of the main loop instead.
     api_file.0 = None;
-    tracing::info!(pptp0 = %pptp0.name, wan = ?config.wan, "pptpgw running");
+    worker.ready();
+    tracing::info!(pptp0 = %pptp0.name, wan = ?config.wan, supervised = worker.supervised(), pinned = config.pin_dir.is_some(), "pptpgw running");
+    let mut inputs = Inputs { rx, queries };
+    let exit = serve(
+        &mut shell,
+        &mut gateway,
+        &mut reloader,
+        &mut signals,
+        &mut inputs,
+        config.shutdown_grace,
+    )
+    .await;
+    if let Some(w) = route_watch {
+        w.abort();
+    }
+    match exit {
+        Exit::HandedOver => hand_over(shell).await,
+        Exit::Stopped => tear_down(shell, &config, &rt).await?,
+    }
+    Ok(exit)
+}
 
+fn spawn_gre_reader(gre: Arc<AsyncFd<GreSocket>>, tx: mpsc::Sender<Input>) {
+    tokio::spawn(async move {
+        while let Ok(r) = crate::kernel::slowpath::next_packet(&gre).await {
+            match r {
+                Ok(r) => {
+                    let input = Input::Gre {
+                        local: r.local,
+                        peer: r.peer,
+                        call_id: r.header.call_id,
+                        payload: r.payload,
+                    };
+                    if tx.send(input).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "slow-path packet dropped"),
+            }
+        }
+    });
+}
+
+/// What the main loop reads besides signals and timers.
+struct Inputs {
+    rx: mpsc::Receiver<Input>,
+    queries: mpsc::UnboundedReceiver<crate::metrics::Query>,
+}
+
+/// The main loop: events in, commands out, until a stop has ended every session (or its grace
+/// ran out, or a second signal came) or a handover was asked for.
+async fn serve(
+    shell: &mut Shell,
+    gateway: &mut Gateway,
+    reloader: &mut Reloader,
+    signals: &mut Signals,
+    inputs: &mut Inputs,
+    shutdown_grace: Duration,
+) -> Exit {
     let mut stopping: Option<Instant> = None;
     let mut ack_tick = tokio::time::interval(Duration::from_millis(100));
     ack_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -1080,77 +1362,41 @@ pub async fn run(
             .timers
             .next()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let deadline = stopping.map(|t| t + config.shutdown_grace);
+        let deadline = stopping.map(|t| t + shutdown_grace);
         tokio::select! {
             // The first signal stops gracefully; a second exits at once (the next start reconciles).
-            _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
+            _ = async { tokio::select! { _ = signals.term.recv() => {}, _ = signals.int.recv() => {} } } => {
                 if stopping.is_some() {
-                    break;
+                    return Exit::Stopped;
                 }
                 stopping = Some(Instant::now());
                 shell.stopping = true;
                 let c = gateway.handle(Event::Shutdown);
                 shell.execute(c).await;
             }
-            _ = tokio::time::sleep_until(deadline.unwrap_or(wake)), if deadline.is_some() && gateway.session_count() > 0 => break,
+            _ = signals.usr2.recv(), if stopping.is_none() => return Exit::HandedOver,
+            _ = tokio::time::sleep_until(deadline.unwrap_or(wake)), if deadline.is_some() && gateway.session_count() > 0 => return Exit::Stopped,
             _ = tokio::time::sleep_until(wake) => {
                 while let Some(k) = shell.timers.pop_due(Instant::now()) {
                     let c = gateway.handle(Event::Timer(k));
                     shell.execute(c).await;
                 }
             }
-            _ = ack_tick.tick() => {
-                shell.send_idle_acks();
-                if let Some(a) = shell.accounting.as_mut() {
-                    a.interims(&shell.dp);
-                }
-                for session in shell.idle_sessions() {
-                    shell.idle.remove(&session);
-                    let c = gateway.handle(Event::Idle { session });
-                    shell.execute(c).await;
-                }
+            _ = ack_tick.tick() => shell.tick(gateway).await,
+            _ = signals.hup.recv() => {
+                shell.reload(gateway, reloader).await;
             }
-            _ = hup.recv() => {
-                shell.reload(&mut gateway, &mut reloader).await;
-            }
-            Some(q) = queries.recv() => match q {
+            Some(q) = inputs.queries.recv() => match q {
                 crate::metrics::Query::Metrics(reply) => {
-                    let snapshot = shell.snapshot(&gateway).await;
+                    let snapshot = shell.snapshot(gateway).await;
                     let _ = reply.send(crate::metrics::render(&snapshot));
                 }
                 crate::metrics::Query::Health(reply) => {
                     let _ = reply.send(!shell.stopping);
                 }
             },
-            Some(input) = rx.recv() => {
-                let cmds = match input {
-                    Input::Accepted { conn, local, peer, out } => {
-                        shell.conns.insert(conn, out);
-                        gateway.handle(Event::Accepted { conn, local, peer })
-                    }
-                    Input::Bytes { conn, bytes } => gateway.handle(Event::ControlBytes { conn, bytes: &bytes }),
-                    Input::Closed { conn } => {
-                        shell.conns.remove(&conn);
-                        gateway.handle(Event::ControlClosed { conn })
-                    }
-                    Input::Gre { local, peer, call_id, payload } => gateway.handle(Event::Gre { local, peer, call_id, payload: &payload }),
-                    Input::Api { request, reply } => {
-                        let answer = shell.answer(&mut gateway, &mut reloader, request).await;
-                        let _ = reply.send(answer);
-                        Vec::new()
-                    }
-                    Input::Dynamic { request, from, socket } => {
-                        shell.dynamic(&mut gateway, &request, from, &socket).await;
-                        Vec::new()
-                    }
-                    Input::DynamicRefused => {
-                        shell.stats.das_refused += 1;
-                        Vec::new()
-                    }
-                    Input::Verdict { session, creds, verdict, authorization } => {
-                        gateway.handle(Event::Verdict { session, creds, verdict, authorization })
-                    }
-                };
+            Some(input) = inputs.rx.recv() => {
+                let cmds = shell.input(gateway, reloader, input).await;
                 shell.execute(cmds).await;
             }
         }
@@ -1161,10 +1407,94 @@ pub async fn run(
             shell.execute(c).await;
         }
         if stopping.is_some() && gateway.session_count() == 0 && shell.conns.is_empty() {
-            break;
+            return Exit::Stopped;
         }
     }
-    if let Ok(c) = shell.dp.counters() {
+}
+
+impl Shell {
+    /// Every 100 ms: owed acks, due Interim-Updates, idle sessions.
+    async fn tick(&mut self, gateway: &mut Gateway) {
+        self.send_idle_acks();
+        if let Some(a) = self.accounting.as_mut() {
+            a.interims(&self.dp);
+        }
+        for session in self.idle_sessions() {
+            self.idle.remove(&session);
+            let c = gateway.handle(Event::Idle { session });
+            self.execute(c).await;
+        }
+    }
+
+    /// One input from the sockets, the API or a RADIUS task, as core events.
+    async fn input(
+        &mut self,
+        gateway: &mut Gateway,
+        reloader: &mut Reloader,
+        input: Input,
+    ) -> Vec<Command> {
+        match input {
+            Input::Accepted {
+                conn,
+                local,
+                peer,
+                out,
+            } => {
+                self.conns.insert(conn, out);
+                gateway.handle(Event::Accepted { conn, local, peer })
+            }
+            Input::Bytes { conn, bytes } => gateway.handle(Event::ControlBytes {
+                conn,
+                bytes: &bytes,
+            }),
+            Input::Closed { conn } => {
+                self.conns.remove(&conn);
+                gateway.handle(Event::ControlClosed { conn })
+            }
+            Input::Gre {
+                local,
+                peer,
+                call_id,
+                payload,
+            } => gateway.handle(Event::Gre {
+                local,
+                peer,
+                call_id,
+                payload: &payload,
+            }),
+            Input::Api { request, reply } => {
+                let answer = self.answer(gateway, reloader, request).await;
+                let _ = reply.send(answer);
+                Vec::new()
+            }
+            Input::Dynamic {
+                request,
+                from,
+                socket,
+            } => {
+                self.dynamic(gateway, &request, from, &socket).await;
+                Vec::new()
+            }
+            Input::DynamicRefused => {
+                self.stats.das_refused += 1;
+                Vec::new()
+            }
+            Input::Verdict {
+                session,
+                creds,
+                verdict,
+                authorization,
+            } => gateway.handle(Event::Verdict {
+                session,
+                creds,
+                verdict,
+                authorization,
+            }),
+        }
+    }
+
+    fn log_counters(&self) {
+        let Ok(c) = self.dp.counters() else { return };
         let stats: Vec<String> = c
             .named_stats()
             .into_iter()
@@ -1178,20 +1508,46 @@ pub async fn run(
             .collect();
         tracing::info!(stats = %stats.join(" "), drops = %drops.join(" "), "data path counters");
     }
-    // Leave nothing behind: the monitor, routes of ours, maps (with the programs), pptp0.
-    if let Some(w) = route_watch {
-        w.abort();
+}
+
+/// An upgrade: nothing is torn down. The sessions are journaled, the sockets held by the
+/// supervisor, the data path pinned; the accounting records already queued get a moment to go.
+async fn hand_over(mut shell: Shell) {
+    HANDING_OVER.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(a) = shell.accounting.take() {
+        a.drain(Duration::from_secs(2)).await;
     }
-    let removed = route::reconcile(&rt, &[]).await.unwrap_or(0);
+    tracing::info!(
+        sessions = shell.up_since.len(),
+        "handed over: sessions, sockets and the data path left to the next worker"
+    );
+    // Dropped without closing anything the next worker needs: the connection tasks see the
+    // flag, the pinned maps and links stay.
+    drop(shell);
+}
+
+/// A stop: leave nothing behind — the routes of ours, the journal, the maps and programs (pins
+/// included), `pptp0`.
+async fn tear_down(
+    mut shell: Shell,
+    config: &ServerConfig,
+    rt: &rtnetlink::Handle,
+) -> anyhow::Result<()> {
+    shell.log_counters();
+    let removed = route::reconcile(rt, &[]).await.unwrap_or(0);
     // The Stops of the sessions just ended, and Accounting-Off, get a few seconds to go out.
     if let Some(a) = shell.accounting.take() {
         a.finish(Duration::from_secs(5)).await;
     }
+    if let Some(j) = shell.journal.take() {
+        j.remove();
+    }
+    shell.dp.unpin();
     drop(shell);
     if let Some(path) = &config.api_socket {
         let _ = std::fs::remove_file(path);
     }
-    netdev::delete(&rt, &config.pptp0).await?;
+    netdev::delete(rt, &config.pptp0).await?;
     tracing::info!(
         routes_removed = removed,
         "pptpgw stopped; routes, pptp0 and programs removed"
@@ -1205,11 +1561,13 @@ struct Acceptor {
     limiter: Arc<std::sync::Mutex<crate::ratelimit::RateLimiter>>,
     refusals: Arc<Refusals>,
     origin: Instant,
+    /// Connection IDs, shared by the listeners; they start above any a previous worker used.
+    next: Arc<std::sync::atomic::AtomicU64>,
+    worker: Arc<Worker>,
 }
 
 impl Acceptor {
     async fn run(self, listener: TcpListener) {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut backoff = Duration::ZERO;
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -1256,7 +1614,14 @@ impl Acceptor {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let conn = self
+                .next
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // The supervisor keeps a copy: the connection outlives this worker.
+            {
+                use std::os::fd::AsFd as _;
+                self.worker.hold(&conn_token(conn), stream.as_fd());
+            }
             let (out, out_rx) = ConnQueue::new();
             let accepted = Input::Accepted {
                 conn,
@@ -1268,7 +1633,13 @@ impl Acceptor {
             if self.tx.send(accepted).await.is_err() {
                 return;
             }
-            tokio::spawn(connection(conn, stream, self.tx.clone(), out_rx));
+            tokio::spawn(connection(
+                conn,
+                stream,
+                self.tx.clone(),
+                out_rx,
+                self.worker.clone(),
+            ));
         }
     }
 }
@@ -1327,8 +1698,17 @@ async fn connection(
     stream: TcpStream,
     tx: mpsc::Sender<Input>,
     mut out: ConnQueueRx,
+    worker: Arc<Worker>,
 ) {
     let (mut read, mut write) = stream.into_split();
+    let end = |read: tokio::net::tcp::OwnedReadHalf| {
+        // The supervisor's copy would keep the connection open: shut it for every holder.
+        use std::os::fd::AsRawFd as _;
+        let raw = read.as_ref().as_raw_fd();
+        // SAFETY: shutdown(2) on the live socket this task owns.
+        unsafe { libc::shutdown(raw, libc::SHUT_RDWR) };
+        worker.release(&conn_token(conn));
+    };
     // Control messages are at most 220 bytes: a small buffer per connection (there may be
     // 100,000 of them) costs a few more reads in a burst and nothing else.
     let mut buf = [0u8; 256];
@@ -1344,6 +1724,10 @@ async fn connection(
                     }
                 }
                 None => {
+                    if HANDING_OVER.load(std::sync::atomic::Ordering::Acquire) {
+                        // The next worker carries it on.
+                        return;
+                    }
                     let _ = write.shutdown().await;
                     break;
                 }
@@ -1359,6 +1743,10 @@ async fn connection(
             },
         }
     }
+    if HANDING_OVER.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
+    end(read);
     let _ = tx.send(Input::Closed { conn }).await;
 }
 
