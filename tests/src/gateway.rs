@@ -179,14 +179,69 @@ impl Rig {
         std::fs::write(self.dir.join("chap-secrets"), secrets).expect("write secrets");
     }
 
-    /// The running gateway's pid.
-    pub fn pid(&self) -> u32 {
+    /// The pid of `pptpgw run`: the supervisor (signals to it reach the worker).
+    pub fn supervisor_pid(&self) -> u32 {
         self.child.as_ref().expect("gateway running").id()
+    }
+
+    /// The worker's pid (the process that runs the sessions), waiting up to 10 s for one.
+    pub fn pid(&self) -> u32 {
+        let sup = self.supervisor_pid();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap_or_default();
+            if let Some(p) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "no worker under supervisor {sup}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL to the worker only (a crash): the supervisor starts another, which takes the
+    /// sessions over. Returns once the new worker's API answers, with its pid.
+    pub fn kill_worker(&self) -> u32 {
+        let old = self.pid();
+        // SAFETY: kill(2) on the worker under our supervisor.
+        unsafe { libc::kill(old as i32, libc::SIGKILL) };
+        self.wait_new_worker(old)
+    }
+
+    /// Waits (30 s) for a worker other than `old` whose API answers; its pid.
+    pub fn wait_new_worker(&self, old: u32) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let sup = self.supervisor_pid();
+            let children =
+                std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap_or_default();
+            let new = children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .find(|&p| p != old);
+            if let Some(p) = new
+                && self.try_api(&Request::Stats).is_ok()
+            {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "no new worker in 30 s\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The session journal (next to the API socket).
+    pub fn journal(&self) -> PathBuf {
+        self.dir.join("sessions.journal")
+    }
+
+    /// Where the gateway of this rig pins its data path.
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/pptpgw/net-{}", self.gw.inode()))
     }
 
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid() as i32, signal) };
+        unsafe { libc::kill(self.supervisor_pid() as i32, signal) };
     }
 
     pub fn log(&self) -> String {
@@ -287,6 +342,8 @@ impl Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         self.crash();
+        // What a crashed gateway left pinned (its links die with the namespace, its maps here).
+        let _ = std::fs::remove_dir_all(self.pin_dir());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -17,6 +17,14 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// The namespace's inode (what `/proc/<pid>/ns/net` of a process inside names).
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/run/netns/{}", self.name))
+            .map(|m| m.ino())
+            .unwrap_or(0)
+    }
+
     /// A new namespace named `pt-<tag>-<pid>-<n>`, loopback up.
     pub fn new(tag: &str) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
