@@ -176,7 +176,10 @@ fn main() -> ExitCode {
         raise_nofile_limit();
         return pptp_user::handover::supervisor::run(std::env::args_os().skip(1).collect());
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pptpgw: tokio runtime: {e}");
@@ -240,7 +243,10 @@ async fn cli_main(cli: Cli) -> ExitCode {
             .await
             .and_then(|v| match v["error"].as_str() {
                 Some(e) => Err(anyhow::anyhow!("upgrade: {e}")),
-                None => Ok(println!("upgrade started")),
+                None => {
+                    println!("upgrade started");
+                    Ok(())
+                }
             }),
     };
     match result {

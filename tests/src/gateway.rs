@@ -149,6 +149,8 @@ impl Rig {
             .arg(&self.api_socket)
             .args(self.wan.iter().flat_map(|w| ["--wan", w.as_str()]))
             .args(["--xdp-mode", "native"])
+            .arg("--pin-dir")
+            .arg(test_bpffs())
             .env("RUST_LOG", "info,pptp_user=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -189,12 +191,20 @@ impl Rig {
         let sup = self.supervisor_pid();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let children =
-                std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap_or_default();
-            if let Some(p) = children.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            let children = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children"))
+                .unwrap_or_default();
+            if let Some(p) = children
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+            {
                 return p;
             }
-            assert!(Instant::now() < deadline, "no worker under supervisor {sup}\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no worker under supervisor {sup}\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -213,8 +223,8 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let sup = self.supervisor_pid();
-            let children =
-                std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children")).unwrap_or_default();
+            let children = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children"))
+                .unwrap_or_default();
             let new = children
                 .split_whitespace()
                 .filter_map(|p| p.parse::<u32>().ok())
@@ -224,7 +234,11 @@ impl Rig {
             {
                 return p;
             }
-            assert!(Instant::now() < deadline, "no new worker in 30 s\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no new worker in 30 s\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -236,7 +250,7 @@ impl Rig {
 
     /// Where the gateway of this rig pins its data path.
     pub fn pin_dir(&self) -> PathBuf {
-        PathBuf::from(format!("/sys/fs/bpf/pptpgw/net-{}", self.gw.inode()))
+        test_bpffs().join(format!("net-{}", self.gw.inode()))
     }
 
     pub fn signal(&self, signal: i32) {
@@ -346,6 +360,26 @@ impl Drop for Rig {
         let _ = std::fs::remove_dir_all(self.pin_dir());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A bpf filesystem every test's gateway sees: `ip netns exec` gives each command a /sys of its
+/// own (no bpffs there), so pins under /sys/fs/bpf would die with the process tree. Mounted
+/// once, under /run (which the namespaces share).
+pub fn test_bpffs() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let dir = PathBuf::from("/run/pptpgw-tests/bpf");
+    ONCE.call_once(|| {
+        std::fs::create_dir_all(&dir).expect("create /run/pptpgw-tests/bpf");
+        let fstype = Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(&dir)
+            .output()
+            .expect("stat");
+        if !String::from_utf8_lossy(&fstype.stdout).contains("bpf") {
+            run_ok(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&dir));
+        }
+    });
+    dir
 }
 
 /// `key=value` pairs of the client's line that starts with `event`.

@@ -1929,10 +1929,10 @@ mod tests {
                 .any(|c| matches!(c, Command::SendPpp { .. } | Command::SendControl { .. }))
         );
         // Keepalives run again.
-        assert!(out.iter().any(|c| matches!(
-            c,
-            Command::SetTimer(TimerKey::Link(_, LinkTimer::Echo), _)
-        )));
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, Command::SetTimer(TimerKey::Link(_, LinkTimer::Echo), _)))
+        );
         // An LCP Echo-Request from the client is answered with the same magic number.
         let echo = ppp(proto::LCP, &[code::ECHO_REQUEST, 9, 0, 8, 1, 2, 3, 4]);
         let answer = new.handle(Event::Gre {
@@ -1949,7 +1949,14 @@ mod tests {
         let mut other = Client::new(8, 8, "bob", "hunter2");
         let up = other.dial(&mut new, &mut l2);
         assert_ne!(up_addr(&up), Some(addr));
-        assert_eq!(new.sessions().iter().map(|v| v.slot).collect::<BTreeSet<_>>().len(), 2);
+        assert_eq!(
+            new.sessions()
+                .iter()
+                .map(|v| v.slot)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            2
+        );
 
         // The client hangs up: everything the restored session held is released.
         l2.apply(&new.handle(Event::ControlClosed { conn: 7 }));

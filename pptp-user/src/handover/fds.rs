@@ -41,7 +41,11 @@ pub mod msg {
 pub const EXIT_HANDED_OVER: i32 = 75;
 
 /// Sends one datagram, with a descriptor attached when given.
-pub fn send(channel: BorrowedFd<'_>, text: &str, fd: Option<BorrowedFd<'_>>) -> std::io::Result<()> {
+pub fn send(
+    channel: BorrowedFd<'_>,
+    text: &str,
+    fd: Option<BorrowedFd<'_>>,
+) -> std::io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: text.as_ptr() as *mut libc::c_void,
         iov_len: text.len(),
@@ -112,7 +116,8 @@ pub fn recv(channel: BorrowedFd<'_>) -> std::io::Result<Option<(String, Option<O
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let count =
+                    ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
                 for i in 0..count {
                     fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                 }
@@ -314,7 +319,10 @@ mod tests {
         let (text, fd) = recv(b.as_fd()).unwrap().unwrap();
         assert_eq!((text.as_str(), fd.is_none()), ("release conn:7", true));
         drop(a);
-        assert!(recv(b.as_fd()).unwrap().is_none(), "closed end reads as None");
+        assert!(
+            recv(b.as_fd()).unwrap().is_none(),
+            "closed end reads as None"
+        );
 
         let (keep, _other) = channel_pair().unwrap();
         let m = write_manifest([("conn:9", keep.as_raw_fd()), ("gre", 9999)].into_iter()).unwrap();

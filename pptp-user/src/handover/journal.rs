@@ -41,8 +41,13 @@ pub struct JournaledSession {
 pub enum Entry {
     Up(Box<JournaledSession>),
     /// A new Session-Timeout deadline for a live session (RADIUS CoA).
-    Limit { id: SessionId, at_ms: u64 },
-    Down { id: SessionId },
+    Limit {
+        id: SessionId,
+        at_ms: u64,
+    },
+    Down {
+        id: SessionId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -324,11 +329,9 @@ mod tests {
             Err(JournalError::OtherVersion(header(7), header(8)))
         );
         // One flipped byte in the second entry: nothing is adopted, not even the first.
-        let flipped = good.replacen("\"alice\"", "\"alicf\"", 2).replacen(
-            "\"alicf\"",
-            "\"alice\"",
-            1,
-        );
+        let flipped =
+            good.replacen("\"alice\"", "\"alicf\"", 2)
+                .replacen("\"alicf\"", "\"alice\"", 1);
         assert_eq!(
             decode(&flipped, 7),
             Err(JournalError::Corrupt(3, "checksum mismatch"))
@@ -355,11 +358,15 @@ mod tests {
         let (mut j, r) = Journal::open(&dir, 7).unwrap();
         assert!(matches!(r, Recovered::Nothing));
         for round in 0..1500u64 {
-            j.append(Entry::Up(Box::new(session(round % 3 + 1)))).unwrap();
+            j.append(Entry::Up(Box::new(session(round % 3 + 1))))
+                .unwrap();
             j.append(Entry::Down { id: round % 3 + 1 }).unwrap();
         }
         j.append(Entry::Up(Box::new(session(2)))).unwrap();
-        let lines = std::fs::read_to_string(dir.join(FILE)).unwrap().lines().count();
+        let lines = std::fs::read_to_string(dir.join(FILE))
+            .unwrap()
+            .lines()
+            .count();
         assert!(lines < 1100, "compacted: {lines} lines");
         drop(j);
         let (j, r) = Journal::open(&dir, 7).unwrap();

@@ -188,7 +188,8 @@ impl Supervisor {
     /// Starts a worker with every held descriptor.
     fn spawn(&mut self) -> std::io::Result<()> {
         let (ours, theirs) = fds::channel_pair()?;
-        let manifest = fds::write_manifest(self.held.iter().map(|(t, f)| (t.as_str(), f.as_raw_fd())))?;
+        let manifest =
+            fds::write_manifest(self.held.iter().map(|(t, f)| (t.as_str(), f.as_raw_fd())))?;
         let mut passed: Vec<RawFd> = self.held.values().map(|f| f.as_raw_fd()).collect();
         passed.push(theirs.as_raw_fd());
         passed.push(manifest.as_raw_fd());
@@ -297,7 +298,10 @@ impl Supervisor {
         Ok(None)
     }
 
-    fn worker_exited(&mut self, status: std::process::ExitStatus) -> std::io::Result<Option<ExitCode>> {
+    fn worker_exited(
+        &mut self,
+        status: std::process::ExitStatus,
+    ) -> std::io::Result<Option<ExitCode>> {
         let code = status.code();
         if self.stopping {
             log(&format!("worker stopped ({status})"));
@@ -305,7 +309,9 @@ impl Supervisor {
         }
         if self.upgrading.is_some() || code == Some(EXIT_HANDED_OVER) {
             let e = self.exec_upgrade();
-            log(&format!("upgrade failed ({e}): starting a worker of this binary again"));
+            log(&format!(
+                "upgrade failed ({e}): starting a worker of this binary again"
+            ));
             self.upgrading = None;
             self.spawn()?;
             return Ok(None);
@@ -319,7 +325,8 @@ impl Supervisor {
             return Ok(Some(ExitCode::from(code.unwrap_or(1).clamp(1, 255) as u8)));
         }
         let now = Instant::now();
-        self.restarts.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
+        self.restarts
+            .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
         if self.restarts.len() >= MAX_RESTARTS {
             log(&format!(
                 "worker died ({status}) {MAX_RESTARTS} times within {RESTART_WINDOW:?}: giving up; the data path stays pinned for the next start"
@@ -327,8 +334,12 @@ impl Supervisor {
             return Ok(Some(ExitCode::FAILURE));
         }
         self.restarts.push_back(now);
-        let signal = status.signal().map_or(String::new(), |s| format!(" by signal {s}"));
-        log(&format!("worker died ({status}{signal}): restarting with the sessions"));
+        let signal = status
+            .signal()
+            .map_or(String::new(), |s| format!(" by signal {s}"));
+        log(&format!(
+            "worker died ({status}{signal}): restarting with the sessions"
+        ));
         self.spawn()?;
         Ok(None)
     }
@@ -336,10 +347,11 @@ impl Supervisor {
     /// Replaces this process with the binary at our path (the new version), passing every held
     /// descriptor. Returns only on failure.
     fn exec_upgrade(&mut self) -> std::io::Error {
-        let manifest = match fds::write_manifest(self.held.iter().map(|(t, f)| (t.as_str(), f.as_raw_fd()))) {
-            Ok(m) => m,
-            Err(e) => return e,
-        };
+        let manifest =
+            match fds::write_manifest(self.held.iter().map(|(t, f)| (t.as_str(), f.as_raw_fd()))) {
+                Ok(m) => m,
+                Err(e) => return e,
+            };
         for f in self.held.values() {
             // SAFETY: clearing close-on-exec on descriptors we own, for the exec below.
             unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0) };

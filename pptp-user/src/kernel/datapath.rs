@@ -3,6 +3,7 @@
 //! attached; one from [`Datapath::load_pinned`] leaves its maps and links in bpffs, forwarding
 //! on without us (see `pins.rs`), until [`Datapath::unpin`].
 
+use crate::kernel::pins::{PINNED_MAPS, Pins, fnv1a};
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
@@ -13,7 +14,6 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use crate::kernel::pins::{PINNED_MAPS, Pins, fnv1a};
 use pptp_common::{
     maps,
     session::{DatapathConfig, GreState, Session, SessionKey, SessionStats},
@@ -125,10 +125,7 @@ impl Datapath {
         let ebpf = loader
             .load(EBPF_OBJECT)
             .context("load the pptpgw eBPF object over the pinned maps")?;
-        let mut dp = Self {
-            ebpf,
-            pinned: None,
-        };
+        let mut dp = Self { ebpf, pinned: None };
         dp.load_programs()?;
         dp.pinned = Some(Pinned {
             pins: pins.clone(),
@@ -658,7 +655,14 @@ fn link_ifindex(path: &std::path::Path) -> std::io::Result<u32> {
         path_fd: 0,
     };
     // SAFETY: the attr points at a NUL-terminated path that outlives the call.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &get as *const GetAttr, size_of::<GetAttr>()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &get as *const GetAttr,
+            size_of::<GetAttr>(),
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -680,7 +684,14 @@ fn link_ifindex(path: &std::path::Path) -> std::io::Result<u32> {
         info: info.as_mut_ptr() as u64,
     };
     // SAFETY: the attr points at a live buffer of the stated length.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoAttr, size_of::<InfoAttr>()) };
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const InfoAttr,
+            size_of::<InfoAttr>(),
+        )
+    };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -108,10 +108,28 @@ pub async fn create(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Ppt
 /// missing; the caller then creates it afresh.
 pub async fn adopt(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Option<Pptp0>> {
     let peer_name = format!("{name}p");
-    if find(handle, name).await?.is_none() || find(handle, &peer_name).await?.is_none() {
+    let (Some(a), Some(b)) = (find(handle, name).await?, find(handle, &peer_name).await?) else {
         return Ok(None);
+    };
+    // As the previous run left it (up, this MTU): taken as it is, nothing is rewritten under
+    // the programs forwarding on it.
+    let as_left = |m: &LinkMessage| {
+        m.header
+            .flags
+            .contains(rtnetlink::packet_route::link::LinkFlags::Up)
+            && m.attributes.contains(&LinkAttribute::Mtu(mtu))
+    };
+    if !(as_left(&a) && as_left(&b)) {
+        return prepare(handle, name, &peer_name, mtu).await.map(Some);
     }
-    prepare(handle, name, &peer_name, mtu).await.map(Some)
+    Ok(Some(Pptp0 {
+        name: name.into(),
+        ifindex: a.header.index,
+        mac: mac_of(&a),
+        peer_name,
+        peer_ifindex: b.header.index,
+        peer_mac: mac_of(&b),
+    }))
 }
 
 /// Forwarding on, no IPv6, checksums finished in software, MTU set, both ends up.

@@ -81,7 +81,9 @@ fn on_bpffs(path: &Path) -> bool {
     };
     // SAFETY: statfs fills a local struct from a NUL-terminated path.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c.as_ptr(), &mut s) } == 0) && s.f_type as i64 == BPF_FS_MAGIC
+    // SAFETY: as above.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut s) };
+    rc == 0 && s.f_type as i64 == BPF_FS_MAGIC
 }
 
 impl Pins {
@@ -102,6 +104,12 @@ impl Pins {
             };
             if rc != 0 {
                 tracing::warn!(error = %std::io::Error::last_os_error(), "mount bpffs on /sys/fs/bpf");
+            } else {
+                // Ours alone when this process has a mount namespace of its own (`ip netns
+                // exec` gives one): the pins then last only as long as it does.
+                tracing::warn!(
+                    "bpffs was not mounted on /sys/fs/bpf: mounted it; mount it on the host (and into the container) for the data path to outlive the process tree"
+                );
             }
         }
         std::fs::create_dir_all(root).map_err(|e| {

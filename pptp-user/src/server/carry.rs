@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::{AcctSession, ConnQueue, Input, Shell, connection};
 use crate::{
     control::connection::ClearReason,
-    gateway::{ConnId, EndReason, Gateway},
+    gateway::{Command, ConnId, EndReason, Gateway},
     handover::{
         fds::conn_token,
         journal::{Entry, JournaledSession, Recovered, unix_ms},
@@ -69,7 +69,10 @@ impl Shell {
             .iter()
             .filter_map(|s| {
                 let at = s.limit_ms?;
-                Some((s.session.id, Duration::from_millis(at.saturating_sub(now_ms))))
+                Some((
+                    s.session.id,
+                    Duration::from_millis(at.saturating_sub(now_ms)),
+                ))
             })
             .collect();
         // Programmed already: what restore asks for is an update, never a reset of the
@@ -104,6 +107,22 @@ impl Shell {
         for s in &carry {
             self.resume_session(s);
         }
+        // A route the previous run projected is left as it is (adoption touches nothing that
+        // works); a missing one is projected.
+        let present: HashSet<Ipv4Addr> = route::list(&self.rt)
+            .await
+            .map(|routes| {
+                routes
+                    .into_iter()
+                    .filter(|r| r.ifindex == Some(self.pptp0_ifindex))
+                    .map(|r| r.addr)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cmds: Vec<Command> = cmds
+            .into_iter()
+            .filter(|c| !matches!(c, Command::ProjectRoute { addr, .. } if present.contains(addr)))
+            .collect();
         self.execute(cmds).await;
         let mut done = Carried {
             sessions: carry.len(),
@@ -116,7 +135,9 @@ impl Shell {
         let keep: HashSet<_> = carry.iter().map(|s| s.session.map().key).collect();
         match self.dp.sweep(&keep) {
             Ok(n) => done.orphans = n,
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "sweeping orphaned map entries failed"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "sweeping orphaned map entries failed")
+            }
         }
         let addrs: Vec<Ipv4Addr> = carry.iter().map(|s| s.session.addr).collect();
         match route::reconcile(&self.rt, &addrs).await {

@@ -443,8 +443,15 @@ impl Shell {
         match request {
             api::Request::Reload => self.reload(gateway, reloader).await,
             api::Request::Upgrade => {
-                if self.worker.upgrade() {
+                if self.worker.supervised() {
                     tracing::info!("upgrade requested: handing over to the installed binary");
+                    // Asked a moment later, so that this answer is written before the worker
+                    // hands over and exits.
+                    let worker = self.worker.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        worker.upgrade();
+                    });
                     json!({"upgrading": true})
                 } else {
                     json!({"error": "not supervised: nothing to hand over to (run without --no-supervisor)"})
@@ -842,7 +849,11 @@ impl Shell {
                     reason,
                     slot,
                 } => {
-                    if self.journal.as_ref().is_some_and(|j| j.get(session).is_some()) {
+                    if self
+                        .journal
+                        .as_ref()
+                        .is_some_and(|j| j.get(session).is_some())
+                    {
                         self.journal_entry(Entry::Down { id: session });
                     }
                     // The slot's counters stay until the slot is reused by a new session.
@@ -914,14 +925,13 @@ impl Accounting {
         let id_prefix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as u32);
-        let a = Self {
+        Self {
             tx,
             task,
             interim: setup.interim,
             sessions: HashMap::new(),
             id_prefix,
-        };
-        a
+        }
     }
 
     fn on_off(status: u32) -> crate::radius::accounting::Record {
@@ -1089,10 +1099,14 @@ impl Kernel {
     /// was created removes it again.
     async fn bring_up(config: &ServerConfig, rt: &rtnetlink::Handle) -> anyhow::Result<Self> {
         let (mut dp, adopted) = match &config.pin_dir {
-            Some(dir) => {
-                let pins = crate::kernel::pins::Pins::open(dir)?;
-                Datapath::load_pinned(&pins, config.xdp_forwarding)?
-            }
+            Some(dir) => match crate::kernel::pins::Pins::open(dir) {
+                Ok(pins) => Datapath::load_pinned(&pins, config.xdp_forwarding)?,
+                // Runs, but without the data path outliving us: said loudly, once.
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "hitless restart off: the data path is not pinned");
+                    (Datapath::load()?, Adopted::Fresh)
+                }
+            },
             None => (Datapath::load()?, Adopted::Fresh),
         };
         let mtu = u32::from(config.mtu);
@@ -1210,7 +1224,12 @@ pub async fn run(
             None
         }
     };
-    let gre = Arc::new(sockets.gre.into_async().context("register the GRE socket")?);
+    let gre = Arc::new(
+        sockets
+            .gre
+            .into_async()
+            .context("register the GRE socket")?,
+    );
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let limiter = Arc::new(std::sync::Mutex::new(crate::ratelimit::RateLimiter::new(
         config.connection_rate_per_source,
@@ -1521,9 +1540,11 @@ async fn hand_over(mut shell: Shell) {
         sessions = shell.up_since.len(),
         "handed over: sessions, sockets and the data path left to the next worker"
     );
-    // Dropped without closing anything the next worker needs: the connection tasks see the
-    // flag, the pinned maps and links stay.
-    drop(shell);
+    // Gone at once, without unwinding anything: dropping the runtime's tasks would shut the
+    // control connections' write halves (a FIN to every client). The pinned maps and links
+    // stay; the supervisor holds the sockets.
+    let _ = shell;
+    std::process::exit(crate::handover::fds::EXIT_HANDED_OVER);
 }
 
 /// A stop: leave nothing behind — the routes of ours, the journal, the maps and programs (pins
@@ -1614,9 +1635,7 @@ impl Acceptor {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let conn = self
-                .next
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let conn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // The supervisor keeps a copy: the connection outlives this worker.
             {
                 use std::os::fd::AsFd as _;
@@ -1725,7 +1744,9 @@ async fn connection(
                 }
                 None => {
                     if HANDING_OVER.load(std::sync::atomic::Ordering::Acquire) {
-                        // The next worker carries it on.
+                        // The next worker carries it on: no FIN (dropping the write half
+                        // would send one).
+                        write.forget();
                         return;
                     }
                     let _ = write.shutdown().await;
@@ -1744,6 +1765,7 @@ async fn connection(
         }
     }
     if HANDING_OVER.load(std::sync::atomic::Ordering::Acquire) {
+        write.forget();
         return;
     }
     end(read);
