@@ -170,11 +170,12 @@ fn xdp_mode(m: XdpModeName) -> XdpMode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Run(args) = &cli.command
-        && supervised(args)
+        && let Some(config) = supervised(args)
     {
         // The supervisor holds every socket: as many descriptors as the worker may open.
         raise_nofile_limit();
-        return pptp_user::handover::supervisor::run(std::env::args_os().skip(1).collect());
+        let json = config.log.format == LogFormat::Json;
+        return pptp_user::handover::supervisor::run(std::env::args_os().skip(1).collect(), json);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -191,11 +192,11 @@ fn main() -> ExitCode {
 
 /// `run` starts the supervisor unless this is its worker, or supervision is off (a config that
 /// does not parse runs unsupervised, to report its error the one way).
-fn supervised(args: &RunArgs) -> bool {
+fn supervised(args: &RunArgs) -> Option<Config> {
     if std::env::var_os(pptp_user::handover::fds::ENV_WORKER).is_some() || args.no_supervisor {
-        return false;
+        return None;
     }
-    read_config(args).is_ok_and(|c| c.restart.supervise)
+    read_config(args).ok().filter(|c| c.restart.supervise)
 }
 
 async fn cli_main(cli: Cli) -> ExitCode {

@@ -590,20 +590,32 @@ fn at_the_descriptor_limit_sessions_live_on_and_new_clients_get_in_once_it_passe
     assert!(log.contains("accept failed; backing off"), "{log}");
 }
 
-/// A gateway killed outright leaves `pptp0` (and its routes) behind; the next start removes them
-/// and says so.
+/// A gateway killed outright (the whole process tree) leaves `pptp0` and the pinned data path
+/// behind; the next start takes `pptp0` over (the same device, not a second one) and says so.
 #[test]
-fn a_start_after_sigkill_removes_the_pptp0_left_behind() {
+fn a_start_after_sigkill_reuses_the_pptp0_left_behind() {
     require_root();
     let _one_at_a_time = serial();
     let mut rig = Rig::start("leftover", &config(""), SECRETS);
+    let index = |rig: &Rig| {
+        let out = rig.gw.ip(&["-o", "link", "show", "pptp0"]);
+        String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = index(&rig);
     rig.crash();
     let links = String::from_utf8_lossy(&rig.gw.ip(&["-o", "link", "show"]).stdout).to_string();
     assert!(links.contains("pptp0"), "{links}");
     let cfg = config("");
     rig.launch(&cfg, SECRETS);
     let log = rig.log();
-    assert!(log.contains("left by a previous run"), "{log}");
+    assert!(log.contains("pptp0_reused=true"), "{log}");
+    assert_eq!(index(&rig), before, "the same pptp0");
+    let now = String::from_utf8_lossy(&rig.gw.ip(&["-o", "link", "show"]).stdout).to_string();
+    assert_eq!(now.matches(": pptp0p@").count(), 1, "{now}");
     let out = rig.client(&[
         "--user",
         "bob",

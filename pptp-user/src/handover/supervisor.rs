@@ -55,13 +55,32 @@ struct Supervisor {
     restarts: VecDeque<Instant>,
 }
 
+/// `log.format = "json"`: the supervisor's lines are JSON objects too (one stream, one format).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn log(what: &str) {
-    // The worker logs in the configured format; the supervisor's few lines are plain.
-    eprintln!("pptpgw supervisor[{}]: {what}", std::process::id());
+    let pid = std::process::id();
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let line = serde_json::json!({
+            "timestamp": ts,
+            "level": "INFO",
+            "message": what,
+            "target": "pptpgw::supervisor",
+            "pid": pid,
+        });
+        eprintln!("{line}");
+    } else {
+        eprintln!("pptpgw supervisor[{pid}]: {what}");
+    }
 }
 
-/// Runs the supervisor with the arguments the worker is to get (`run ...`).
-pub fn run(args: Vec<OsString>) -> ExitCode {
+/// Runs the supervisor with the arguments the worker is to get (`run ...`); `json`: log lines
+/// as JSON objects (`log.format`).
+pub fn run(args: Vec<OsString>, json: bool) -> ExitCode {
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {

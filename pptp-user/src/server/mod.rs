@@ -1273,6 +1273,12 @@ pub async fn run(
         // Nothing carried on: RADIUS may close whatever it still thinks we have open.
         a.send(Accounting::on_off(crate::radius::accounting::ACCOUNTING_ON));
     }
+    if carried.routes_removed > 0 {
+        tracing::info!(
+            removed = carried.routes_removed,
+            "removed stale routes of a previous run"
+        );
+    }
     if carried.sessions + carried.ended + carried.orphans + carried.routes_removed > 0 {
         tracing::info!(
             carried = carried.sessions,
