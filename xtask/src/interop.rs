@@ -3,7 +3,9 @@
 //! own tunnel address; in `xdp` mode to a server in a namespace behind the gateway's LAN
 //! interface, so the traffic is forwarded by XDP both ways; a third pass authenticates the client
 //! through a FreeRADIUS in the gateway's namespace (MS-CHAPv2 with RADIUS's MPPE keys, CHAP-MD5,
-//! PAP) with an empty secrets file.
+//! PAP) with an empty secrets file; a fourth kills the gateway's worker (SIGKILL) under the
+//! client's pings every 0.2 s (hitless restart): the link must never end and ≥ 99 % of the
+//! pings be answered.
 
 use std::{
     path::Path,
@@ -47,6 +49,8 @@ struct Pass {
     plain: usize,
     /// Counters that must have moved.
     moved: &'static [&'static str],
+    /// The hitless-restart job instead of the cases: the worker is killed under pings.
+    restart: bool,
 }
 
 const STACK: Pass = Pass {
@@ -76,6 +80,7 @@ deny pap
     stateful: 1,
     plain: 5,
     moved: &["xdp_decap", "encapsulated"],
+    restart: false,
 };
 
 /// The server behind the LAN in `xdp` mode (the tunnel address in `stack` mode).
@@ -102,6 +107,7 @@ deny pap
     stateful: 1,
     plain: 3,
     moved: &["forward_xdp", "lan_seen", "encapsulated"],
+    restart: false,
 };
 
 /// The real client authenticated by RADIUS: MS-CHAPv2 with MPPE keys from FreeRADIUS, CHAP-MD5
@@ -120,6 +126,22 @@ deny pap
     stateful: 0,
     plain: 2,
     moved: &["xdp_decap", "encapsulated"],
+    restart: false,
+};
+
+/// The real client across a kill -9 of the worker (MPPE stateless, `stack` mode).
+const RESTART: Pass = Pass {
+    name: "restart",
+    extra: "",
+    radius: false,
+    cases: "",
+    refused: &[],
+    iperf: &[],
+    encrypted: 1,
+    stateful: 0,
+    plain: 0,
+    moved: &["xdp_decap", "encapsulated"],
+    restart: true,
 };
 
 pub fn interop() -> anyhow::Result<()> {
@@ -133,7 +155,7 @@ pub fn interop() -> anyhow::Result<()> {
     );
     // `PPTPGW_INTEROP_PASSES=radius,xdp` runs only those (development); all by default.
     let only = std::env::var("PPTPGW_INTEROP_PASSES").unwrap_or_default();
-    for pass in [STACK, XDP, RADIUS] {
+    for pass in [STACK, XDP, RADIUS, RESTART] {
         if !only.is_empty() && !only.split(',').any(|p| p == pass.name) {
             continue;
         }
@@ -166,7 +188,12 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     let share = vm_cache().join(format!("share-interop-{}", pass.name));
     let _ = std::fs::remove_dir_all(&share);
     std::fs::create_dir_all(&share)?;
-    std::fs::write(share.join("job.sh"), include_str!("jobs/interop.sh"))?;
+    let job = if pass.restart {
+        include_str!("jobs/restart.sh")
+    } else {
+        include_str!("jobs/interop.sh")
+    };
+    std::fs::write(share.join("job.sh"), job)?;
     std::fs::write(share.join("methods"), pass.cases)?;
     // The job reads "refused-<case>" as: the gateway must refuse this one.
     for case in pass.refused {
@@ -242,7 +269,11 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
         .context("spawn iperf3 -s")?;
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    let switcher = policy_switcher(pass, &share, &config_path, gw.id() as i32, done.clone());
+    let switcher = if pass.restart {
+        restart_killer(&share, gw.id(), done.clone())
+    } else {
+        policy_switcher(pass, &share, &config_path, gw.id() as i32, done.clone())
+    };
     let rc = vm::run_job(
         image,
         &share,
@@ -274,6 +305,9 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
         );
     }
     check(pass, &log)?;
+    if pass.restart {
+        check_restart(&share, &log)?;
+    }
     let routes = Command::new("ip")
         .args(["-n", &gw_ns, "route", "show", "proto", "241"])
         .output()?;
@@ -374,6 +408,66 @@ fn policy_switcher(
             }
         }
     })
+}
+
+/// Once the job says the link is up (and its pings run), SIGKILL to the worker under the
+/// supervisor `supervisor`; the supervisor starts another.
+fn restart_killer(
+    share: &Path,
+    supervisor: u32,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let share = share.to_path_buf();
+    std::thread::spawn(move || {
+        while !done.load(Ordering::Relaxed) && !share.join("up").exists() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        let children =
+            std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children"))
+                .unwrap_or_default();
+        if let Some(worker) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            println!("restart: SIGKILL to worker {worker}");
+            // SAFETY: kill(2) on the worker of the gateway we started.
+            unsafe { libc::kill(worker, libc::SIGKILL) };
+            let _ = std::fs::write(share.join("killed"), worker.to_string());
+        }
+    })
+}
+
+/// The restart pass: the worker was killed and replaced, the session carried over, pppd never
+/// saw its link end, and ≥ 99 % of the pings were answered.
+fn check_restart(share: &Path, log: &str) -> anyhow::Result<()> {
+    let ping = std::fs::read_to_string(share.join("restart.ping")).unwrap_or_default();
+    let summary = ping
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no ping summary");
+    println!("restart: {summary}");
+    let received: u32 = summary
+        .split(',')
+        .find_map(|p| p.trim().strip_suffix(" received")?.trim().parse().ok())
+        .unwrap_or(0);
+    if !share.join("killed").exists() || !log.contains("worker died") {
+        bail!("the worker was not killed");
+    }
+    if !log.contains("session carried over") {
+        bail!("the session was not carried over");
+    }
+    if !share.join("pppd-alive").exists() {
+        bail!("pppd saw the link end");
+    }
+    if received < 149 {
+        bail!("{received}/150 pings answered across the restart (< 99 %)");
+    }
+    Ok(())
 }
 
 /// What each case did, from the job's files.
