@@ -344,11 +344,33 @@ impl Rig {
         log
     }
 
-    /// SIGKILL: a crash, leaving routes and whatever else behind.
+    /// SIGKILL to the whole tree (supervisor and worker): a crash, leaving routes and whatever
+    /// else behind. Returns once the worker is gone too.
     pub fn crash(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let sup = child.id();
+        let worker = std::fs::read_to_string(format!("/proc/{sup}/task/{sup}/children"))
+            .ok()
+            .and_then(|c| {
+                c.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+            });
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(w) = worker {
+            // It dies with its supervisor (PR_SET_PDEATHSIG); make sure before going on.
+            // SAFETY: kill(2) on the worker we started.
+            unsafe { libc::kill(w as i32, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline
+                && std::fs::read_to_string(format!("/proc/{w}/status"))
+                    .is_ok_and(|s| !s.contains("State:\tZ"))
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }

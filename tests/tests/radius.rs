@@ -272,6 +272,132 @@ fn accounting_records_carry_the_data_paths_counters() {
     assert!(field("rx_packets").parse::<u32>().unwrap() >= 7);
 }
 
+/// Hitless restart: a kill -9 of the worker leaves one accounting session — one Start, Interims
+/// and the Stop under the same Acct-Session-Id, the Stop's time counted from the first start,
+/// no second Accounting-On.
+#[test]
+fn accounting_runs_on_across_a_worker_crash() {
+    require_root();
+    let mut rig = Rig::topology("rakill");
+    let radius = FreeRadius::start(&rig.gw, "rakill", USERS);
+    rig.launch(&config(&accounting_config()), "");
+    let mut client = rig
+        .client_command(&[
+            "--user",
+            "alice",
+            "--password",
+            "s3cret",
+            "--auth",
+            "pap",
+            "--hold",
+            "8",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !rig.sessions().iter().any(|s| s["state"] == "up") {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(15),
+            "{}",
+            rig.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    rig.kill_worker();
+    let status = client.wait().unwrap();
+    assert!(
+        status.success(),
+        "the client saw its session end early\n{}",
+        rig.log()
+    );
+    let records = wait_for(&radius, "Stop");
+    let status: Vec<&str> = records
+        .iter()
+        .map(|r| r["Acct-Status-Type"].as_str())
+        .collect();
+    assert_eq!(
+        status.iter().filter(|s| **s == "Accounting-On").count(),
+        1,
+        "{status:?}"
+    );
+    assert_eq!(
+        status.iter().filter(|s| **s == "Start").count(),
+        1,
+        "{status:?}"
+    );
+    let ids: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r.get("Acct-Session-Id").map(String::as_str))
+        .collect();
+    assert_eq!(ids.len(), 1, "one accounting session: {records:?}");
+    let stop = records
+        .iter()
+        .find(|r| r["Acct-Status-Type"] == "Stop")
+        .unwrap();
+    assert_eq!(stop["Acct-Terminate-Cause"], "User-Request", "{stop:?}");
+    assert!(
+        stop["Acct-Session-Time"].parse::<u32>().unwrap() >= 7,
+        "{stop:?}"
+    );
+    rig.assert_clean();
+}
+
+/// The whole process tree killed (a container restart): the next start ends the session whose
+/// control connection died with it, and RADIUS hears a Stop (Lost-Carrier) under its
+/// Acct-Session-Id before the new Accounting-On.
+#[test]
+fn a_session_lost_with_the_whole_tree_is_stopped_in_accounting() {
+    require_root();
+    let mut rig = Rig::topology("ratree");
+    let radius = FreeRadius::start(&rig.gw, "ratree", USERS);
+    rig.launch(&config(&accounting_config()), "");
+    let mut client = held_session(&rig, "4100");
+    wait_for(&radius, "Start");
+    rig.crash();
+    let _ = client.kill();
+    let _ = client.wait();
+    rig.launch(&config(&accounting_config()), "");
+    wait_for(&radius, "Stop");
+    // The Stop is sent before the new run's Accounting-On; wait for both.
+    let t = std::time::Instant::now();
+    let records = loop {
+        let r = radius.accounting_records();
+        let ons = r
+            .iter()
+            .filter(|r| r["Acct-Status-Type"] == "Accounting-On")
+            .count();
+        if ons >= 2 || t.elapsed() > std::time::Duration::from_secs(15) {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let status: Vec<&str> = records
+        .iter()
+        .map(|r| r["Acct-Status-Type"].as_str())
+        .collect();
+    let start = records
+        .iter()
+        .find(|r| r["Acct-Status-Type"] == "Start")
+        .unwrap();
+    let stop = records
+        .iter()
+        .find(|r| r["Acct-Status-Type"] == "Stop")
+        .unwrap();
+    assert_eq!(start["Acct-Session-Id"], stop["Acct-Session-Id"]);
+    assert_eq!(stop["Acct-Terminate-Cause"], "Lost-Carrier", "{stop:?}");
+    let stop_at = status.iter().position(|s| *s == "Stop").unwrap();
+    assert_eq!(
+        status[stop_at + 1..].first(),
+        Some(&"Accounting-On"),
+        "{status:?}"
+    );
+    rig.assert_clean();
+    assert!(rig.log().contains("lost-across-restart"), "{}", rig.log());
+}
+
 /// Accounting sent while no server listens is kept and delivered once one does.
 #[test]
 fn accounting_queued_while_the_server_is_down_is_delivered_after() {
