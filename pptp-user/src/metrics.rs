@@ -287,6 +287,16 @@ pub fn render(s: &Snapshot) -> String {
         "Routes projected (protocol 241)",
         s.routes,
     );
+    register_datapath(&mut r, s);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+/// The data path's series: events, drops, traffic in total and (when asked) per session.
+fn register_datapath(r: &mut Registry, s: &Snapshot) {
+    let sh = &s.shell;
     let events = Family::<Labels, Counter>::default();
     for (name, n) in &s.datapath {
         events
@@ -343,10 +353,6 @@ pub fn render(s: &Snapshot) -> String {
         r.register("session_rx_bytes", "Bytes from this session's client", rx);
         r.register("session_tx_bytes", "Bytes to this session's client", tx);
     }
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, &r);
-    out
 }
 
 /// What the HTTP side asks the controller's loop.

@@ -294,6 +294,124 @@ impl Shell {
         }
     }
 
+    /// A session came up: uptime, idle timeout, accounting Start, the journal.
+    fn session_up(&mut self, command: Command) {
+        let Command::SessionUp {
+            session,
+            user,
+            addr,
+            local,
+            peer,
+            encryption,
+            slot,
+            call_id,
+            class,
+            interim,
+            idle_timeout,
+            record,
+        } = command
+        else {
+            return;
+        };
+        self.up_since.insert(session, Instant::now());
+        if let Some(t) = idle_timeout {
+            self.idle
+                .insert(session, (slot, Duration::from_secs(u64::from(t))));
+        }
+        tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption = %encryption, "session up");
+        if let Some(a) = self.accounting.as_mut() {
+            let info = crate::radius::accounting::SessionInfo {
+                session_id: format!("{:08X}{session:08X}", a.id_prefix),
+                user: user.unwrap_or_default(),
+                framed_ip: addr,
+                calling: peer,
+                called: local,
+                nas_port: u32::from(call_id),
+                class,
+            };
+            let interim = interim
+                .map(|s| Duration::from_secs(u64::from(s).max(10)))
+                .or(a.interim);
+            a.send(crate::radius::accounting::Record {
+                status: crate::radius::accounting::START,
+                session: Some(info.clone()),
+                session_time: None,
+                traffic: None,
+                terminate_cause: None,
+                at: Instant::now(),
+            });
+            a.sessions.insert(
+                session,
+                AcctSession {
+                    info,
+                    slot,
+                    started: Instant::now(),
+                    interim,
+                    next_interim: interim.map(|d| Instant::now() + d),
+                },
+            );
+        }
+        if let Some(record) = record {
+            self.journal_up(*record);
+        }
+    }
+
+    /// A session ended: counters folded into the totals, accounting Stop, the journal.
+    fn session_down(&mut self, command: Command) {
+        let Command::SessionDown {
+            session,
+            user,
+            reason,
+            slot,
+        } = command
+        else {
+            return;
+        };
+        if self
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.get(session).is_some())
+        {
+            self.journal_entry(Entry::Down { id: session });
+        }
+        // The slot's counters stay until the slot is reused by a new session.
+        let c = self.dp.session_stats(slot).unwrap_or_default();
+        self.stats.ended_rx_bytes += c.rx_bytes;
+        self.stats.ended_tx_bytes += c.tx_bytes;
+        self.stats.ended_rx_packets += c.rx_packets;
+        self.stats.ended_tx_packets += c.tx_packets;
+        self.idle.remove(&session);
+        let uptime = self
+            .up_since
+            .remove(&session)
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if let Some(a) = self.accounting.as_mut()
+            && let Some(s) = a.sessions.remove(&session)
+        {
+            a.send(crate::radius::accounting::Record {
+                status: crate::radius::accounting::STOP,
+                session_time: Some(s.started.elapsed().as_secs() as u32),
+                traffic: Some(traffic(&c)),
+                terminate_cause: Some(crate::radius::accounting::terminate_cause(&reason)),
+                session: Some(s.info),
+                at: Instant::now(),
+            });
+        }
+        tracing::info!(
+            session,
+            user = user.as_deref().unwrap_or("-"),
+            reason = %reason.label(),
+            detail = ?reason,
+            uptime_s = format!("{uptime:.1}"),
+            rx_packets = c.rx_packets,
+            rx_bytes = c.rx_bytes,
+            tx_packets = c.tx_packets,
+            tx_bytes = c.tx_bytes,
+            rx_dropped = c.rx_dropped,
+            tx_dropped = c.tx_dropped,
+            "session down"
+        );
+    }
     /// Journals a session that came up, with what the shell adds to the core's record.
     fn journal_up(&mut self, session: crate::gateway::SessionRecord) {
         if self.journal.is_none() {
@@ -787,115 +905,8 @@ impl Shell {
                         tracing::warn!(%addr, error = %format!("{e:#}"), "route withdrawal failed");
                     }
                 }
-                Command::SessionUp {
-                    session,
-                    user,
-                    addr,
-                    local,
-                    peer,
-                    encryption,
-                    slot,
-                    call_id,
-                    class,
-                    interim,
-                    idle_timeout,
-                    record,
-                } => {
-                    self.up_since.insert(session, Instant::now());
-                    if let Some(t) = idle_timeout {
-                        self.idle
-                            .insert(session, (slot, Duration::from_secs(u64::from(t))));
-                    }
-                    tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption = %encryption, "session up");
-                    if let Some(a) = self.accounting.as_mut() {
-                        let info = crate::radius::accounting::SessionInfo {
-                            session_id: format!("{:08X}{session:08X}", a.id_prefix),
-                            user: user.unwrap_or_default(),
-                            framed_ip: addr,
-                            calling: peer,
-                            called: local,
-                            nas_port: u32::from(call_id),
-                            class,
-                        };
-                        let interim = interim
-                            .map(|s| Duration::from_secs(u64::from(s).max(10)))
-                            .or(a.interim);
-                        a.send(crate::radius::accounting::Record {
-                            status: crate::radius::accounting::START,
-                            session: Some(info.clone()),
-                            session_time: None,
-                            traffic: None,
-                            terminate_cause: None,
-                            at: Instant::now(),
-                        });
-                        a.sessions.insert(
-                            session,
-                            AcctSession {
-                                info,
-                                slot,
-                                started: Instant::now(),
-                                interim,
-                                next_interim: interim.map(|d| Instant::now() + d),
-                            },
-                        );
-                    }
-                    if let Some(record) = record {
-                        self.journal_up(*record);
-                    }
-                }
-                Command::SessionDown {
-                    session,
-                    user,
-                    reason,
-                    slot,
-                } => {
-                    if self
-                        .journal
-                        .as_ref()
-                        .is_some_and(|j| j.get(session).is_some())
-                    {
-                        self.journal_entry(Entry::Down { id: session });
-                    }
-                    // The slot's counters stay until the slot is reused by a new session.
-                    let c = self.dp.session_stats(slot).unwrap_or_default();
-                    self.stats.ended_rx_bytes += c.rx_bytes;
-                    self.stats.ended_tx_bytes += c.tx_bytes;
-                    self.stats.ended_rx_packets += c.rx_packets;
-                    self.stats.ended_tx_packets += c.tx_packets;
-                    self.idle.remove(&session);
-                    let uptime = self
-                        .up_since
-                        .remove(&session)
-                        .map_or(0.0, |t| t.elapsed().as_secs_f64());
-                    if let Some(a) = self.accounting.as_mut()
-                        && let Some(s) = a.sessions.remove(&session)
-                    {
-                        a.send(crate::radius::accounting::Record {
-                            status: crate::radius::accounting::STOP,
-                            session_time: Some(s.started.elapsed().as_secs() as u32),
-                            traffic: Some(traffic(&c)),
-                            terminate_cause: Some(crate::radius::accounting::terminate_cause(
-                                &reason,
-                            )),
-                            session: Some(s.info),
-                            at: Instant::now(),
-                        });
-                    }
-                    tracing::info!(
-                        session,
-                        user = user.as_deref().unwrap_or("-"),
-                        reason = %reason.label(),
-                        detail = ?reason,
-                        uptime_s = format!("{uptime:.1}"),
-                        rx_packets = c.rx_packets,
-                        rx_bytes = c.rx_bytes,
-                        tx_packets = c.tx_packets,
-                        tx_bytes = c.tx_bytes,
-                        rx_dropped = c.rx_dropped,
-                        tx_dropped = c.tx_dropped,
-                        "session down"
-                    );
-                }
+                c @ Command::SessionUp { .. } => self.session_up(c),
+                c @ Command::SessionDown { .. } => self.session_down(c),
                 Command::Refused { peer, reason } => self.refusals.log(peer, reason, self.origin),
             }
         }
