@@ -16,7 +16,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::gateway::{SessionId, SessionRecord};
+use crate::{
+    gateway::{SessionId, SessionRecord},
+    kernel::pins::fnv1a,
+};
 
 const MAGIC: &str = "pptpgw-journal";
 const VERSION: u32 = 1;
@@ -62,12 +65,6 @@ pub enum JournalError {
 
 fn header(layout: u64) -> String {
     format!("{MAGIC} {VERSION} {layout:016x}")
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// One entry as its line (with the newline).
