@@ -174,8 +174,15 @@ fn pptpgw_run_cleans_up_everything_on_sigterm() {
         let _ = child.wait();
         panic!("pptpgw did not come up within 20 s: {state:?}");
     }
-    let routes =
-        String::from_utf8_lossy(&gw.ip(&["route", "show", "proto", "241"]).stdout).into_owned();
+    // Reconciliation runs once the data path is attached (after the journal is read), so the
+    // route may outlive the attachment by a moment.
+    let ours = || String::from_utf8_lossy(&gw.ip(&["route", "show", "proto", "241"]).stdout).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut routes = ours();
+    while !routes.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        routes = ours();
+    }
     assert!(routes.is_empty(), "stale route reconciled away: {routes}");
 
     let status = pptp_tests::terminate(&mut child, Duration::from_secs(10))
