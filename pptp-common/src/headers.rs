@@ -14,6 +14,7 @@ pub struct EthHdr {
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const _: () = assert!(core::mem::size_of::<EthHdr>() == ETH_HLEN);
 
 /// IPv4 header without options (RFC 791).
@@ -53,6 +54,46 @@ impl Ipv4Hdr {
     /// True for any fragment but an unfragmented datagram (MF set or non-zero offset).
     pub const fn is_fragment(&self) -> bool {
         u16::from_be_bytes(self.frag_off) & IPV4_MF_OFFSET_MASK != 0
+    }
+}
+
+/// IPv6 fixed header (RFC 8200 §3).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Hdr {
+    pub version_class_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+pub const IPV6_HLEN: usize = 40;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == IPV6_HLEN);
+
+impl Ipv6Hdr {
+    pub const fn version(&self) -> u8 {
+        self.version_class_flow[0] >> 4
+    }
+    pub const fn payload_len(&self) -> u16 {
+        u16::from_be_bytes(self.payload_len)
+    }
+    /// Header and payload.
+    pub const fn total_len(&self) -> usize {
+        IPV6_HLEN + self.payload_len() as usize
+    }
+    /// The link's own traffic, not a client's: to a multicast (ff00::/8) or link-local
+    /// (fe80::/10) destination, or from a link-local source.
+    pub const fn is_link_traffic(&self) -> bool {
+        self.dst[0] == 0xff
+            || (self.dst[0] == 0xfe && self.dst[1] & 0xc0 == 0x80)
+            || (self.src[0] == 0xfe && self.src[1] & 0xc0 == 0x80)
+    }
+    /// The first 8 bytes of an address: a /64 as sessions hold them.
+    pub const fn prefix64(a: &[u8; 16]) -> [u8; 8] {
+        [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]
     }
 }
 

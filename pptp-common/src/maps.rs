@@ -56,6 +56,13 @@ pub const SESSIONS: &str = "SESSIONS";
 /// `HashMap<[u8; 4], Session>`: calls by the client's assigned address (the encapsulation's
 /// copy of `SESSIONS`, so a packet costs it one lookup).
 pub const CLIENTS: &str = "CLIENTS";
+/// `HashMap<[u8; 8], Session>`: calls by the client's IPv6 /64 (the first 8 bytes).
+pub const CLIENTS6: &str = "CLIENTS6";
+/// The EtherType of the controller's own IPv6 packets to a client (Router Advertisements),
+/// sent into `pptp0` as `[Ethernet][the session's /64, 8 bytes][IPv6 packet]`: the
+/// encapsulation behind `pptp0` frames them like the session's data (MPPE included). IEEE
+/// 802 local experimental EtherType 1; the kernel never sends it.
+pub const ETH_P_CONTROLLER6: u16 = 0x88b5;
 /// `Array<GreState>` by session slot.
 pub const GRE_STATE: &str = "GRE_STATE";
 /// `PerCpuArray<SessionStats>` by session slot.

@@ -48,8 +48,11 @@ pub struct Session {
     pub flags: u8,
     pub _pad: u8,
     pub _pad2: [u8; 2],
+    /// The client's /64 (the first 8 bytes of the prefix; zero: no IPv6): inner source of its
+    /// IPv6 packets, and the `CLIENTS6` key of the encapsulation's copy.
+    pub prefix6: [u8; 8],
 }
-const _: () = assert!(core::mem::size_of::<Session>() == 32);
+const _: () = assert!(core::mem::size_of::<Session>() == 40);
 
 /// `GRE_STATE` value, one per slot: the session's single sequence-number source. The
 /// encapsulation program and the controller (for its own PPP frames, on the mmapped page) both

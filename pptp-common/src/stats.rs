@@ -35,7 +35,8 @@ pub enum DropReason {
     NoRoute = 13,
     /// The next hop towards the client has no resolved neighbour entry.
     NoNeighbour = 14,
-    /// Not IPv4 (encapsulation carries IPv4 only).
+    /// Neither IPv4 nor IPv6 (or IPv6 to a multicast or link-local destination, which is the
+    /// link's, not a client's).
     NotIpv4 = 15,
     /// Well-formed enhanced GRE that matches no session (unknown call ID, or a call ID from
     /// another address): nobody asked for it, so it never reaches the controller.
@@ -63,10 +64,15 @@ pub enum DropReason {
     SequenceDuplicate = 25,
     /// Over the session's rate limit (its token bucket for that direction was empty).
     RateLimited = 26,
+    /// An IPv6 packet from a client that is neither from its /64 nor link traffic for the
+    /// gateway (link-local or multicast ICMPv6), or IPv6 on a session without a prefix.
+    SpoofedInnerSource6 = 27,
+    /// IPv6 towards a /64 no session has.
+    NoSession6 = 28,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 27;
+    pub const COUNT: usize = 29;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Truncated,
         Self::Ipv4Malformed,
@@ -95,6 +101,8 @@ impl DropReason {
         Self::MppeDiscard,
         Self::SequenceDuplicate,
         Self::RateLimited,
+        Self::SpoofedInnerSource6,
+        Self::NoSession6,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -126,6 +134,8 @@ impl DropReason {
             Self::MppeDiscard => "mppe_discard",
             Self::SequenceDuplicate => "sequence_duplicate",
             Self::RateLimited => "rate_limited",
+            Self::SpoofedInnerSource6 => "spoofed_inner_source6",
+            Self::NoSession6 => "no_session6",
         }
     }
 }
@@ -172,10 +182,17 @@ pub enum Stat {
     LanPassed = 15,
     /// The LAN program handed a packet to its session's home CPU (`xdp` mode, several CPUs).
     LanSteered = 16,
+    /// Of `XdpDecap`: IPv6 packets.
+    XdpDecap6 = 17,
+    /// Of `Encapsulated`: IPv6 packets (the controller's Router Advertisements included).
+    Encapsulated6 = 18,
+    /// A client's IPv6 link traffic (Router Solicitations, neighbour discovery) handed to the
+    /// controller.
+    XdpLink6 = 19,
 }
 
 impl Stat {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 20;
     pub const ALL: [Stat; Self::COUNT] = [
         Self::XdpSeen,
         Self::XdpNotGre,
@@ -194,6 +211,9 @@ impl Stat {
         Self::LanSeen,
         Self::LanPassed,
         Self::LanSteered,
+        Self::XdpDecap6,
+        Self::Encapsulated6,
+        Self::XdpLink6,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -215,6 +235,9 @@ impl Stat {
             Self::LanSeen => "lan_seen",
             Self::LanPassed => "lan_passed",
             Self::LanSteered => "lan_steered",
+            Self::XdpDecap6 => "xdp_decap6",
+            Self::Encapsulated6 => "encapsulated6",
+            Self::XdpLink6 => "xdp_link6",
         }
     }
 }

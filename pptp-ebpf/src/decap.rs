@@ -17,7 +17,8 @@ use aya_ebpf::{
 use pptp_common::{
     gre,
     headers::{
-        ETH_HLEN, ETH_P_IP, EthHdr, GreHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr,
+        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, GreHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN,
+        Ipv4Hdr,
     },
     maps::{FORWARD_DECAPPED, FORWARD_LAN},
     mppe::PPP_MPPE,
@@ -33,12 +34,19 @@ use crate::{
 };
 
 const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
 
 #[inline(always)]
 pub fn try_decap(ctx: &XdpContext) -> Result<u32, DropReason> {
     let eth: EthHdr = read_at(ctx, 0)?;
-    if u16::from_be_bytes(eth.ether_type) != ETH_P_IP {
+    let ether_type = u16::from_be_bytes(eth.ether_type);
+    if ether_type != ETH_P_IP {
         count(Stat::XdpNotGre);
+        if ether_type == ETH_P_IPV6 {
+            // As for non-GRE IPv4 below: `xdp` mode takes IPv6 for clients here too.
+            // SAFETY: a tail call either does not return or leaves the context untouched.
+            unsafe { FORWARD.tail_call(ctx, FORWARD_LAN) };
+        }
         return Ok(xdp_action::XDP_PASS);
     }
     let ip: Ipv4Hdr = read_at(ctx, ETH_HLEN)?;
@@ -181,13 +189,14 @@ fn decap_session(
     };
     let inner_off = payload_off + ac_len + proto_len;
     let mppe = session.mode == MODE_MPPE;
-    if mppe && protocol == PPP_IPV4 && session.state == STATE_UP {
+    let plain_ip = protocol == PPP_IPV4 || protocol == PPP_IPV6;
+    if mppe && plain_ip && session.state == STATE_UP {
         // Encryption was agreed: plaintext data is not accepted (RFC 3078 §1).
         return Err(DropReason::MppePlaintext);
     }
-    let data_protocol = if mppe { PPP_MPPE } else { PPP_IPV4 };
+    let data = if mppe { protocol == PPP_MPPE } else { plain_ip };
 
-    if protocol != data_protocol || session.state != STATE_UP {
+    if !data || session.state != STATE_UP {
         // Control frames keep their place in the sequence space but are never dropped here:
         // pptp.ko exempts LCP echo from the late check, and the slow path sorts out the rest.
         if let Arrival::Accept(w) = arrival {
@@ -201,7 +210,7 @@ fn decap_session(
         Arrival::Duplicate => return Err(DropReason::SequenceDuplicate),
         Arrival::TooOld => return Err(DropReason::SequenceLate),
     };
-    let inner_off = if mppe {
+    let (inner_off, v6) = if mppe {
         // The MPPE header, then (encrypted) the PPP protocol and the packet.
         match crate::mppe::decrypt(ctx, session.slot, inner_off, payload_off + payload_len)? {
             crate::mppe::Received::Plain => {}
@@ -212,12 +221,25 @@ fn decap_session(
         }
         // Two bytes read, one maybe used: a 1-byte read's bounds check compiles to a form
         // the verifier cannot follow (`p >= end`).
+        // Decryption checked it is one of 21, 57, 00 21, 00 57.
         let p: [u8; 2] = read_at(ctx, inner_off + pptp_common::mppe::HEADER_LEN)?;
-        let plen = if p[0] == 0x21 { 1 } else { 2 };
-        inner_off + pptp_common::mppe::HEADER_LEN + plen
+        let plen = if p[0] & 1 == 1 { 1 } else { 2 };
+        let v6 = p[0] == 0x57 || (p[0] == 0 && p[1] == 0x57);
+        (inner_off + pptp_common::mppe::HEADER_LEN + plen, v6)
     } else {
-        inner_off
+        (inner_off, protocol == PPP_IPV6)
     };
+    if v6 {
+        let frame = crate::decap6::Frame {
+            window,
+            inner_off,
+            end: payload_off + payload_len,
+            protocol_off: payload_off + ac_len,
+            protocol_len: proto_len,
+            mppe,
+        };
+        return crate::decap6::decap_ipv6(ctx, session, state, &frame, cfg);
+    }
 
     let inner: Ipv4Hdr = read_at(ctx, inner_off)?;
     let inner_hlen = inner.header_len();
@@ -237,7 +259,29 @@ fn decap_session(
     if inner.protocol == IPPROTO_TCP {
         crate::mss::clamp_mss(ctx, inner_off + inner_hlen, session.mss);
     }
+    deliver(
+        ctx, session, state, window, inner_off, inner_len, cfg, ETH_P_IP,
+    )
+}
 
+/// The last stage for a checked inner packet at `inner_off` (`len` bytes, of `ether_type`):
+/// its sequence number and timestamps recorded, counted, stripped to Ethernet + the packet and
+/// sent into `pptp0` (or, in `xdp` mode, to `forward.rs`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per family; inlined"
+)]
+#[inline(always)]
+pub fn deliver(
+    ctx: &XdpContext,
+    session: &Session,
+    state: *mut GreState,
+    window: RxWindow,
+    inner_off: usize,
+    inner_len: usize,
+    cfg: &DatapathConfig,
+    ether_type: u16,
+) -> Result<u32, DropReason> {
     record(state, window);
     // The coarse clock (CLOCK_MONOTONIC at tick resolution): the controller's idle and ack timers
     // need milliseconds, and in a VM the fine clock (kvm-clock) cost ~25 ns a packet.
@@ -264,7 +308,7 @@ fn decap_session(
         *eth = EthHdr {
             dst: cfg.pptp0_mac,
             src: cfg.pptp0_peer_mac,
-            ether_type: ETH_P_IP.to_be_bytes(),
+            ether_type: ether_type.to_be_bytes(),
         };
     }
     count(Stat::XdpDecap);
@@ -278,7 +322,7 @@ fn decap_session(
 
 /// Records an accepted sequence number's window in the session's GRE state.
 #[inline(always)]
-fn record(state: *mut GreState, w: RxWindow) {
+pub fn record(state: *mut GreState, w: RxWindow) {
     // SAFETY: `state` comes from a successful array lookup and stays valid for the program.
     unsafe {
         (*state).rx_highest = w.highest;

@@ -20,16 +20,20 @@ use aya_ebpf::{
 };
 use pptp_common::{
     gre::{FLAG_ACK, FLAG_KEY, FLAG_SEQ, PROTO_PPP, VERSION_PPTP},
-    headers::{ETH_HLEN, ETH_P_IP, EthHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, Ipv4Hdr},
+    headers::{
+        ETH_HLEN, ETH_P_IP, ETH_P_IPV6, EthHdr, IPPROTO_GRE, IPPROTO_TCP, IPV4_MIN_HLEN, IPV6_HLEN,
+        Ipv4Hdr, Ipv6Hdr,
+    },
+    maps::ETH_P_CONTROLLER6,
     mppe::PPP_MPPE,
-    session::{GreState, MODE_MPPE, STATE_UP},
+    session::{GreState, MODE_MPPE, STATE_UP, Session},
     stats::{DropReason, Stat},
 };
 
 use crate::{
     counters::count,
     fib::{self, FibLookup},
-    maps::{CLIENTS, CONFIG, GRE_STATE, HOME_CPUS, ROUTE_GENERATION, SESSION_STATS},
+    maps::{CLIENTS, CLIENTS6, CONFIG, GRE_STATE, HOME_CPUS, ROUTE_GENERATION, SESSION_STATS},
     packet::{ptr_at_mut, read_at},
 };
 
@@ -56,34 +60,100 @@ fn refuse<const LAN: bool>(reason: DropReason) -> Result<u32, DropReason> {
 
 /// `STEER` (the LAN program on the CPU a packet arrived on): a session whose home CPU is another
 /// goes there (`HOME_CPUS`), where this runs again with `STEER = false`.
+/// The packet behind the Ethernet header, as the encapsulation needs it.
+struct Inner {
+    session: Session,
+    /// The whole IP packet, header included.
+    len: usize,
+    v6: bool,
+    /// TTL or hop limit.
+    ttl: u8,
+    /// The transport protocol, and where its header starts.
+    l4: u8,
+    l4_off: usize,
+    /// Bytes between the Ethernet header and the packet (the controller's frames carry the
+    /// session's /64 there).
+    skip: usize,
+}
+
+/// Classifies the frame: IPv4 to a client's address, IPv6 to a client's /64, or (behind
+/// `pptp0` only) the controller's own IPv6 packet to a client; the reason it is none of them.
 #[inline(always)]
-pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let Ok(eth) = read_at::<EthHdr>(ctx, 0) else {
-        return refuse::<LAN>(DropReason::Truncated);
-    };
-    if u16::from_be_bytes(eth.ether_type) != ETH_P_IP {
-        return refuse::<LAN>(DropReason::NotIpv4);
-    }
+fn inner<const LAN: bool>(ctx: &XdpContext) -> Result<Inner, DropReason> {
+    let eth = read_at::<EthHdr>(ctx, 0)?;
     if LAN && eth.dst[0] & 1 != 0 {
         // Broadcast and multicast are the stack's.
-        return refuse::<LAN>(DropReason::NotIpv4);
+        return Err(DropReason::NotIpv4);
     }
-    let Ok(ip) = read_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
-        return refuse::<LAN>(DropReason::Truncated);
+    let ether_type = u16::from_be_bytes(eth.ether_type);
+    if ether_type == ETH_P_IP {
+        let ip = read_at::<Ipv4Hdr>(ctx, ETH_HLEN)?;
+        let ihl = ip.header_len();
+        let len = ip.total_len() as usize;
+        if ip.version() != 4
+            || ihl < IPV4_MIN_HLEN
+            || len < ihl
+            || ETH_HLEN + len > ctx.data_end() - ctx.data()
+        {
+            return Err(DropReason::InnerMalformed);
+        }
+        // SAFETY: the value is copied out at once.
+        let session = unsafe { CLIENTS.get(ip.dst) }
+            .copied()
+            .ok_or(DropReason::NoSession)?;
+        return Ok(Inner {
+            session,
+            len,
+            v6: false,
+            ttl: ip.ttl,
+            l4: ip.protocol,
+            l4_off: ETH_HLEN + ihl,
+            skip: 0,
+        });
+    }
+    let (skip, key) = if ether_type == ETH_P_IPV6 {
+        (0, None)
+    } else if !LAN && ether_type == ETH_P_CONTROLLER6 {
+        (8, Some(read_at::<[u8; 8]>(ctx, ETH_HLEN)?))
+    } else {
+        return Err(DropReason::NotIpv4);
     };
-    let ihl = ip.header_len();
-    let inner_len = ip.total_len() as usize;
-    if ip.version() != 4
-        || ihl < IPV4_MIN_HLEN
-        || inner_len < ihl
-        || ETH_HLEN + inner_len > ctx.data_end() - ctx.data()
-    {
-        return refuse::<LAN>(DropReason::InnerMalformed);
+    let ip = read_at::<Ipv6Hdr>(ctx, ETH_HLEN + skip)?;
+    let len = ip.total_len();
+    if ip.version() != 6 || ETH_HLEN + skip + len > ctx.data_end() - ctx.data() {
+        return Err(DropReason::InnerMalformed);
     }
+    let key = match key {
+        Some(k) => k,
+        // The kernel's own multicast and link-local packets on `pptp0` are nobody's.
+        None if ip.is_link_traffic() => return Err(DropReason::NotIpv4),
+        None => Ipv6Hdr::prefix64(&ip.dst),
+    };
     // SAFETY: the value is copied out at once.
-    let Some(session) = (unsafe { CLIENTS.get(ip.dst) }).copied() else {
-        return refuse::<LAN>(DropReason::NoSession);
+    let session = unsafe { CLIENTS6.get(key) }
+        .copied()
+        .ok_or(DropReason::NoSession6)?;
+    Ok(Inner {
+        session,
+        len,
+        v6: true,
+        ttl: ip.hop_limit,
+        l4: ip.next_header,
+        l4_off: ETH_HLEN + skip + IPV6_HLEN,
+        skip,
+    })
+}
+
+/// `STEER` (the LAN program on the CPU a packet arrived on): a session whose home CPU is another
+/// goes there (`HOME_CPUS`), where this runs again with `STEER = false`.
+#[inline(always)]
+pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result<u32, DropReason> {
+    let inner = match inner::<LAN>(ctx) {
+        Ok(i) => i,
+        Err(reason) => return refuse::<LAN>(reason),
     };
+    let session = inner.session;
+    let inner_len = inner.len;
     let key = session.key;
     if session.state != STATE_UP {
         return refuse::<LAN>(DropReason::SessionNotUp);
@@ -98,7 +168,7 @@ pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result
         return refuse::<LAN>(DropReason::TooBig);
     }
     // Forwarded here rather than by the stack: an expiring TTL is the stack's (Time Exceeded).
-    if LAN && ip.ttl <= 1 {
+    if LAN && inner.ttl <= 1 {
         return refuse::<LAN>(DropReason::TooBig);
     }
     let Some(state) = GRE_STATE.get_ptr_mut(session.slot) else {
@@ -125,26 +195,38 @@ pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result
         return Err(DropReason::RateLimited);
     }
     // Past the last refusal: from here the packet is ours.
-    if LAN {
+    if LAN && inner.v6 {
+        let iph = ptr_at_mut::<Ipv6Hdr>(ctx, ETH_HLEN)?;
+        // SAFETY: checked in bounds; hop limit > 1 checked above (no checksum in IPv6).
+        unsafe { (*iph).hop_limit -= 1 };
+    } else if LAN {
         let iph = ptr_at_mut::<Ipv4Hdr>(ctx, ETH_HLEN)?;
         // SAFETY: checked in bounds; TTL > 1 checked above.
         unsafe { fib::decrement_ttl(iph) };
     }
-    if ip.protocol == IPPROTO_TCP {
-        crate::mss::clamp_mss(ctx, ETH_HLEN + ihl, session.mss);
+    if inner.l4 == IPPROTO_TCP {
+        // IPv6's fixed header is 20 bytes longer than IPv4's.
+        let mss = if inner.v6 {
+            session.mss.saturating_sub(20)
+        } else {
+            session.mss
+        };
+        crate::mss::clamp_mss(ctx, inner.l4_off, mss);
     }
+    let grow = (HEADER_LEN - ETH_HLEN + extra) as i32 - inner.skip as i32;
     // SAFETY: plain helper call on this program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -((HEADER_LEN - ETH_HLEN + extra) as i32)) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
         return Err(DropReason::AdjustFailed);
     }
+    let ip_protocol: u8 = if inner.v6 { 0x57 } else { 0x21 };
     let next_seq = || {
         // SAFETY: `state` points into a map value that outlives this program run.
         unsafe { fetch_add(&raw mut (*state).tx_next) as u32 }
     };
     let seq = if mppe {
         let m = ptr_at_mut::<[u8; MPPE_EXTRA]>(ctx, HEADER_LEN)?;
-        // SAFETY: checked in bounds; PPP protocol IPv4 after the (not yet written) MPPE header.
-        unsafe { *m = [0, 0, 0x00, 0x21] };
+        // SAFETY: checked in bounds; the PPP protocol after the (not yet written) MPPE header.
+        unsafe { *m = [0, 0, 0x00, ip_protocol] };
         crate::mppe::encrypt(
             ctx,
             session.slot,
@@ -178,7 +260,11 @@ pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result
     b[G + 6..G + 8].copy_from_slice(&session.peer_call_id);
     b[G + 8..G + 12].copy_from_slice(&seq.to_be_bytes());
     b[G + 12..G + 16].copy_from_slice(&rx_highest.to_be_bytes());
-    let protocol = if mppe { PPP_MPPE } else { 0x0021 };
+    let protocol = if mppe {
+        PPP_MPPE
+    } else {
+        u16::from(ip_protocol)
+    };
     b[G + 16..G + 18].copy_from_slice(&[0xff, 0x03]);
     b[G + 18..G + 20].copy_from_slice(&protocol.to_be_bytes());
     let hdr = ptr_at_mut::<[u8; HEADER_LEN]>(ctx, 0)?;
@@ -198,6 +284,9 @@ pub fn try_encap<const LAN: bool, const STEER: bool>(ctx: &XdpContext) -> Result
         }
     }
     count(Stat::Encapsulated);
+    if inner.v6 {
+        count(Stat::Encapsulated6);
+    }
     // SAFETY: plain helper call; XDP_REDIRECT on success.
     Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
 }

@@ -1,9 +1,10 @@
-//! The kernel's FIB from XDP (`bpf_fib_lookup`), and what forwarding does to the IPv4 header.
+//! The kernel's FIB from XDP (`bpf_fib_lookup`, both families), and what forwarding does to the
+//! IPv4 header.
 
 use aya_ebpf::{helpers::bpf_fib_lookup, programs::XdpContext};
 use pptp_common::{checksum, headers::Ipv4Hdr};
 
-/// `struct bpf_fib_lookup` (64 bytes) with the IPv4 members named.
+/// `struct bpf_fib_lookup` (64 bytes): IPv4 addresses in the first 4 bytes of `src`/`dst`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FibLookup {
@@ -15,11 +16,10 @@ pub struct FibLookup {
     tot_len: u16,
     /// In: the interface the packet is treated as arriving on; out: the egress.
     pub ifindex: u32,
+    /// IPv4 TOS, or IPv6 flow information (network order).
     tos: u32,
-    ipv4_src: [u8; 4],
-    _src6: [u8; 12],
-    ipv4_dst: [u8; 4],
-    _dst6: [u8; 12],
+    src: [u8; 16],
+    dst: [u8; 16],
     vlan: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
@@ -27,6 +27,7 @@ pub struct FibLookup {
 const _: () = assert!(core::mem::size_of::<FibLookup>() == 64);
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
 impl FibLookup {
     #[inline(always)]
@@ -38,6 +39,10 @@ impl FibLookup {
         src: [u8; 4],
         dst: [u8; 4],
     ) -> Self {
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s[..4].copy_from_slice(&src);
+        d[..4].copy_from_slice(&dst);
         Self {
             family: AF_INET,
             l4_protocol: protocol,
@@ -46,10 +51,35 @@ impl FibLookup {
             tot_len,
             ifindex,
             tos: tos as u32,
-            ipv4_src: src,
-            _src6: [0; 12],
-            ipv4_dst: dst,
-            _dst6: [0; 12],
+            src: s,
+            dst: d,
+            vlan: 0,
+            smac: [0; 6],
+            dmac: [0; 6],
+        }
+    }
+
+    /// `tot_len` is the whole packet (header included), as for IPv4.
+    #[inline(always)]
+    pub fn ipv6(
+        next_header: u8,
+        tot_len: u16,
+        ifindex: u32,
+        flowinfo: [u8; 4],
+        src: [u8; 16],
+        dst: [u8; 16],
+    ) -> Self {
+        Self {
+            family: AF_INET6,
+            l4_protocol: next_header,
+            sport: [0; 2],
+            dport: [0; 2],
+            tot_len,
+            ifindex,
+            // The kernel takes the flow label from here (`params->flowinfo`, network order).
+            tos: u32::from_ne_bytes([flowinfo[0] & 0x0f, flowinfo[1], flowinfo[2], flowinfo[3]]),
+            src,
+            dst,
             vlan: 0,
             smac: [0; 6],
             dmac: [0; 6],

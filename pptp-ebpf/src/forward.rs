@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use pptp_common::{
-    headers::{ETH_HLEN, EthHdr, IPV4_MIN_HLEN, Ipv4Hdr},
+    headers::{ETH_HLEN, ETH_P_IPV6, EthHdr, IPV4_MIN_HLEN, Ipv4Hdr, Ipv6Hdr},
     stats::Stat,
 };
 
@@ -37,6 +37,12 @@ pub fn forward(ctx: &XdpContext) -> u32 {
         // SAFETY: plain helper call; the frame is addressed to `pptp0` already.
         unsafe { bpf_redirect(cfg.pptp0_peer_ifindex, 0) as u32 }
     };
+    let Ok(eth) = read_at::<EthHdr>(ctx, 0) else {
+        return to_stack();
+    };
+    if u16::from_be_bytes(eth.ether_type) == ETH_P_IPV6 {
+        return forward_ipv6(ctx, cfg.pptp0_ifindex).unwrap_or_else(to_stack);
+    }
     let Ok(ip) = read_at::<Ipv4Hdr>(ctx, ETH_HLEN) else {
         return to_stack();
     };
@@ -71,4 +77,36 @@ pub fn forward(ctx: &XdpContext) -> u32 {
     count(Stat::ForwardXdp);
     // SAFETY: plain helper call; XDP_REDIRECT on success.
     unsafe { bpf_redirect(lookup.ifindex, 0) as u32 }
+}
+
+/// The IPv6 case: hop limit instead of TTL (no header checksum); `None` leaves it to the stack.
+#[inline(always)]
+fn forward_ipv6(ctx: &XdpContext, pptp0_ifindex: u32) -> Option<u32> {
+    let ip = read_at::<Ipv6Hdr>(ctx, ETH_HLEN).ok()?;
+    if ip.hop_limit <= 1 {
+        return None;
+    }
+    let mut lookup = FibLookup::ipv6(
+        ip.next_header,
+        ip.total_len() as u16,
+        pptp0_ifindex,
+        ip.version_class_flow,
+        ip.src,
+        ip.dst,
+    );
+    let rc = fib::lookup(ctx, &mut lookup);
+    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || lookup.ifindex == pptp0_ifindex {
+        return None;
+    }
+    let iph = ptr_at_mut::<Ipv6Hdr>(ctx, ETH_HLEN).ok()?;
+    let eth = ptr_at_mut::<EthHdr>(ctx, 0).ok()?;
+    // SAFETY: `ptr_at_mut` checked both headers lie inside the packet; hop limit > 1 above.
+    unsafe {
+        (*iph).hop_limit -= 1;
+        (*eth).dst = lookup.dmac;
+        (*eth).src = lookup.smac;
+    }
+    count(Stat::ForwardXdp);
+    // SAFETY: plain helper call; XDP_REDIRECT on success.
+    Some(unsafe { bpf_redirect(lookup.ifindex, 0) as u32 })
 }

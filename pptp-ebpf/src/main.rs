@@ -18,6 +18,7 @@
 mod bench;
 mod counters;
 mod decap;
+mod decap6;
 mod encap;
 mod fib;
 mod forward;

@@ -19,6 +19,10 @@ pub static SESSIONS: HashMap<SessionKey, Session> =
 #[map]
 pub static CLIENTS: HashMap<[u8; 4], Session> = HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
+/// The same, by the client's IPv6 /64 (first 8 bytes), for sessions with IPv6 up.
+#[map]
+pub static CLIENTS6: HashMap<[u8; 8], Session> = HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
 /// Mmapable: the controller takes sequence numbers for its own PPP frames from the same
 /// `tx_next` with an atomic add on the shared page, and reads `rx_highest` for its acks.
 #[map]

@@ -253,7 +253,7 @@ pub fn decrypt(
     }
     apply(ctx, off + HEADER_LEN, end);
     // A wrong key leaves the state as it was (a forged count cannot move it on).
-    decrypted_ipv4(ctx, off)?;
+    decrypted_ip(ctx, off)?;
     dir.session_key = key;
     if stateful {
         dir.rc4 = scratch.rc4;
@@ -283,17 +283,18 @@ fn decrypt_late(
     scratch.key = dir.keys[k & (LATE_KEYS - 1)];
     key_rc4();
     apply(ctx, off + HEADER_LEN, end);
-    decrypted_ipv4(ctx, off)?;
+    decrypted_ip(ctx, off)?;
     dir.recent |= 1 << (ccount_ahead(ccount, dir.ccount) & (LATE_KEYS as u16 - 1));
     Ok(Received::Plain)
 }
 
 /// MPPE has no integrity check: that the decrypted PPP protocol (after the header at `off`) is
-/// IPv4 is the test that the key was right.
+/// IPv4 or IPv6 (with or without protocol-field compression) is the test that the key was right.
 #[inline(always)]
-fn decrypted_ipv4(ctx: &XdpContext, off: usize) -> Result<(), DropReason> {
+fn decrypted_ip(ctx: &XdpContext, off: usize) -> Result<(), DropReason> {
     let p: [u8; 2] = read_at(ctx, off + HEADER_LEN)?;
-    if p != [0x00, 0x21] && p[0] != 0x21 {
+    let ok = matches!(p, [0x00, 0x21] | [0x00, 0x57]) || p[0] == 0x21 || p[0] == 0x57;
+    if !ok {
         return Err(DropReason::MppeBadDecrypt);
     }
     Ok(())

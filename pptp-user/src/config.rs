@@ -31,6 +31,8 @@ pub struct Config {
     pub timers: Timers,
     pub pools: PoolSettings,
     pub pool: Vec<PoolEntry>,
+    pub ipv6: Ipv6,
+    pub pool6: Vec<Pool6Entry>,
     pub limits: Limits,
     pub forwarding: Forwarding,
     pub radius: Radius,
@@ -54,6 +56,8 @@ impl Default for Config {
                 ranges: vec!["10.99.0.10-10.99.0.250".into()],
                 next: None,
             }],
+            ipv6: Ipv6::default(),
+            pool6: Vec::new(),
             limits: Limits::default(),
             radius: Radius::default(),
             api: Api::default(),
@@ -233,6 +237,8 @@ pub struct Ppp {
     pub mppe: crate::ppp::ccp::MppePolicy,
     /// Stateful MPPE: "no" | "allow" | "force".
     pub mppe_stateful: crate::ppp::ccp::StatefulMppe,
+    /// IPv6 in the tunnel (IPV6CP, a /64 per session by SLAAC): "require" | "prefer" | "deny".
+    pub ipv6: crate::ppp::link::Ipv6Policy,
 }
 
 impl Default for Ppp {
@@ -245,6 +251,7 @@ impl Default for Ppp {
             wins: Vec::new(),
             mppe: crate::ppp::ccp::MppePolicy::Require,
             mppe_stateful: crate::ppp::ccp::StatefulMppe::No,
+            ipv6: crate::ppp::link::Ipv6Policy::Deny,
         }
     }
 }
@@ -330,6 +337,59 @@ pub struct PoolEntry {
     pub ranges: Vec<String>,
     #[serde(default)]
     pub next: Option<String>,
+}
+
+/// `[[pool6]]`: IPv6 prefixes (each /64 or shorter) sessions get a /64 of.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pool6Entry {
+    pub name: String,
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// `[ipv6]`: which pool6 sessions draw from and what the Router Advertisements say.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ipv6 {
+    pub pool: String,
+    #[serde(deserialize_with = "duration")]
+    pub ra_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub router_lifetime: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub valid_lifetime: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub preferred_lifetime: Duration,
+    pub dns: Vec<std::net::Ipv6Addr>,
+}
+
+impl Default for Ipv6 {
+    fn default() -> Self {
+        let d = crate::gateway::Ipv6Config::default();
+        Self {
+            pool: d.pool,
+            ra_interval: d.ra_interval,
+            router_lifetime: d.router_lifetime,
+            valid_lifetime: d.valid_lifetime,
+            preferred_lifetime: d.preferred_lifetime,
+            dns: d.dns,
+        }
+    }
+}
+
+impl Ipv6 {
+    pub fn gateway(&self) -> crate::gateway::Ipv6Config {
+        crate::gateway::Ipv6Config {
+            pool: self.pool.clone(),
+            ra_interval: self.ra_interval,
+            router_lifetime: self.router_lifetime,
+            valid_lifetime: self.valid_lifetime,
+            preferred_lifetime: self.preferred_lifetime,
+            dns: self.dns.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -870,7 +930,73 @@ impl Config {
             ));
         }
         self.pools(local, &[])?;
+        self.pools6()?;
         Ok(())
+    }
+
+    /// Whether sessions carry IPv6.
+    pub fn ipv6_enabled(&self) -> bool {
+        self.ppp.ipv6 != crate::ppp::link::Ipv6Policy::Deny
+    }
+
+    /// The IPv6 prefix pools, validated; with `ppp.ipv6` on, `ipv6.pool` must name one.
+    pub fn pools6(&self) -> Result<crate::pool6::Pools6, ConfigError> {
+        use crate::pool6::{Pool6Config, Pool6Error as E, Pools6};
+        let mut configs = Vec::new();
+        for p in &self.pool6 {
+            let field = format!("pool6[{}].prefixes", p.name);
+            let prefixes = p
+                .prefixes
+                .iter()
+                .map(|r| r.parse().map_err(|e: String| ConfigError::new(&field, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            configs.push(Pool6Config {
+                name: p.name.clone(),
+                prefixes,
+                next: p.next.clone(),
+            });
+        }
+        let pools = Pools6::new(configs).map_err(|e| {
+            let field = match &e {
+                E::Overlap { b: pool, .. } | E::Empty { pool } => format!("pool6[{pool}].prefixes"),
+                E::UnknownNext { pool, .. } | E::ChainLoops { pool } => {
+                    format!("pool6[{pool}].next")
+                }
+                E::Duplicate { pool } => format!("pool6[{pool}].name"),
+                E::Exhausted(_) | E::UnknownPool(_) => "pool6".into(),
+            };
+            ConfigError::new(field, e)
+        })?;
+        if self.ipv6_enabled() && !pools.has(&self.ipv6.pool) {
+            return Err(ConfigError::new(
+                "ipv6.pool",
+                format!(
+                    "ppp.ipv6 is on, and there is no [[pool6]] named `{}`",
+                    self.ipv6.pool
+                ),
+            ));
+        }
+        if self.ipv6.ra_interval < Duration::from_secs(4)
+            || self.ipv6.ra_interval > Duration::from_secs(1800)
+        {
+            return Err(ConfigError::new(
+                "ipv6.ra_interval",
+                "must be 4 s to 30 min (RFC 4861 §6.2.1)",
+            ));
+        }
+        if self.ipv6.router_lifetime > Duration::from_secs(9000) {
+            return Err(ConfigError::new(
+                "ipv6.router_lifetime",
+                "at most 9000 s (RFC 4861 §6.2.1)",
+            ));
+        }
+        if self.ipv6.preferred_lifetime > self.ipv6.valid_lifetime {
+            return Err(ConfigError::new(
+                "ipv6.preferred_lifetime",
+                "longer than ipv6.valid_lifetime",
+            ));
+        }
+        Ok(pools)
     }
 
     /// The fields a running gateway cannot change (sockets, interfaces, devices): a reload that
@@ -909,6 +1035,15 @@ impl Config {
         }
         if self.restart != new.restart {
             v.push("restart");
+        }
+        if self.ppp.ipv6 != new.ppp.ipv6 {
+            v.push("ppp.ipv6");
+        }
+        if self.ipv6 != new.ipv6 {
+            v.push("ipv6");
+        }
+        if self.pool6 != new.pool6 {
+            v.push("pool6");
         }
         v
     }

@@ -9,6 +9,7 @@ pub mod handover;
 pub mod kernel;
 pub mod metrics;
 pub mod pool;
+pub mod pool6;
 pub mod ppp;
 pub mod radius;
 pub mod ratelimit;

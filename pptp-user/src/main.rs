@@ -385,6 +385,7 @@ fn gateway_config(config: &Config) -> GatewayConfig {
     link.auth.remote = !config.radius.servers.is_empty();
     link.mppe = config.ppp.mppe;
     link.mppe_stateful = config.ppp.mppe_stateful;
+    link.ipv6 = config.ppp.ipv6;
     link.echo_interval = t.echo_interval;
     link.echo_failures = t.echo_failures;
     link.fsm = pptp_user::ppp::fsm::Config {
@@ -417,6 +418,7 @@ fn gateway_config(config: &Config) -> GatewayConfig {
         rate_limit: config.limits.rate().ok().flatten(),
         radius_fallback_local: config.radius.when_unreachable
             == pptp_user::config::RadiusUnreachable::Local,
+        ipv6: config.ipv6.gateway(),
     }
 }
 
@@ -512,7 +514,8 @@ async fn run(args: RunArgs) -> anyhow::Result<pptp_user::server::Exit> {
         pools = config.pool.len(),
         "configuration loaded"
     );
-    let gateway = Gateway::new(gateway_config(&config), secrets, pools, seed);
+    let mut gateway = Gateway::new(gateway_config(&config), secrets, pools, seed);
+    gateway.set_pools6(config.pools6()?);
     let t = &config.timers;
     let server = ServerConfig {
         listen: config.listen_addresses(),
@@ -534,6 +537,7 @@ async fn run(args: RunArgs) -> anyhow::Result<pptp_user::server::Exit> {
         das: config.radius.das()?,
         pin_dir: config.restart.pin_dir_here()?,
         state_dir: Some(config.restart.state_dir_or(&config.api.socket)),
+        ipv6: config.ipv6_enabled(),
     };
     // Reload (SIGHUP, `pptpgw reload`): the same files and overrides, read afresh; refused as a
     // whole when it fails validation or changes what only a restart can.

@@ -176,7 +176,8 @@ fn pptpgw_run_cleans_up_everything_on_sigterm() {
     }
     // Reconciliation runs once the data path is attached (after the journal is read), so the
     // route may outlive the attachment by a moment.
-    let ours = || String::from_utf8_lossy(&gw.ip(&["route", "show", "proto", "241"]).stdout).into_owned();
+    let ours =
+        || String::from_utf8_lossy(&gw.ip(&["route", "show", "proto", "241"]).stdout).into_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut routes = ours();
     while !routes.is_empty() && Instant::now() < deadline {

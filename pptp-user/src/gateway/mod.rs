@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     time::Duration,
 };
 
@@ -23,6 +23,7 @@ use crate::{
     config::{PerUserPolicy, RemovedAddressPolicy},
     control::connection::{self, Admission, ClearReason, CloseReason, Connection, ControlConfig},
     pool::Pools,
+    pool6::Pools6,
     ppp::{
         ipcp::IpcpConfig,
         link::{DownReason, Link, LinkConfig, LinkOutput, LinkTimer, Phase},
@@ -35,7 +36,9 @@ use crate::{
     },
 };
 
+mod ipv6;
 mod restore;
+pub use ipv6::Ipv6Config;
 pub use restore::SessionRecord;
 
 pub type ConnId = u64;
@@ -67,6 +70,8 @@ pub struct GatewayConfig {
     pub radius_fallback_local: bool,
     /// Every session's rate limits (upload, download bits per second) unless RADIUS says.
     pub rate_limit: Option<(u64, u64)>,
+    /// IPv6 in the tunnel (used when `link.ipv6` is not `deny`).
+    pub ipv6: Ipv6Config,
 }
 
 impl Default for GatewayConfig {
@@ -87,6 +92,7 @@ impl Default for GatewayConfig {
             limits: admission::Limits::default(),
             radius_fallback_local: false,
             rate_limit: None,
+            ipv6: Ipv6Config::default(),
         }
     }
 }
@@ -99,6 +105,11 @@ pub enum TimerKey {
     Negotiation(SessionId),
     /// RADIUS Session-Timeout: the session ends when it fires.
     SessionLimit(SessionId),
+    /// The next unsolicited Router Advertisement to the session.
+    RouterAdvert(SessionId),
+    /// RFC 4861 §6.2.6: solicited advertisements at most every 3 s; until this fires,
+    /// solicitations are not answered again.
+    RouterAdvertQuiet(SessionId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,6 +237,27 @@ pub enum Command {
     WithdrawRoute {
         addr: Ipv4Addr,
     },
+    /// The session's /64 routed to `pptp0` (same replace semantics as IPv4's).
+    ProjectRoute6 {
+        session: SessionId,
+        prefix: Ipv6Addr,
+    },
+    WithdrawRoute6 {
+        prefix: Ipv6Addr,
+    },
+    /// The data path stops taking packets for `prefix` (IPV6CP went down, the session stays).
+    Unprogram6 {
+        prefix: [u8; 8],
+    },
+    /// An IPv6 packet from the gateway to the client owning `prefix` (a Router Advertisement):
+    /// the shell hands it to the data path, which frames (and with MPPE encrypts) it like the
+    /// session's data.
+    SendIpv6 {
+        prefix: [u8; 8],
+        packet: Vec<u8>,
+    },
+    /// The session's journal record changed (IPv6 came up or went down after IPv4).
+    Rejournal(Box<SessionRecord>),
     SessionUp {
         session: SessionId,
         user: Option<String>,
@@ -296,6 +328,11 @@ pub struct GatewayStats {
     pub refused: BTreeMap<String, u64>,
     /// Malformed control messages (answered as `Connection::malformed` says).
     pub control_malformed: u64,
+    /// Router Advertisements sent, Router Solicitations received.
+    pub router_adverts: u64,
+    pub router_solicitations: u64,
+    /// IPv6 packets that reached the slow path and were not for the gateway (or malformed).
+    pub ipv6_slowpath_dropped: u64,
 }
 
 /// One session as operators see it.
@@ -307,6 +344,8 @@ pub struct SessionView {
     pub peer: Ipv4Addr,
     pub local: Ipv4Addr,
     pub assigned: Option<Ipv4Addr>,
+    /// The session's /64 while IPv6 is up on it.
+    pub prefix6: Option<Ipv6Addr>,
     pub call_id: u16,
     pub peer_call_id: u16,
     pub state: &'static str,
@@ -322,6 +361,7 @@ impl EndReason {
             EndReason::Link(DownReason::MppeRequired { .. }) => "mppe_required".into(),
             EndReason::Link(DownReason::MppeRefused { .. }) => "mppe_refused".into(),
             EndReason::Link(DownReason::Ipcp(_)) => "ipcp_failed".into(),
+            EndReason::Link(DownReason::Ipv6cp(_)) => "ipv6cp_failed".into(),
             EndReason::Link(DownReason::EchoTimeout) => "echo_timeout".into(),
             EndReason::Link(DownReason::Closed) => "closed".into(),
             EndReason::Control(r) => format!("control_{r:?}").to_lowercase(),
@@ -357,12 +397,14 @@ struct Sess {
     negotiating: bool,
     /// What RADIUS granted (address, pool, timeouts, Class).
     authorization: Authorization,
+    ipv6: ipv6::SessionV6,
 }
 
 pub struct Gateway {
     config: GatewayConfig,
     secrets: Secrets,
     pools: Pools,
+    pools6: Pools6,
     conns: BTreeMap<ConnId, Conn>,
     sessions: BTreeMap<SessionId, Sess>,
     by_key: HashMap<SessionKey, SessionId>,
@@ -385,6 +427,7 @@ impl Gateway {
             config,
             secrets,
             pools,
+            pools6: Pools6::default(),
             conns: BTreeMap::new(),
             sessions: BTreeMap::new(),
             by_key: HashMap::new(),
@@ -503,6 +546,7 @@ impl Gateway {
                 peer: Ipv4Addr::from(s.map.key.peer),
                 local: Ipv4Addr::from(s.map.key.local),
                 assigned: s.addr,
+                prefix6: s.ipv6.routed.then(|| crate::pool6::network(s.map.prefix6)),
                 call_id: u16::from_be_bytes(s.map.key.call_id),
                 peer_call_id: u16::from_be_bytes(s.map.peer_call_id),
                 state: match s.link.phase() {
@@ -622,6 +666,10 @@ impl Gateway {
                     tracing::debug!(session = sid, "malformed PPP frame dropped");
                     return out;
                 };
+                if frame.protocol == crate::wire::ppp::proto::IPV6 {
+                    self.ipv6_from_client(sid, frame.info, &mut out);
+                    return out;
+                }
                 if frame.protocol == crate::wire::ppp::proto::IPV4 {
                     self.stats.slowpath_data_frames += 1;
                 } else if frame.protocol == crate::wire::ppp::proto::COMPRESSED {
@@ -702,6 +750,12 @@ impl Gateway {
                     s.authorization = *authorization;
                     let o = s.link.resolve_auth(*creds, verdict);
                     self.link_outputs(session, o, &mut out);
+                }
+            }
+            Event::Timer(TimerKey::RouterAdvert(sid)) => self.advertise(sid, true, &mut out),
+            Event::Timer(TimerKey::RouterAdvertQuiet(sid)) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.ipv6.quiet = false;
                 }
             }
             Event::Timer(TimerKey::Negotiation(sid)) => {
@@ -892,6 +946,7 @@ impl Gateway {
                 routed: false,
                 negotiating: true,
                 authorization: Authorization::default(),
+                ipv6: ipv6::SessionV6::default(),
             },
         );
         out.push(Command::SetTimer(
@@ -1076,11 +1131,15 @@ impl Gateway {
                     if let Some(Command::SessionUp { record, .. }) = out.last_mut() {
                         *record = journaled;
                     }
+                    // IPV6CP may have opened first: its prefix goes live with the session.
+                    self.ipv6_ready(sid, out);
                 }
                 LinkOutput::Down(reason) => {
                     let reason = self.pending.remove(&sid).unwrap_or(EndReason::Link(reason));
                     self.end(sid, reason, true, out);
                 }
+                LinkOutput::Ipv6Up { local, peer } => self.ipv6_up(sid, local, peer, out),
+                LinkOutput::Ipv6Down => self.ipv6_down(sid, out),
             }
         }
     }
@@ -1116,18 +1175,22 @@ impl Gateway {
         if let Some(addr) = s.addr {
             self.pools.release(addr);
         }
+        self.ipv6_end(&s, out);
         self.free_slots.push(s.map.slot);
         for t in [
             LinkTimer::Lcp,
             LinkTimer::Auth,
             LinkTimer::Ipcp,
             LinkTimer::Ccp,
+            LinkTimer::Ipv6cp,
             LinkTimer::Echo,
         ] {
             out.push(Command::CancelTimer(TimerKey::Link(sid, t)));
         }
         out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
         out.push(Command::CancelTimer(TimerKey::SessionLimit(sid)));
+        out.push(Command::CancelTimer(TimerKey::RouterAdvert(sid)));
+        out.push(Command::CancelTimer(TimerKey::RouterAdvertQuiet(sid)));
         let call_id = u16::from_be_bytes(s.map.key.call_id);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.calls.remove(&call_id);

@@ -36,6 +36,9 @@ pub struct SessionRecord {
     pub mode: u8,
     pub link: LinkSnapshot,
     pub authorization: Authorization,
+    /// The session's /64 while IPv6 is up on it.
+    #[serde(default)]
+    pub prefix6: Option<[u8; 8]>,
 }
 
 impl SessionRecord {
@@ -51,6 +54,7 @@ impl SessionRecord {
             state: STATE_UP,
             mode: self.mode,
             flags: self.flags,
+            prefix6: self.prefix6.unwrap_or_default(),
             ..Session::default()
         }
     }
@@ -91,6 +95,7 @@ impl Gateway {
             mode: s.map.mode,
             link: s.link.snapshot()?,
             authorization: s.authorization.clone(),
+            prefix6: s.ipv6.routed.then_some(s.map.prefix6),
         })
     }
 
@@ -127,6 +132,9 @@ impl Gateway {
                     continue;
                 }
                 self.pools.adopt(r.addr);
+                if let Some(p) = r.prefix6 {
+                    self.pools6.adopt(p);
+                }
                 self.by_key.insert(key, r.id);
                 calls.push((r.call_id, r.peer_call_id));
                 kept.push(r);
@@ -186,6 +194,12 @@ impl Gateway {
                 routed: true,
                 negotiating: false,
                 authorization: r.authorization.clone(),
+                ipv6: super::ipv6::SessionV6 {
+                    ids: r.link.ipv6,
+                    prefix: r.prefix6,
+                    routed: r.prefix6.is_some() && r.link.ipv6.is_some(),
+                    quiet: false,
+                },
             },
         );
         self.link_outputs(sid, o, out);
@@ -198,6 +212,13 @@ impl Gateway {
             addr: r.addr,
         });
         out.push(Command::ProgramSession(map));
+        if let Some(p) = r.prefix6 {
+            out.push(Command::ProjectRoute6 {
+                session: sid,
+                prefix: crate::pool6::network(p),
+            });
+            self.advertise(sid, true, out);
+        }
         self.stats.sessions_up += 1;
     }
 }

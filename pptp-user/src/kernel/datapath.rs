@@ -404,7 +404,21 @@ impl Datapath {
                 .insert(session.assigned, session, 0)
                 .context("insert CLIENTS")?;
         }
+        if session.prefix6 != [0; 8] {
+            let mut clients: HashMap<&mut MapData, [u8; 8], Session> =
+                HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
+            clients
+                .insert(session.prefix6, session, 0)
+                .context("insert CLIENTS6")?;
+        }
         Ok(())
+    }
+
+    /// The encapsulation stops taking packets for an IPv6 /64.
+    pub fn unprogram6(&mut self, prefix: [u8; 8]) -> anyhow::Result<()> {
+        let mut clients: HashMap<&mut MapData, [u8; 8], Session> =
+            HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
+        ignore_missing(clients.remove(&prefix)).context("remove CLIENTS6")
     }
 
     /// A session's rate limits, bits per second each way (0: unlimited); the buckets start full.
@@ -462,6 +476,15 @@ impl Datapath {
         {
             ignore_missing(clients.remove(&session.assigned)).context("remove CLIENTS")?;
         }
+        let mut clients6: HashMap<&mut MapData, [u8; 8], Session> =
+            HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
+        if session.prefix6 != [0; 8]
+            && clients6
+                .get(&session.prefix6, 0)
+                .is_ok_and(|s| s.key == session.key)
+        {
+            ignore_missing(clients6.remove(&session.prefix6)).context("remove CLIENTS6")?;
+        }
         let mut sessions: HashMap<&mut MapData, SessionKey, Session> =
             HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;
         ignore_missing(sessions.remove(&session.key)).context("remove SESSIONS")?;
@@ -501,6 +524,18 @@ impl Datapath {
             ignore_missing(clients.remove(&a))?;
             removed += 1;
         }
+        let mut clients6: HashMap<&mut MapData, [u8; 8], Session> =
+            HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
+        let stale: Vec<[u8; 8]> = clients6
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, s)| !keep.contains(&s.key))
+            .map(|(a, _)| a)
+            .collect();
+        for a in stale {
+            ignore_missing(clients6.remove(&a))?;
+            removed += 1;
+        }
         let mut mppe: HashMap<&mut MapData, u32, pptp_common::mppe::MppeState> =
             HashMap::try_from(self.map_mut(maps::MPPE_STATE)?)?;
         let stale: Vec<u32> = mppe
@@ -528,6 +563,13 @@ impl Datapath {
         let clients: HashMap<&MapData, [u8; 4], Session> =
             HashMap::try_from(self.map(maps::CLIENTS)?)?;
         Ok((sessions.keys().count(), clients.keys().count()))
+    }
+
+    /// Number of IPv6 client lookups, for leak checks.
+    pub fn clients6_entries(&self) -> anyhow::Result<usize> {
+        let clients: HashMap<&MapData, [u8; 8], Session> =
+            HashMap::try_from(self.map(maps::CLIENTS6)?)?;
+        Ok(clients.keys().count())
     }
 
     /// A handle on the routing generation (see `routewatch.rs`).

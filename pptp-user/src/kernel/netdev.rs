@@ -135,7 +135,7 @@ pub async fn adopt(handle: &Handle, name: &str, mtu: u32) -> anyhow::Result<Opti
 /// Forwarding on, no IPv6, checksums finished in software, MTU set, both ends up.
 async fn prepare(handle: &Handle, name: &str, peer_name: &str, mtu: u32) -> anyhow::Result<Pptp0> {
     for ifname in [name, peer_name] {
-        // IPv6 is not carried (yet): no link-local chatter on the pair.
+        // No link-local chatter on the pair; `enable_ipv6` opens pptp0 when IPv6 is carried.
         let _ = write_sysctl(
             &format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
             "1",
@@ -173,6 +173,19 @@ async fn prepare(handle: &Handle, name: &str, peer_name: &str, mtu: u32) -> anyh
         peer_ifindex: out[1].0,
         peer_mac: out[1].1,
     })
+}
+
+/// IPv6 in the tunnel: `pptp0` carries it (routes to clients' /64s point at it) without an
+/// address of its own (no link-local, so no DAD or router discovery chatter), and the host
+/// forwards IPv6. The peer stays IPv6-less. Idempotent (also on an adopted pair).
+pub fn enable_ipv6(name: &str) -> anyhow::Result<()> {
+    let conf = |key: &str| format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+    // Before IPv6 is enabled: no address is generated then.
+    ensure_sysctl(&conf("addr_gen_mode"), "1")?;
+    ensure_sysctl(&conf("accept_ra"), "0")?;
+    ensure_sysctl(&conf("disable_ipv6"), "0")?;
+    ensure_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+        .context("IPv6 sessions need net.ipv6.conf.all.forwarding=1")
 }
 
 /// Deletes the pair (deleting one end deletes both); absent is fine. True when it was there.

@@ -20,9 +20,10 @@ use pptp_common::{maps, session, stats};
 
 /// The maps that carry sessions across processes (the benchmark's and the per-CPU scratch
 /// are each process's own).
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     maps::SESSIONS,
     maps::CLIENTS,
+    maps::CLIENTS6,
     maps::GRE_STATE,
     maps::SESSION_STATS,
     maps::MPPE_STATE,

@@ -1,4 +1,5 @@
-//! Route projection: one `ASSIGNED/32 dev pptp0` route per session, tagged with our own routing
+//! Route projection: one `ASSIGNED/32 dev pptp0` route per session (and `PREFIX/64 dev pptp0`
+//! while IPv6 is up on it), tagged with our own routing
 //! protocol number.
 //!
 //! Lesson 1 of the field failures: projection must never refuse a recycled address. So a route is
@@ -7,7 +8,7 @@
 //! start-up every route carrying our protocol number that no live session owns is withdrawn —
 //! and only those: other daemons' routes are never touched.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
@@ -61,6 +62,84 @@ pub struct OurRoute {
     pub addr: Ipv4Addr,
     pub ifindex: Option<u32>,
     message: RouteMessage,
+}
+
+fn message6(prefix: Ipv6Addr, ifindex: u32) -> RouteMessage {
+    RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(prefix, 64)
+        .output_interface(ifindex)
+        .protocol(RouteProtocol::Other(RTPROT_PPTPGW))
+        .build()
+}
+
+/// Installs (or takes over) the route for a client's /64. Idempotent, like [`project`].
+pub async fn project6(handle: &Handle, prefix: Ipv6Addr, ifindex: u32) -> anyhow::Result<()> {
+    handle
+        .route()
+        .add(message6(prefix, ifindex))
+        .replace()
+        .execute()
+        .await
+        .with_context(|| format!("project route {prefix}/64 dev #{ifindex}"))
+}
+
+/// Removes the route for a client's /64; a route already gone is fine.
+pub async fn withdraw6(handle: &Handle, prefix: Ipv6Addr, ifindex: u32) -> anyhow::Result<()> {
+    match handle
+        .route()
+        .del(message6(prefix, ifindex))
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(rtnetlink::Error::NetlinkError(e))
+            if e.raw_code().abs() == libc::ESRCH || e.raw_code().abs() == libc::ENOENT =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("withdraw route {prefix}/64")),
+    }
+}
+
+/// Our IPv6 routes in the main table: (prefix, the message to delete it with).
+pub async fn list6(handle: &Handle) -> anyhow::Result<Vec<(Ipv6Addr, RouteMessage)>> {
+    let mut routes = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute();
+    let mut ours = Vec::new();
+    while let Some(m) = routes.try_next().await.context("dump IPv6 routes")? {
+        if m.header.protocol != RouteProtocol::Other(RTPROT_PPTPGW)
+            || m.header.table != RouteHeader::RT_TABLE_MAIN
+        {
+            continue;
+        }
+        let dst = m.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(*d),
+            _ => None,
+        });
+        if let Some(d) = dst {
+            ours.push((d, m));
+        }
+    }
+    Ok(ours)
+}
+
+/// Withdraws our IPv6 routes for prefixes not in `keep`, as [`reconcile`] does for IPv4.
+pub async fn reconcile6(handle: &Handle, keep: &[Ipv6Addr]) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    for (prefix, m) in list6(handle).await? {
+        if keep.contains(&prefix) {
+            continue;
+        }
+        match handle.route().del(m).execute().await {
+            Ok(()) => removed += 1,
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ESRCH => {}
+            Err(e) => return Err(e).with_context(|| format!("remove stale route {prefix}/64")),
+        }
+        tracing::info!(%prefix, "removed a stale IPv6 route of a previous run");
+    }
+    Ok(removed)
 }
 
 /// Every IPv4 route in the main table with our protocol number.

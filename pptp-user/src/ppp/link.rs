@@ -13,6 +13,7 @@ use super::{
     ccp::{CcpOutcome, CcpPolicy, MppePolicy, StatefulMppe},
     fsm::{self, Fsm, Output, Reason},
     ipcp::{IpcpConfig, IpcpPolicy},
+    ipv6cp::{InterfaceId, Ipv6cpPolicy},
     lcp::{Lcp, LcpConfig, Negotiated},
 };
 use crate::{
@@ -35,6 +36,21 @@ pub struct LinkConfig {
     pub mppe: MppePolicy,
     /// Stateful MPPE: never, for clients that will not do stateless, or always.
     pub mppe_stateful: StatefulMppe,
+    /// IPV6CP: run it (and end the link without it), offer it, or Protocol-Reject it.
+    pub ipv6: Ipv6Policy,
+}
+
+/// `[ppp] ipv6`: whether sessions carry IPv6 (RFC 5072).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Policy {
+    /// IPV6CP must open, or the link ends.
+    Require,
+    /// IPV6CP runs; a client that rejects it or does not converge stays IPv4-only.
+    Prefer,
+    /// IPV6CP is Protocol-Rejected (the client sees a gateway without IPv6).
+    #[default]
+    Deny,
 }
 
 impl Default for LinkConfig {
@@ -47,6 +63,7 @@ impl Default for LinkConfig {
             echo_failures: 4,
             mppe: MppePolicy::Deny,
             mppe_stateful: StatefulMppe::Allow,
+            ipv6: Ipv6Policy::Deny,
         }
     }
 }
@@ -57,6 +74,7 @@ pub enum LinkTimer {
     Auth,
     Ipcp,
     Ccp,
+    Ipv6cp,
     Echo,
 }
 
@@ -79,6 +97,8 @@ pub enum DownReason {
     },
     /// IPCP could not be negotiated.
     Ipcp(Reason),
+    /// `ipv6 = require` and IPV6CP did not open (rejected by the client, or not converging).
+    Ipv6cp(Reason),
     EchoTimeout,
     /// The shell closed the link (administrative kill, shutdown, lower layer gone).
     Closed,
@@ -104,6 +124,14 @@ pub enum LinkOutput {
         mppe: Option<MppeSession>,
     },
     Down(DownReason),
+    /// IPV6CP opened: the link-local identifiers of both ends. The client may now solicit a
+    /// Router Advertisement and configure addresses in the prefix it announces.
+    Ipv6Up {
+        local: InterfaceId,
+        peer: InterfaceId,
+    },
+    /// IPV6CP went down (the client closed it, or renegotiates) while the link stays.
+    Ipv6Down,
     /// Stateful MPPE: the client asked for a reset; the next packet to it re-keys and is sent
     /// flushed.
     MppeReset,
@@ -130,6 +158,9 @@ pub struct LinkSnapshot {
     pub ipcp: IpcpConfig,
     /// MPPE, stateful or not; `None`: plain. The keys stay in the data path's pinned state.
     pub mppe: Option<bool>,
+    /// IPV6CP's identifiers (ours, the client's) when it is open.
+    #[serde(default)]
+    pub ipv6: Option<(InterfaceId, InterfaceId)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +209,9 @@ pub struct Link {
     auth: Option<Authenticator>,
     ipcp: Option<Fsm<IpcpPolicy>>,
     ccp: Option<Fsm<CcpPolicy>>,
+    ipv6cp: Option<Fsm<Ipv6cpPolicy>>,
+    /// `Ipv6Up` was reported and no `Ipv6Down` since.
+    ipv6_up: bool,
     echo_identifier: u8,
     echo_unanswered: u32,
     identifier: u8,
@@ -207,6 +241,8 @@ impl Link {
             auth: None,
             ipcp: None,
             ccp: None,
+            ipv6cp: None,
+            ipv6_up: false,
             echo_identifier: 0,
             echo_unanswered: 0,
             identifier: 0,
@@ -242,6 +278,10 @@ impl Link {
             auth: None,
             ipcp: Some(Fsm::opened(IpcpPolicy::new(snap.ipcp.clone()), config.fsm)),
             ccp,
+            ipv6cp: snap
+                .ipv6
+                .map(|(l, p)| Fsm::opened(Ipv6cpPolicy::restored(l, p), config.fsm)),
+            ipv6_up: snap.ipv6.is_some(),
             echo_identifier: 0,
             echo_unanswered: 0,
             identifier: 0,
@@ -275,6 +315,11 @@ impl Link {
                 CcpOutcome::Mppe { stateful } => Some(stateful),
                 CcpOutcome::Plain => None,
             },
+            ipv6: self
+                .ipv6cp
+                .as_ref()
+                .filter(|_| self.ipv6_up)
+                .and_then(|f| f.negotiator.agreed()),
         })
     }
 
@@ -333,6 +378,15 @@ impl Link {
                     }
                 }
             }
+            proto::IPV6CP
+                if self.config.ipv6 != Ipv6Policy::Deny
+                    && matches!(self.phase, Phase::Network | Phase::Opened) =>
+            {
+                if let (Some(f), Ok(p)) = (self.ipv6cp.as_mut(), CpPacket::parse(info)) {
+                    let o = f.receive(&p);
+                    self.ncp_outputs(proto::IPV6CP, o, &mut out);
+                }
+            }
             // An MPPE packet the data path handed up: in stateful mode it showed a loss (the
             // data path now discards until a flushed packet); ask the client for one, as pppd
             // does on the kernel's decompression error. Otherwise (racing the programming of
@@ -343,9 +397,13 @@ impl Link {
             }
             // Data on the slow path (before the session is programmed, or racing it): dropped.
             proto::IPV4 | proto::COMPRESSED => {}
+            // IPv6 on the slow path: the gateway core answers what is for the link (Router
+            // Solicitations) before the link sees it; the rest is dropped.
+            proto::IPV6 => {}
             other
                 if self.lcp.fsm.is_opened()
-                    && !matches!(other, proto::PAP | proto::CHAP | proto::IPCP | proto::CCP) =>
+                    && !matches!(other, proto::PAP | proto::CHAP | proto::IPCP | proto::CCP)
+                    && !(other == proto::IPV6CP && self.config.ipv6 != Ipv6Policy::Deny) =>
             {
                 // RFC 1661 §5.7: a protocol we do not run (IPV6CP, BACP, ...).
                 self.identifier = self.identifier.wrapping_add(1);
@@ -389,7 +447,46 @@ impl Link {
         o.extend(c.up());
         self.ccp = Some(c);
         self.ncp_outputs(proto::CCP, o, &mut out);
+        if self.config.ipv6 != Ipv6Policy::Deny {
+            let (local, suggest) = (self.interface_id(), self.interface_id());
+            let suggest = if suggest == local {
+                let mut s = suggest;
+                s[7] ^= 1;
+                s
+            } else {
+                suggest
+            };
+            let mut f = Fsm::new(Ipv6cpPolicy::new(local, suggest), self.config.fsm);
+            let mut o = f.open();
+            o.extend(f.up());
+            self.ipv6cp = Some(f);
+            self.ncp_outputs(proto::IPV6CP, o, &mut out);
+        }
         out
+    }
+
+    /// A random, non-zero interface identifier with the universal/local bit clear (RFC 4291
+    /// §2.5.1: not derived from a hardware address).
+    fn interface_id(&mut self) -> InterfaceId {
+        let mut id = self.entropy.next_u64().to_be_bytes();
+        id[0] &= !0x02;
+        if id == [0; 8] {
+            id[7] = 1;
+        }
+        id
+    }
+
+    /// IPV6CP is over without opening (rejected, not converging, closed by the client): with
+    /// `require` the link ends, otherwise it carries on IPv4-only.
+    fn ipv6cp_failed(&mut self, reason: Reason, out: &mut Vec<LinkOutput>) {
+        self.ipv6cp = None;
+        out.push(LinkOutput::CancelTimer(LinkTimer::Ipv6cp));
+        if std::mem::take(&mut self.ipv6_up) {
+            out.push(LinkOutput::Ipv6Down);
+        }
+        if self.config.ipv6 == Ipv6Policy::Require {
+            out.extend(self.terminate_with(DownReason::Ipv6cp(reason), "IPv6 is required"));
+        }
     }
 
     /// CCP Reset-Request and Reset-Ack (RFC 1962 §2.1), meaningful once CCP agreed on MPPE.
@@ -508,6 +605,12 @@ impl Link {
                     self.ncp_outputs(proto::CCP, o, &mut out);
                 }
             }
+            LinkTimer::Ipv6cp => {
+                if let Some(f) = self.ipv6cp.as_mut() {
+                    let o = f.timeout();
+                    self.ncp_outputs(proto::IPV6CP, o, &mut out);
+                }
+            }
             LinkTimer::Echo if self.phase == Phase::Opened => {
                 if self.echo_unanswered >= self.config.echo_failures {
                     out.extend(self.terminate(DownReason::EchoTimeout));
@@ -543,6 +646,7 @@ impl Link {
             LinkTimer::Auth,
             LinkTimer::Ipcp,
             LinkTimer::Ccp,
+            LinkTimer::Ipv6cp,
             LinkTimer::Echo,
         ] {
             out.push(LinkOutput::CancelTimer(t));
@@ -587,6 +691,9 @@ impl Link {
                     // unless encryption is required.
                     if p == proto::CCP && self.ccp.is_some() {
                         self.ccp_failed(out);
+                    }
+                    if p == proto::IPV6CP && self.ipv6cp.is_some() {
+                        self.ipv6cp_failed(Reason::Rejected, out);
                     }
                 }
                 Output::Started => {}
@@ -698,6 +805,9 @@ impl Link {
     }
 
     fn ncp_outputs(&mut self, protocol: u16, outputs: Vec<Output>, out: &mut Vec<LinkOutput>) {
+        if protocol == proto::IPV6CP {
+            return self.ipv6cp_outputs(outputs, out);
+        }
         let timer = if protocol == proto::IPCP {
             LinkTimer::Ipcp
         } else {
@@ -751,6 +861,37 @@ impl Link {
                     }
                 }
                 Output::Finished(_) if self.ccp_outcome.is_none() => self.ccp_failed(out),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Link {
+    fn ipv6cp_outputs(&mut self, outputs: Vec<Output>, out: &mut Vec<LinkOutput>) {
+        for o in outputs {
+            match o {
+                Output::Send {
+                    code,
+                    identifier,
+                    data,
+                } => out.push(send_cp(proto::IPV6CP, code, identifier, &data)),
+                Output::StartTimer(d) => out.push(LinkOutput::SetTimer(LinkTimer::Ipv6cp, d)),
+                Output::StopTimer => out.push(LinkOutput::CancelTimer(LinkTimer::Ipv6cp)),
+                Output::Up => {
+                    if let Some((local, peer)) =
+                        self.ipv6cp.as_ref().and_then(|f| f.negotiator.agreed())
+                    {
+                        self.ipv6_up = true;
+                        out.push(LinkOutput::Ipv6Up { local, peer });
+                    }
+                }
+                // The client renegotiates (or closes): no IPv6 until it opens again.
+                Output::Down(_) if self.ipv6_up => {
+                    self.ipv6_up = false;
+                    out.push(LinkOutput::Ipv6Down);
+                }
+                Output::Finished(reason) => self.ipv6cp_failed(reason, out),
                 _ => {}
             }
         }

@@ -4,5 +4,6 @@ pub mod ccp;
 pub mod fsm;
 mod fsm_table;
 pub mod ipcp;
+pub mod ipv6cp;
 pub mod lcp;
 pub mod link;

@@ -119,9 +119,17 @@ impl Shell {
                     .collect()
             })
             .unwrap_or_default();
+        let present6: HashSet<std::net::Ipv6Addr> = route::list6(&self.rt)
+            .await
+            .map(|routes| routes.into_iter().map(|(p, _)| p).collect())
+            .unwrap_or_default();
         let cmds: Vec<Command> = cmds
             .into_iter()
-            .filter(|c| !matches!(c, Command::ProjectRoute { addr, .. } if present.contains(addr)))
+            .filter(|c| match c {
+                Command::ProjectRoute { addr, .. } => !present.contains(addr),
+                Command::ProjectRoute6 { prefix, .. } => !present6.contains(prefix),
+                _ => true,
+            })
             .collect();
         self.execute(cmds).await;
         let mut done = Carried {
@@ -143,6 +151,14 @@ impl Shell {
         match route::reconcile(&self.rt, &addrs).await {
             Ok(n) => done.routes_removed = n,
             Err(e) => tracing::error!(error = %format!("{e:#}"), "reconciling routes failed"),
+        }
+        let prefixes: Vec<std::net::Ipv6Addr> = carry
+            .iter()
+            .filter_map(|s| s.session.prefix6.map(crate::pool6::network))
+            .collect();
+        match route::reconcile6(&self.rt, &prefixes).await {
+            Ok(n) => done.routes_removed += n,
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "reconciling IPv6 routes failed"),
         }
         done
     }

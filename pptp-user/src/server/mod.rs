@@ -94,6 +94,8 @@ pub struct ServerConfig {
     pub pin_dir: Option<std::path::PathBuf>,
     /// `restart.state_dir`: the session journal's directory (`None`: no journal).
     pub state_dir: Option<std::path::PathBuf>,
+    /// `ppp.ipv6` is on: `pptp0` carries IPv6.
+    pub ipv6: bool,
 }
 
 /// How the worker ended.
@@ -260,6 +262,8 @@ struct Shell {
     timers: Timers,
     rt: rtnetlink::Handle,
     pptp0_ifindex: u32,
+    /// The controller's IPv6 packets to clients go through the data path (`SendIpv6`).
+    inject: Option<crate::kernel::inject::Injector>,
     /// Sessions whose route could not be projected, for the core to end.
     route_failed: Vec<u64>,
     refusals: Arc<Refusals>,
@@ -412,6 +416,20 @@ impl Shell {
             "session down"
         );
     }
+    /// A journaled session's record changed (IPv6 came or went): the entry is written again
+    /// with what the shell had added (uptime, Acct-Session-Id, limit).
+    fn rejournal(&mut self, session: crate::gateway::SessionRecord) {
+        let Some(old) = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.get(session.id))
+            .cloned()
+        else {
+            return;
+        };
+        self.journal_entry(Entry::Up(Box::new(JournaledSession { session, ..old })));
+    }
+
     /// Journals a session that came up, with what the shell adds to the core's record.
     fn journal_up(&mut self, session: crate::gateway::SessionRecord) {
         if self.journal.is_none() {
@@ -905,6 +923,33 @@ impl Shell {
                         tracing::warn!(%addr, error = %format!("{e:#}"), "route withdrawal failed");
                     }
                 }
+                Command::ProjectRoute6 { session, prefix } => {
+                    if let Err(e) = route::project6(&self.rt, prefix, self.pptp0_ifindex).await {
+                        self.stats.route_projection_errors += 1;
+                        tracing::warn!(session, %prefix, error = %format!("{e:#}"), "IPv6 route projection failed");
+                        self.route_failed.push(session);
+                    }
+                }
+                Command::WithdrawRoute6 { prefix } => {
+                    if let Err(e) = route::withdraw6(&self.rt, prefix, self.pptp0_ifindex).await {
+                        self.stats.route_withdrawal_errors += 1;
+                        tracing::warn!(%prefix, error = %format!("{e:#}"), "IPv6 route withdrawal failed");
+                    }
+                }
+                Command::Unprogram6 { prefix } => {
+                    if let Err(e) = self.dp.unprogram6(prefix) {
+                        self.stats.map_errors += 1;
+                        tracing::error!(error = %format!("{e:#}"), "removing an IPv6 lookup failed");
+                    }
+                }
+                Command::SendIpv6 { prefix, packet } => {
+                    if let Some(i) = &self.inject
+                        && let Err(e) = i.send(prefix, &packet)
+                    {
+                        tracing::info!(error = %e, "sending IPv6 to a client failed");
+                    }
+                }
+                Command::Rejournal(record) => self.rejournal(*record),
                 c @ Command::SessionUp { .. } => self.session_up(c),
                 c @ Command::SessionDown { .. } => self.session_down(c),
                 Command::Refused { peer, reason } => self.refusals.log(peer, reason, self.origin),
@@ -1156,6 +1201,9 @@ impl Kernel {
         pptp0: &netdev::Pptp0,
     ) -> anyhow::Result<SeqSpace> {
         netdev::add_address(rt, pptp0.ifindex, config.tunnel_local).await?;
+        if config.ipv6 {
+            netdev::enable_ipv6(&pptp0.name)?;
+        }
         for w in &config.wan {
             dp.attach_xdp(w, config.xdp_mode)?;
         }
@@ -1257,6 +1305,14 @@ pub async fn run(
         timers: Timers::default(),
         rt: rt.clone(),
         pptp0_ifindex: pptp0.ifindex,
+        inject: if config.ipv6 {
+            Some(
+                crate::kernel::inject::Injector::open(pptp0.ifindex, pptp0.mac, pptp0.peer_mac)
+                    .context("open the packet socket on pptp0")?,
+            )
+        } else {
+            None
+        },
         route_failed: Vec::new(),
         refusals: refusals.clone(),
         origin,
@@ -1572,7 +1628,8 @@ async fn tear_down(
     rt: &rtnetlink::Handle,
 ) -> anyhow::Result<()> {
     shell.log_counters();
-    let removed = route::reconcile(rt, &[]).await.unwrap_or(0);
+    let removed = route::reconcile(rt, &[]).await.unwrap_or(0)
+        + route::reconcile6(rt, &[]).await.unwrap_or(0);
     // The Stops of the sessions just ended, and Accounting-Off, get a few seconds to go out.
     if let Some(a) = shell.accounting.take() {
         a.finish(Duration::from_secs(5)).await;

@@ -4,6 +4,7 @@ pub mod ccp;
 pub mod cp;
 pub mod cursor;
 pub mod gre;
+pub mod icmpv6;
 pub mod ipcp;
 pub mod lcp;
 pub mod ppp;

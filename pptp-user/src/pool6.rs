@@ -1,0 +1,371 @@
+//! IPv6 prefix pools: each session gets one /64 (announced to it by Router Advertisement, so
+//! the client configures its addresses in it by SLAAC), carved from configured prefixes of /64
+//! or shorter; pools are named and chained to a next pool when exhausted, like the IPv4 ones.
+//!
+//! Lesson 1 again: a released /64 may be handed out again (the route layer replaces what it
+//! finds), and it is reused as late as possible: never-used prefixes first, then the one
+//! released longest ago, so whatever a vanished client left in caches has time to age out.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::Ipv6Addr,
+    str::FromStr,
+};
+
+use thiserror::Error;
+
+/// The /64s a session can get: a prefix of length 0..=64 (its `len` field) from the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix6 {
+    pub network: Ipv6Addr,
+    pub len: u8,
+}
+
+impl Prefix6 {
+    /// How many /64s it holds, capped (a /32 holds four billion; nobody needs more than this
+    /// many at once, and the cap keeps the arithmetic in `u64`).
+    fn count(&self) -> u64 {
+        1u64 << (64 - u32::from(self.len)).min(32)
+    }
+
+    fn nth(&self, i: u64) -> [u8; 8] {
+        let base = u64::from_be_bytes(self.network.octets()[..8].try_into().expect("8 bytes"));
+        (base + i).to_be_bytes()
+    }
+
+    fn contains(&self, p: [u8; 8]) -> bool {
+        let base = u64::from_be_bytes(self.network.octets()[..8].try_into().expect("8 bytes"));
+        let p = u64::from_be_bytes(p);
+        let mask = if self.len == 0 {
+            0
+        } else {
+            u64::MAX << (64 - u32::from(self.len))
+        };
+        p & mask == base
+    }
+
+    fn overlaps(&self, o: &Prefix6) -> bool {
+        self.contains(o.nth(0)) || o.contains(self.nth(0))
+    }
+}
+
+impl FromStr for Prefix6 {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let bad = |why: &str| format!("`{s}`: {why}");
+        let (a, l) = s
+            .split_once('/')
+            .ok_or_else(|| bad("not a prefix (ADDRESS/LEN)"))?;
+        let addr: Ipv6Addr = a
+            .parse()
+            .map_err(|_| bad("not an IPv6 address before `/`"))?;
+        let len: u8 = l
+            .parse()
+            .ok()
+            .filter(|l| *l <= 64)
+            .ok_or_else(|| bad("length not 0..=64 (each session gets a /64)"))?;
+        let bits = u128::from(addr);
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(len))
+        };
+        if bits & !mask != 0 {
+            return Err(bad("host bits set (give the network address)"));
+        }
+        if addr.segments()[0] & 0xffc0 == 0xfe80 || addr.segments()[0] & 0xff00 == 0xff00 {
+            return Err(bad(
+                "link-local and multicast prefixes cannot be handed out",
+            ));
+        }
+        Ok(Prefix6 { network: addr, len })
+    }
+}
+
+/// `/64` formatting of a session prefix.
+pub fn network(p: [u8; 8]) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    o[..8].copy_from_slice(&p);
+    Ipv6Addr::from(o)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool6Config {
+    pub name: String,
+    pub prefixes: Vec<Prefix6>,
+    pub next: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Pool6Error {
+    #[error("pool6 `{pool}` has no prefixes")]
+    Empty { pool: String },
+    #[error("pool6 `{pool}` is defined twice")]
+    Duplicate { pool: String },
+    #[error("pool6 `{a}` and `{b}` overlap")]
+    Overlap { a: String, b: String },
+    #[error("pool6 `{pool}` chains to `{next}`, which does not exist")]
+    UnknownNext { pool: String, next: String },
+    #[error("pool6 `{pool}`'s chain loops")]
+    ChainLoops { pool: String },
+    #[error("no IPv6 prefix free in pool6 `{0}` or the pools it chains to")]
+    Exhausted(String),
+    #[error("no pool6 `{0}`")]
+    UnknownPool(String),
+}
+
+struct Pool {
+    config: Pool6Config,
+    /// Never-used /64s are taken from here in order: (prefix index, next /64 in it).
+    fresh: (usize, u64),
+    /// Released ones, oldest first.
+    released: VecDeque<[u8; 8]>,
+}
+
+impl Pool {
+    fn take(&mut self, leased: &HashSet<[u8; 8]>) -> Option<[u8; 8]> {
+        while let Some(p) = self.config.prefixes.get(self.fresh.0) {
+            if self.fresh.1 >= p.count() {
+                self.fresh = (self.fresh.0 + 1, 0);
+                continue;
+            }
+            let got = p.nth(self.fresh.1);
+            self.fresh.1 += 1;
+            if !leased.contains(&got) {
+                return Some(got);
+            }
+        }
+        while let Some(p) = self.released.pop_front() {
+            if !leased.contains(&p) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    fn holds(&self, p: [u8; 8]) -> bool {
+        self.config.prefixes.iter().any(|x| x.contains(p))
+    }
+}
+
+/// The pools, and which /64s are leased (to exactly one session each).
+#[derive(Default)]
+pub struct Pools6 {
+    pools: Vec<Pool>,
+    by_name: HashMap<String, usize>,
+    leased: HashSet<[u8; 8]>,
+}
+
+impl Pools6 {
+    pub fn new(configs: Vec<Pool6Config>) -> Result<Self, Pool6Error> {
+        let mut by_name = HashMap::new();
+        for (i, c) in configs.iter().enumerate() {
+            if c.prefixes.is_empty() {
+                return Err(Pool6Error::Empty {
+                    pool: c.name.clone(),
+                });
+            }
+            if by_name.insert(c.name.clone(), i).is_some() {
+                return Err(Pool6Error::Duplicate {
+                    pool: c.name.clone(),
+                });
+            }
+        }
+        for (i, a) in configs.iter().enumerate() {
+            for b in &configs[i..] {
+                for (j, pa) in a.prefixes.iter().enumerate() {
+                    let skip = if std::ptr::eq(a, b) { j + 1 } else { 0 };
+                    if b.prefixes[skip..].iter().any(|pb| pa.overlaps(pb)) {
+                        return Err(Pool6Error::Overlap {
+                            a: a.name.clone(),
+                            b: b.name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        for c in &configs {
+            let mut seen = HashSet::new();
+            let mut at = c;
+            while let Some(next) = &at.next {
+                let Some(&n) = by_name.get(next) else {
+                    return Err(Pool6Error::UnknownNext {
+                        pool: at.name.clone(),
+                        next: next.clone(),
+                    });
+                };
+                if !seen.insert(n) {
+                    return Err(Pool6Error::ChainLoops {
+                        pool: c.name.clone(),
+                    });
+                }
+                at = &configs[n];
+            }
+        }
+        Ok(Self {
+            pools: configs
+                .into_iter()
+                .map(|config| Pool {
+                    config,
+                    fresh: (0, 0),
+                    released: VecDeque::new(),
+                })
+                .collect(),
+            by_name,
+            leased: HashSet::new(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// A /64 from `name` or the pools it chains to.
+    pub fn allocate(&mut self, name: &str) -> Result<[u8; 8], Pool6Error> {
+        let mut at = *self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Pool6Error::UnknownPool(name.into()))?;
+        // Validated acyclic: at most one visit per pool.
+        for _ in 0..self.pools.len() {
+            if let Some(p) = self.pools[at].take(&self.leased) {
+                self.leased.insert(p);
+                return Ok(p);
+            }
+            match self.pools[at]
+                .config
+                .next
+                .as_ref()
+                .and_then(|n| self.by_name.get(n))
+            {
+                Some(&n) => at = n,
+                None => break,
+            }
+        }
+        Err(Pool6Error::Exhausted(name.into()))
+    }
+
+    /// Takes a prefix another process had leased (hitless restart); false if it is leased.
+    pub fn adopt(&mut self, p: [u8; 8]) -> bool {
+        self.leased.insert(p)
+    }
+
+    pub fn release(&mut self, p: [u8; 8]) {
+        if self.leased.remove(&p)
+            && let Some(pool) = self.pools.iter_mut().find(|x| x.holds(p))
+        {
+            pool.released.push_back(p);
+        }
+    }
+
+    pub fn leased(&self) -> usize {
+        self.leased.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools(spec: &[(&str, &[&str], Option<&str>)]) -> Result<Pools6, Pool6Error> {
+        Pools6::new(
+            spec.iter()
+                .map(|(n, p, next)| Pool6Config {
+                    name: n.to_string(),
+                    prefixes: p.iter().map(|s| s.parse().unwrap()).collect(),
+                    next: next.map(str::to_string),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn prefixes_parse_and_refuse_what_cannot_be_handed_out() {
+        let p: Prefix6 = "2001:db8:100::/62".parse().unwrap();
+        assert_eq!(
+            (p.count(), p.nth(3)),
+            (4, [0x20, 0x01, 0x0d, 0xb8, 1, 0, 0, 3])
+        );
+        for bad in [
+            "2001:db8::/65",
+            "2001:db8::1/64",
+            "fe80::/64",
+            "ff02::/16",
+            "2001:db8::",
+            "x/64",
+        ] {
+            assert!(bad.parse::<Prefix6>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fresh_first_then_least_recently_released_then_the_chain() {
+        let mut p = pools(&[
+            ("a", &["2001:db8:0:10::/63"], Some("b")),
+            ("b", &["2001:db8:0:20::/64"], None),
+        ])
+        .unwrap();
+        let a0 = p.allocate("a").unwrap();
+        let a1 = p.allocate("a").unwrap();
+        assert_eq!(network(a0), "2001:db8:0:10::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(network(a1), "2001:db8:0:11::".parse::<Ipv6Addr>().unwrap());
+        let b0 = p.allocate("a").unwrap();
+        assert_eq!(network(b0), "2001:db8:0:20::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.allocate("a"), Err(Pool6Error::Exhausted("a".into())));
+        p.release(a1);
+        p.release(a0);
+        assert_eq!(p.allocate("a"), Ok(a1));
+        assert_eq!(p.allocate("a"), Ok(a0));
+        assert_eq!(p.leased(), 3);
+        // Recycling for ever: every prefix comes back, none is leased twice.
+        for _ in 0..1000 {
+            p.release(a0);
+            let got = p.allocate("b").unwrap_or_else(|_| p.allocate("a").unwrap());
+            assert_eq!(got, a0);
+        }
+        assert_eq!(p.leased(), 3);
+    }
+
+    #[test]
+    fn config_errors_name_the_pool() {
+        assert!(matches!(
+            pools(&[
+                ("a", &["2001:db8::/48"], None),
+                ("b", &["2001:db8:0:5::/64"], None)
+            ]),
+            Err(Pool6Error::Overlap { .. })
+        ));
+        assert!(matches!(
+            pools(&[("a", &["2001:db8::/64"], Some("z"))]),
+            Err(Pool6Error::UnknownNext { .. })
+        ));
+        assert!(matches!(
+            pools(&[
+                ("a", &["2001:db8::/64"], Some("b")),
+                ("b", &["2001:db8:1::/64"], Some("a"))
+            ]),
+            Err(Pool6Error::ChainLoops { .. })
+        ));
+        assert!(matches!(
+            pools(&[("a", &[], None)]),
+            Err(Pool6Error::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn adopted_prefixes_are_not_handed_out_again() {
+        let mut p = pools(&[("a", &["2001:db8::/63"], None)]).unwrap();
+        assert!(p.adopt([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0]));
+        assert!(!p.adopt([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0]));
+        assert_eq!(
+            network(p.allocate("a").unwrap()),
+            "2001:db8:0:1::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert!(p.allocate("a").is_err());
+    }
+}
