@@ -1231,6 +1231,8 @@ mod tests {
     use crate::{
         auth::mschap,
         pool::{Policy, PoolConfig},
+        pool6::Pools6,
+        ppp::link::Ipv6Policy,
         wire::{
             cp::{CpPacket, code},
             ppp::proto,
@@ -1248,6 +1250,10 @@ mod tests {
     struct Ledger {
         sessions: BTreeMap<[u8; 12], Session>,
         routes: BTreeSet<Ipv4Addr>,
+        routes6: BTreeSet<Ipv6Addr>,
+        /// The encapsulation's IPv6 lookups: /64 → session key.
+        clients6: BTreeMap<[u8; 8], SessionKey>,
+        adverts: Vec<Vec<u8>>,
         ups: usize,
         downs: Vec<EndReason>,
         refused: usize,
@@ -1266,12 +1272,40 @@ mod tests {
                 match c {
                     Command::ProgramSession(s) => {
                         self.sessions.insert(k(s), *s);
+                        if s.prefix6 != [0; 8] {
+                            self.clients6.insert(s.prefix6, s.key);
+                        }
                     }
                     Command::RemoveSession(s) => {
                         assert!(
                             self.sessions.remove(&k(s)).is_some(),
                             "removing a session never programmed"
                         );
+                        if self.clients6.get(&s.prefix6) == Some(&s.key) {
+                            self.clients6.remove(&s.prefix6);
+                        }
+                    }
+                    Command::Unprogram6 { prefix } => {
+                        assert!(self.clients6.remove(prefix).is_some());
+                    }
+                    Command::ProjectRoute6 { prefix, .. } => {
+                        assert!(
+                            self.routes6.insert(*prefix),
+                            "route {prefix} projected twice"
+                        );
+                    }
+                    Command::WithdrawRoute6 { prefix } => {
+                        assert!(
+                            self.routes6.remove(prefix),
+                            "withdrawing route {prefix} never projected"
+                        );
+                    }
+                    Command::SendIpv6 { prefix, packet } => {
+                        assert!(
+                            self.clients6.contains_key(prefix),
+                            "IPv6 sent to a prefix not programmed"
+                        );
+                        self.adverts.push(packet.clone());
                     }
                     Command::ProjectRoute { addr, .. } => {
                         // Replace semantics: projecting twice is fine, but the core never should.
@@ -1503,7 +1537,10 @@ mod tests {
             l.sessions.len()
         );
         assert!(l.routes.is_empty(), "routes left: {:?}", l.routes);
+        assert!(l.routes6.is_empty(), "IPv6 routes left: {:?}", l.routes6);
+        assert!(l.clients6.is_empty(), "IPv6 lookups left: {:?}", l.clients6);
         assert_eq!(g.leased(), 0, "leases left");
+        assert_eq!(g.leased6(), 0, "IPv6 prefixes left");
         assert_eq!(g.session_count(), 0);
     }
 
@@ -2039,5 +2076,212 @@ mod tests {
         let (_, refused) = new.restore(vec![record, twin], &BTreeMap::new());
         assert_eq!(refused.len(), 1);
         assert_eq!(new.session_count(), 1);
+    }
+
+    fn gateway6(prefixes: &str, policy: Ipv6Policy) -> Gateway {
+        let mut g = gateway("10.99.0.10-10.99.0.20");
+        g.config.link.ipv6 = policy;
+        g.set_pools6(
+            Pools6::new(vec![crate::pool6::Pool6Config {
+                name: "default".into(),
+                prefixes: vec![prefixes.parse().unwrap()],
+                next: None,
+            }])
+            .unwrap(),
+        );
+        g
+    }
+
+    fn session_of(out: &[Command]) -> SessionId {
+        out.iter()
+            .find_map(|c| match c {
+                Command::SessionUp { session, .. } => Some(*session),
+                _ => None,
+            })
+            .expect("the session came up")
+    }
+
+    /// A Router Solicitation from `fe80::<iid>` to ff02::2, as Linux sends one on PPP.
+    fn router_solicitation(iid: [u8; 8]) -> Vec<u8> {
+        let mut src = [0u8; 16];
+        src[0] = 0xfe;
+        src[1] = 0x80;
+        src[8..].copy_from_slice(&iid);
+        let src = Ipv6Addr::from(src);
+        let mut icmp = vec![133, 0, 0, 0, 0, 0, 0, 0];
+        let c = crate::wire::icmpv6::checksum(&src, &crate::wire::icmpv6::ALL_ROUTERS, &icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut p = vec![0x60, 0, 0, 0, 0, 8, 58, 255];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&crate::wire::icmpv6::ALL_ROUTERS.octets());
+        p.extend_from_slice(&icmp);
+        p
+    }
+
+    const CLIENT_IID: [u8; 8] = [0x3c, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77];
+
+    impl Client {
+        /// Runs IPV6CP on an up session as pppd `+ipv6` does; returns every command.
+        fn ipv6cp(&self, g: &mut Gateway, l: &mut Ledger, sid: SessionId) -> Vec<Command> {
+            let req = [[1u8, 1, 0, 14, 1, 10].as_slice(), &CLIENT_IID].concat();
+            let mut out = self.gre(g, l, proto::IPV6CP, &req);
+            assert_eq!(frames(&out, proto::IPV6CP)[0][0], code::CONFIGURE_ACK);
+            // Our request again (the restart timer), acked by the client.
+            let again = g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Ipv6cp)));
+            l.apply(&again);
+            let mut ack = frames(&again, proto::IPV6CP).remove(0);
+            assert_eq!(ack[0], code::CONFIGURE_REQUEST);
+            ack[0] = code::CONFIGURE_ACK;
+            out.extend(again);
+            out.extend(self.gre(g, l, proto::IPV6CP, &ack));
+            out
+        }
+    }
+
+    fn advert_prefix(ra: &[u8]) -> Ipv6Addr {
+        assert_eq!((ra[6], ra[7], ra[40]), (58, 255, 134), "an RA");
+        assert_eq!(&ra[56..60], &[3, 4, 64, 0xc0], "a SLAAC prefix option");
+        Ipv6Addr::from(<[u8; 16]>::try_from(&ra[72..88]).unwrap())
+    }
+
+    #[test]
+    fn ipv6_comes_up_routed_and_advertised_and_goes_away_cleanly() {
+        let mut g = gateway6("2001:db8:0:10::/63", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let sid = session_of(&c.dial(&mut g, &mut l));
+        // A solicitation before IPV6CP opened is nobody's.
+        c.gre(
+            &mut g,
+            &mut l,
+            proto::IPV6,
+            &router_solicitation(CLIENT_IID),
+        );
+        assert!(l.adverts.is_empty());
+        let out = c.ipv6cp(&mut g, &mut l, sid);
+        let prefix: Ipv6Addr = "2001:db8:0:10::".parse().unwrap();
+        assert_eq!(l.routes6, BTreeSet::from([prefix]));
+        assert!(
+            out.iter()
+                .any(|c| matches!(c, Command::Rejournal(r) if r.prefix6.is_some()))
+        );
+        assert_eq!(l.adverts.len(), 1, "advertised at once");
+        assert_eq!(advert_prefix(&l.adverts[0]), prefix);
+        let view = &g.sessions()[0];
+        assert_eq!(view.prefix6, Some(prefix));
+
+        // Solicited: answered, then not again within 3 s, then again.
+        c.gre(
+            &mut g,
+            &mut l,
+            proto::IPV6,
+            &router_solicitation(CLIENT_IID),
+        );
+        c.gre(
+            &mut g,
+            &mut l,
+            proto::IPV6,
+            &router_solicitation(CLIENT_IID),
+        );
+        assert_eq!(l.adverts.len(), 2);
+        l.apply(&g.handle(Event::Timer(TimerKey::RouterAdvertQuiet(sid))));
+        c.gre(
+            &mut g,
+            &mut l,
+            proto::IPV6,
+            &router_solicitation(CLIENT_IID),
+        );
+        assert_eq!(l.adverts.len(), 3);
+        // A corrupt solicitation is dropped.
+        let mut bad = router_solicitation(CLIENT_IID);
+        bad[42] ^= 0xff;
+        l.apply(&g.handle(Event::Timer(TimerKey::RouterAdvertQuiet(sid))));
+        c.gre(&mut g, &mut l, proto::IPV6, &bad);
+        assert_eq!(l.adverts.len(), 3);
+        // Unsolicited, and re-armed.
+        let out = g.handle(Event::Timer(TimerKey::RouterAdvert(sid)));
+        l.apply(&out);
+        assert_eq!(l.adverts.len(), 4);
+        assert!(out.contains(&Command::SetTimer(
+            TimerKey::RouterAdvert(sid),
+            g.config.ipv6.ra_interval
+        )));
+
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+    }
+
+    #[test]
+    fn recycled_prefixes_leave_nothing_stale() {
+        // Two /64s for three clients in turn, 50 times over: every prefix is reused many times,
+        // each is routed to exactly its current session, and nothing is left at the end.
+        let mut g = gateway6("2001:db8:0:20::/63", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut seen = BTreeSet::new();
+        for round in 0..50u64 {
+            let mut live = Vec::new();
+            for i in 0..2u64 {
+                let conn = round * 10 + i + 1;
+                let mut c = Client::new(conn, (i + 1) as u8, "alice", "s3cret");
+                let sid = session_of(&c.dial(&mut g, &mut l));
+                c.ipv6cp(&mut g, &mut l, sid);
+                live.push(c);
+            }
+            // A third finds the pool empty and carries on IPv4-only (`prefer`).
+            let mut third = Client::new(round * 10 + 9, 9, "bob", "hunter2");
+            let sid = session_of(&third.dial(&mut g, &mut l));
+            third.ipv6cp(&mut g, &mut l, sid);
+            assert_eq!(l.routes6.len(), 2, "round {round}");
+            assert_eq!(l.clients6.len(), 2);
+            assert_eq!(
+                g.sessions().iter().filter(|v| v.prefix6.is_some()).count(),
+                2
+            );
+            seen.extend(l.routes6.iter().copied());
+            live.push(third);
+            // Hang up in a different order each round.
+            if round % 2 == 1 {
+                live.reverse();
+            }
+            for c in &live {
+                c.hang_up(&mut g, &mut l);
+            }
+            clean(&g, &l);
+        }
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_required_ends_a_client_that_rejects_ipv6cp() {
+        let mut g = gateway6("2001:db8:0:30::/64", Ipv6Policy::Require);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let sid = session_of(&c.dial(&mut g, &mut l));
+        // pppd without `+ipv6`: LCP Protocol-Reject of IPV6CP (80 57 and the rejected packet).
+        let req = g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Ipv6cp)));
+        l.apply(&req);
+        let rejected = frames(&req, proto::IPV6CP).remove(0);
+        let mut body = vec![0x80, 0x57];
+        body.extend_from_slice(&rejected);
+        let prej = CpPacket {
+            code: code::PROTOCOL_REJECT,
+            identifier: 9,
+            data: &body,
+        }
+        .to_bytes();
+        let out = c.gre(&mut g, &mut l, proto::LCP, &prej);
+        assert_eq!(frames(&out, proto::LCP)[0][0], code::TERMINATE_REQUEST);
+        // The same with `prefer`: the session stays, IPv4-only.
+        let mut g = gateway6("2001:db8:0:30::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let sid = session_of(&c.dial(&mut g, &mut l));
+        let req = g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Ipv6cp)));
+        l.apply(&req);
+        let out = c.gre(&mut g, &mut l, proto::LCP, &prej);
+        assert!(frames(&out, proto::LCP).is_empty(), "{out:?}");
+        assert_eq!(g.sessions()[0].state, "up");
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
     }
 }
