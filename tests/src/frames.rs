@@ -1,8 +1,10 @@
 //! Hand-built Ethernet/IPv4/GRE frames for data-path tests, including deliberately broken ones.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_GRE: u8 = 47;
 
@@ -79,6 +81,48 @@ pub fn tcp_checksum(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> u16 {
     buf.extend_from_slice(&(segment.len() as u16).to_be_bytes());
     buf.extend_from_slice(segment);
     checksum(&buf)
+}
+
+/// An IPv6 packet (no extension headers).
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.push(next);
+    p.push(hop_limit);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// The upper-layer checksum over IPv6's pseudo-header (RFC 8200 §8.1) and `segment` (checksum
+/// field included as it is: a correct segment yields 0).
+pub fn checksum6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, segment: &[u8]) -> u16 {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&src.octets());
+    buf.extend_from_slice(&dst.octets());
+    buf.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&[0, 0, 0, next]);
+    buf.extend_from_slice(segment);
+    checksum(&buf)
+}
+
+/// A TCP SYN with one option, MSS, and a valid checksum for `src`→`dst` over IPv6.
+pub fn tcp6_syn(src: Ipv6Addr, dst: Ipv6Addr, mss: u16) -> Vec<u8> {
+    let mut t = tcp_syn(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, mss);
+    t[16..18].copy_from_slice(&[0, 0]);
+    let c = checksum6(src, dst, 6, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+/// An ICMPv6 message with its checksum filled in.
+pub fn icmpv6(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(body);
+    let c = checksum6(src, dst, IPPROTO_ICMPV6, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
 }
 
 #[cfg(test)]
