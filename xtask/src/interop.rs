@@ -5,7 +5,9 @@
 //! through a FreeRADIUS in the gateway's namespace (MS-CHAPv2 with RADIUS's MPPE keys, CHAP-MD5,
 //! PAP) with an empty secrets file; a fourth kills the gateway's worker (SIGKILL) under the
 //! client's pings every 0.2 s (hitless restart): the link must never end and ≥ 99 % of the
-//! pings be answered.
+//! pings be answered; a fifth gives the client IPv6 (IPV6CP, SLAAC from the gateway's Router
+//! Advertisement) and pings and moves iperf3 over IPv6 to the LAN server, MPPE-encrypted and
+//! forwarded by XDP both ways.
 
 use std::{
     path::Path,
@@ -27,6 +29,7 @@ use crate::{cargo, sh, vm, vm_cache, workspace_root};
 mod freeradius;
 
 /// One run of the VM against one gateway.
+#[derive(Clone, Copy)]
 struct Pass {
     name: &'static str,
     /// The gateway's config besides `[ppp]` (`[forwarding]`, `[radius]`).
@@ -51,6 +54,11 @@ struct Pass {
     moved: &'static [&'static str],
     /// The hitless-restart job instead of the cases: the worker is killed under pings.
     restart: bool,
+    /// The IPv6 job instead of the cases.
+    ipv6: bool,
+    /// Lines under the gateway's `[ppp]` beside `mppe`, and counters that must not move.
+    ppp: &'static str,
+    zero: &'static [&'static str],
 }
 
 const STACK: Pass = Pass {
@@ -81,6 +89,9 @@ deny pap
     plain: 5,
     moved: &["xdp_decap", "encapsulated"],
     restart: false,
+    ipv6: false,
+    ppp: "",
+    zero: &[],
 };
 
 /// The server behind the LAN in `xdp` mode (the tunnel address in `stack` mode).
@@ -108,6 +119,9 @@ deny pap
     plain: 3,
     moved: &["forward_xdp", "lan_seen", "encapsulated"],
     restart: false,
+    ipv6: false,
+    ppp: "",
+    zero: &[],
 };
 
 /// The real client authenticated by RADIUS: MS-CHAPv2 with MPPE keys from FreeRADIUS, CHAP-MD5
@@ -127,6 +141,9 @@ deny pap
     plain: 2,
     moved: &["xdp_decap", "encapsulated"],
     restart: false,
+    ipv6: false,
+    ppp: "",
+    zero: &[],
 };
 
 /// The real client across a kill -9 of the worker (MPPE stateless, `stack` mode).
@@ -142,7 +159,37 @@ const RESTART: Pass = Pass {
     plain: 0,
     moved: &["xdp_decap", "encapsulated"],
     restart: true,
+    ipv6: false,
+    ppp: "",
+    zero: &[],
 };
+
+/// The real client with IPv6 (MPPE-128, `xdp` mode): all its data in XDP both ways.
+const IPV6: Pass = Pass {
+    name: "ipv6",
+    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n\n[[pool6]]\nname = \"default\"\nprefixes = [\"2001:db8:100::/56\"]\n",
+    radius: false,
+    cases: "",
+    refused: &[],
+    iperf: &[("ipv6", "20M")],
+    encrypted: 1,
+    stateful: 0,
+    plain: 0,
+    moved: &[
+        "xdp_decap6",
+        "encapsulated6",
+        "xdp_link6",
+        "forward_xdp",
+        "lan_seen",
+    ],
+    restart: false,
+    ipv6: true,
+    ppp: "ipv6 = \"require\"\n",
+    zero: &["xdp_slow_path"],
+};
+
+/// The LAN server's IPv6 address (`xdp` mode's LAN has both families).
+const LAN_SERVER6: &str = "2001:db8:ffff::5";
 
 pub fn interop() -> anyhow::Result<()> {
     let image = vm::build_image(&vm_cache())?;
@@ -155,7 +202,7 @@ pub fn interop() -> anyhow::Result<()> {
     );
     // `PPTPGW_INTEROP_PASSES=radius,xdp` runs only those (development); all by default.
     let only = std::env::var("PPTPGW_INTEROP_PASSES").unwrap_or_default();
-    for pass in [STACK, XDP, RADIUS, RESTART] {
+    for pass in [STACK, XDP, RADIUS, RESTART, IPV6] {
         if !only.is_empty() && !only.split(',').any(|p| p == pass.name) {
             continue;
         }
@@ -165,12 +212,12 @@ pub fn interop() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(extra: &str, policy: &str) -> String {
+fn config(pass: &Pass, policy: &str) -> String {
     let ppp = match policy {
         "stateful" => "[ppp]\nmppe = \"require\"\nmppe_stateful = \"force\"\n".into(),
         _ => format!("[ppp]\nmppe = \"{policy}\"\n"),
     };
-    format!("{ppp}\n{extra}")
+    format!("{ppp}{}\n{}", pass.ppp, pass.extra)
 }
 
 /// Namespaces of one pass; removed on drop.
@@ -190,6 +237,8 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     std::fs::create_dir_all(&share)?;
     let job = if pass.restart {
         include_str!("jobs/restart.sh")
+    } else if pass.ipv6 {
+        include_str!("jobs/ipv6.sh")
     } else {
         include_str!("jobs/interop.sh")
     };
@@ -210,7 +259,7 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     };
     std::fs::write(share.join("chap-secrets"), secrets)?;
     let config_path = share.join("pptpgw.toml");
-    std::fs::write(&config_path, config(pass.extra, "require"))?;
+    std::fs::write(&config_path, config(pass, "require"))?;
     let gw_ns = format!("pptpgw-interop-{}-{}", pass.name, std::process::id());
     let mut namespaces = Namespaces(vec![gw_ns.clone()]);
     sh(&["ip", "netns", "add", &gw_ns])?;
@@ -242,10 +291,11 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     } else {
         let srv = format!("{gw_ns}-s");
         namespaces.0.push(srv.clone());
-        lan_server(&gw_ns, &srv)?;
-        (LAN_SERVER, srv)
+        lan_server(&gw_ns, &srv, pass.ipv6)?;
+        (if pass.ipv6 { LAN_SERVER6 } else { LAN_SERVER }, srv)
     };
     std::fs::write(share.join("target"), target)?;
+    std::fs::write(share.join("target6"), LAN_SERVER6)?;
 
     let bin = workspace_root().join("target/debug/pptpgw");
     let log = std::fs::File::create(share.join("pptpgw.log"))?;
@@ -308,6 +358,9 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     if pass.restart {
         check_restart(&share, &log)?;
     }
+    if pass.ipv6 {
+        check_ipv6(&share, &log)?;
+    }
     let routes = Command::new("ip")
         .args(["-n", &gw_ns, "route", "show", "proto", "241"])
         .output()?;
@@ -321,8 +374,9 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `xdp` mode's LAN: `lan0` (203.0.113.1/24) in the gateway, `s0` (the server) in `srv`.
-fn lan_server(gw_ns: &str, srv: &str) -> anyhow::Result<()> {
+/// `xdp` mode's LAN: `lan0` (203.0.113.1/24) in the gateway, `s0` (the server) in `srv`; with
+/// `ipv6` also 2001:db8:ffff::1/64 and ::5.
+fn lan_server(gw_ns: &str, srv: &str, ipv6: bool) -> anyhow::Result<()> {
     sh(&["ip", "netns", "add", srv])?;
     sh(&[
         "ip", "-n", gw_ns, "link", "add", "lan0", "type", "veth", "peer", "name", "s0", "netns",
@@ -338,6 +392,32 @@ fn lan_server(gw_ns: &str, srv: &str) -> anyhow::Result<()> {
         "dev",
         "lan0",
     ])?;
+    if ipv6 {
+        sh(&[
+            "ip",
+            "-n",
+            gw_ns,
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ffff::1/64",
+            "dev",
+            "lan0",
+            "nodad",
+        ])?;
+        sh(&[
+            "ip",
+            "-n",
+            srv,
+            "-6",
+            "addr",
+            "add",
+            &format!("{LAN_SERVER6}/64"),
+            "dev",
+            "s0",
+            "nodad",
+        ])?;
+    }
     sh(&["ip", "-n", gw_ns, "link", "set", "lan0", "up"])?;
     sh(&[
         "ip",
@@ -361,6 +441,19 @@ fn lan_server(gw_ns: &str, srv: &str) -> anyhow::Result<()> {
         "via",
         "203.0.113.1",
     ])?;
+    if ipv6 {
+        sh(&[
+            "ip",
+            "-n",
+            srv,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:ffff::1",
+        ])?;
+    }
     sh(&[
         "ip",
         "netns",
@@ -387,7 +480,7 @@ fn policy_switcher(
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     let (share, config_path) = (share.to_path_buf(), config_path.to_path_buf());
-    let extra = pass.extra;
+    let pass = *pass;
     std::thread::spawn(move || {
         let mut current = String::from("require");
         while !done.load(Ordering::Relaxed) {
@@ -399,7 +492,7 @@ fn policy_switcher(
             if want == current {
                 continue;
             }
-            if std::fs::write(&config_path, config(extra, &want)).is_ok() {
+            if std::fs::write(&config_path, config(&pass, &want)).is_ok() {
                 // SAFETY: kill(2) on our own child.
                 unsafe { libc::kill(pid, libc::SIGHUP) };
                 std::thread::sleep(Duration::from_millis(500));
@@ -538,11 +631,50 @@ fn check(pass: &Pass, log: &str) -> anyhow::Result<()> {
             bail!("{name} did not move: {counters}");
         }
     }
+    for name in pass.zero {
+        if count(name) != 0 {
+            bail!("{name} moved: {counters}");
+        }
+    }
     if pass.radius {
         let answered = log.matches("RADIUS answered").count();
         println!("{}: RADIUS answered {answered} times", pass.name);
         if answered < pass.encrypted + pass.plain {
             bail!("fewer RADIUS answers ({answered}) than sessions");
+        }
+    }
+    Ok(())
+}
+
+/// The IPv6 pass: IPv6 came up on the session, the client configured a global address in the
+/// prefix the gateway advertised, and pings and both iperf3 transfers went through.
+fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
+    let read = |f: &str| std::fs::read_to_string(share.join(f)).unwrap_or_default();
+    let addr = read("ipv6.addr");
+    let global = addr
+        .lines()
+        .find(|l| l.contains("inet6 2001:db8:100:"))
+        .map(str::trim)
+        .unwrap_or("none");
+    println!("ipv6: client address by SLAAC: {global}");
+    let ping = read("ipv6.ping");
+    let summary = ping
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no ping summary");
+    println!("ipv6: ping {LAN_SERVER6}: {summary}");
+    if !log.contains("IPv6 up") {
+        bail!("the gateway never brought IPv6 up");
+    }
+    if global == "none" {
+        bail!("no SLAAC address in the advertised prefix: {addr}");
+    }
+    if !summary.contains(" 5 received") {
+        bail!("IPv6 pings lost: {summary}");
+    }
+    for dir in ["up", "down"] {
+        if !read(&format!("iperf-ipv6-{dir}.txt")).contains("receiver") {
+            bail!("iperf3 over IPv6 ({dir}) did not complete");
         }
     }
     Ok(())

@@ -184,6 +184,9 @@ pub fn enable_ipv6(name: &str) -> anyhow::Result<()> {
     ensure_sysctl(&conf("addr_gen_mode"), "1")?;
     ensure_sysctl(&conf("accept_ra"), "0")?;
     ensure_sysctl(&conf("disable_ipv6"), "0")?;
+    // `xdp` mode's FIB lookups are made as if packets arrived on pptp0, which the kernel only
+    // answers for a device that forwards.
+    ensure_sysctl(&conf("forwarding"), "1")?;
     ensure_sysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1")
         .context("IPv6 sessions need net.ipv6.conf.all.forwarding=1")
 }

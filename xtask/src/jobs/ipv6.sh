@@ -1,0 +1,33 @@
+#!/bin/sh
+# Runs inside the VM: Debian's pptp-linux + pppd (MPPE-128, `+ipv6`) dial the gateway, wait
+# for IPV6CP and for a global address on ppp0 by SLAAC from the gateway's Router Advertisement,
+# then ping the LAN server over IPv6 and move iperf3 over IPv6 both ways. Results in
+# $S/ipv6.{log,ping,addr,route}, $S/iperf-ipv6-{up,down}.txt; exit code 0 only if all worked.
+S=/mnt/share
+set -u
+ip addr add 192.0.2.2/24 dev eth0
+ip link set eth0 up
+mkdir -p /etc/ppp /var/run /var/lock
+cat > /etc/ppp/chap-secrets <<EOT
+"alice" * "s3cret" *
+EOT
+target=$(cat $S/target6)
+pppd pty "pptp 192.0.2.1 --nolaunchpppd" name alice remotename pptpgw noauth nobsdcomp nodeflate \
+  require-mppe-128 refuse-eap refuse-pap refuse-chap refuse-mschap +ipv6 nodetach maxfail 1 \
+  debug logfile $S/ipv6.log &
+pid=$!
+rc=0
+i=0
+while [ $i -lt 240 ] && ! ip -6 addr show dev ppp0 scope global 2>/dev/null | busybox grep -q 'inet6 2001:db8:'; do
+  sleep 0.5; i=$((i+1))
+done
+ip -6 addr show dev ppp0 > $S/ipv6.addr 2>&1
+ip -6 route show > $S/ipv6.route 2>&1
+busybox grep -q 'inet6 2001:db8:' $S/ipv6.addr || rc=1
+ping -6 -c 5 -W 3 $target > $S/ipv6.ping 2>&1 || rc=1
+iperf3 -6 -c $target -n 20M > $S/iperf-ipv6-up.txt 2>&1 || rc=1
+iperf3 -6 -c $target -n 20M -R > $S/iperf-ipv6-down.txt 2>&1 || rc=1
+kill -TERM $pid
+i=0
+while [ $i -lt 30 ] && kill -0 $pid 2>/dev/null; do sleep 0.5; i=$((i+1)); done
+exit $rc
