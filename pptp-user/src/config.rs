@@ -963,7 +963,7 @@ impl Config {
                     format!("pool6[{pool}].next")
                 }
                 E::Duplicate { pool } => format!("pool6[{pool}].name"),
-                E::Exhausted(_) | E::UnknownPool(_) => "pool6".into(),
+                E::Exhausted(_) | E::UnknownPool(_) | E::InUse(_) => "pool6".into(),
             };
             ConfigError::new(field, e)
         })?;

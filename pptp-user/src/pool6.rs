@@ -113,6 +113,8 @@ pub enum Pool6Error {
     Exhausted(String),
     #[error("no pool6 `{0}`")]
     UnknownPool(String),
+    #[error("{0}/64 is leased to another session")]
+    InUse(Ipv6Addr),
 }
 
 struct Pool {
@@ -248,6 +250,14 @@ impl Pools6 {
             }
         }
         Err(Pool6Error::Exhausted(name.into()))
+    }
+
+    /// A given /64 (RADIUS Framed-IPv6-Prefix), inside a pool or not; refused if leased.
+    pub fn allocate_specific(&mut self, p: [u8; 8]) -> Result<(), Pool6Error> {
+        if !self.leased.insert(p) {
+            return Err(Pool6Error::InUse(network(p)));
+        }
+        Ok(())
     }
 
     /// Takes a prefix another process had leased (hitless restart); false if it is leased.

@@ -164,11 +164,12 @@ const RESTART: Pass = Pass {
     zero: &[],
 };
 
-/// The real client with IPv6 (MPPE-128, `xdp` mode): all its data in XDP both ways.
+/// The real client with IPv6 (MPPE-128, `xdp` mode): all its data in XDP both ways. FreeRADIUS
+/// authenticates it and assigns its /64 (Framed-IPv6-Prefix, outside the configured pool6).
 const IPV6: Pass = Pass {
     name: "ipv6",
-    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n\n[[pool6]]\nname = \"default\"\nprefixes = [\"2001:db8:100::/56\"]\n",
-    radius: false,
+    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n\n[[pool6]]\nname = \"default\"\nprefixes = [\"2001:db8:100::/56\"]\n\n[radius]\n[[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"radsecret1\"\n",
+    radius: true,
     cases: "",
     refused: &[],
     iperf: &[("ipv6", "20M")],
@@ -187,6 +188,9 @@ const IPV6: Pass = Pass {
     ppp: "ipv6 = \"require\"\n",
     zero: &["xdp_slow_path"],
 };
+
+/// The /64 FreeRADIUS assigns in the IPv6 pass.
+const RADIUS_PREFIX6: &str = "2001:db8:200:7";
 
 /// The LAN server's IPv6 address (`xdp` mode's LAN has both families).
 const LAN_SERVER6: &str = "2001:db8:ffff::5";
@@ -283,7 +287,14 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
         freeradius::FreeRadius::start(
             gw_ns.as_str(),
             &format!("interop-{}", std::process::id()),
-            "alice Cleartext-Password := \"s3cret\"\n\tMessage-Authenticator := 0x00\n",
+            &format!(
+                "alice Cleartext-Password := \"s3cret\"\n\tMessage-Authenticator := 0x00{}\n",
+                if pass.ipv6 {
+                    format!(",\n\tFramed-IPv6-Prefix = {RADIUS_PREFIX6}::/64")
+                } else {
+                    String::new()
+                }
+            ),
         )
     });
     let (target, iperf_ns) = if !pass.extra.contains("[forwarding]") {
@@ -653,7 +664,7 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
     let addr = read("ipv6.addr");
     let global = addr
         .lines()
-        .find(|l| l.contains("inet6 2001:db8:100:"))
+        .find(|l| l.contains(&format!("inet6 {RADIUS_PREFIX6}:")))
         .map(str::trim)
         .unwrap_or("none");
     println!("ipv6: client address by SLAAC: {global}");
@@ -667,7 +678,7 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
         bail!("the gateway never brought IPv6 up");
     }
     if global == "none" {
-        bail!("no SLAAC address in the advertised prefix: {addr}");
+        bail!("no SLAAC address in the prefix RADIUS assigned: {addr}");
     }
     if !summary.contains(" 5 received") {
         bail!("IPv6 pings lost: {summary}");

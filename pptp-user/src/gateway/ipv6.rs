@@ -99,7 +99,16 @@ impl Gateway {
         };
         s.ipv6.ids = Some((local, peer));
         if s.ipv6.prefix.is_none() {
-            match self.pools6.allocate(&self.config.ipv6.pool) {
+            // RADIUS's Framed-IPv6-Prefix, then its Framed-IPv6-Pool, then the default pool6.
+            let got = match (
+                s.authorization.framed_ipv6_prefix,
+                &s.authorization.framed_ipv6_pool,
+            ) {
+                (Some(p), _) => self.pools6.allocate_specific(p).map(|()| p),
+                (None, Some(pool)) => self.pools6.allocate(pool),
+                (None, None) => self.pools6.allocate(&self.config.ipv6.pool),
+            };
+            match got {
                 Ok(p) => s.ipv6.prefix = Some(p),
                 Err(e) => {
                     tracing::warn!(session = sid, user = ?s.user, error = %e, "no IPv6 prefix for the client");

@@ -104,6 +104,22 @@ pub struct Authorization {
     pub dns: [Option<Ipv4Addr>; 2],
     /// MikroTik-Rate-Limit: (upload, download) bits per second.
     pub rate_limit: Option<(u64, u64)>,
+    /// Framed-IPv6-Prefix (RFC 3162 §2.3): the session's /64 (only a /64 is honoured: the
+    /// client configures its address in it by SLAAC).
+    #[serde(default)]
+    pub framed_ipv6_prefix: Option<[u8; 8]>,
+    /// Framed-IPv6-Pool: the [[pool6]] to take the /64 from.
+    #[serde(default)]
+    pub framed_ipv6_pool: Option<String>,
+}
+
+/// A Framed-IPv6-Prefix value (reserved, prefix length, then the prefix's significant bytes)
+/// as a /64; `None` for another length or a malformed value.
+pub fn ipv6_prefix64(v: &[u8]) -> Option<[u8; 8]> {
+    match v {
+        [0, 64, p @ ..] if (8..=16).contains(&p.len()) => p[..8].try_into().ok(),
+        _ => None,
+    }
 }
 
 /// MikroTik's vendor code and its Rate-Limit attribute, the format operators' databases hold.
@@ -218,6 +234,16 @@ fn authorization(p: &Packet) -> Authorization {
             p.microsoft(ms::SECONDARY_DNS_SERVER).and_then(ip),
         ],
         rate_limit: rate_limit_of(p),
+        framed_ipv6_prefix: p.attr(Attr::FramedIpv6Prefix).and_then(|v| {
+            let got = ipv6_prefix64(v);
+            if got.is_none() {
+                tracing::warn!(value = ?v, "Framed-IPv6-Prefix ignored: only a /64 is honoured");
+            }
+            got
+        }),
+        framed_ipv6_pool: p
+            .attr(Attr::FramedIpv6Pool)
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
     }
 }
 
@@ -378,5 +404,34 @@ mod tests {
                 assert_eq!(v, Verdict::Reject);
             }
         }
+    }
+
+    #[test]
+    fn framed_ipv6_prefix_and_pool_are_read() {
+        let mut b = Builder::new(packet::ACCESS_ACCEPT, 1, [0; 16]);
+        // 2001:db8:200:7::/64 as RFC 3162 §2.3 lays it out (and as FreeRADIUS sends it: the
+        // prefix trimmed to its significant bytes), and a pool name.
+        b.attr(
+            Attr::FramedIpv6Prefix,
+            &[0, 64, 0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x00, 0x07],
+        )
+        .attr(Attr::FramedIpv6Pool, b"gold");
+        let bytes = b.finish_reply(&[0; 16], SECRET);
+        let a = authorization(&Packet::parse(&bytes).unwrap());
+        assert_eq!(
+            a.framed_ipv6_prefix,
+            Some([0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x00, 0x07])
+        );
+        assert_eq!(a.framed_ipv6_pool.as_deref(), Some("gold"));
+        // The full 16-byte form is the same /64; other lengths are not honoured.
+        let full = [
+            [0, 64, 0x20, 0x01, 0x0d, 0xb8, 2, 0, 0, 7].as_slice(),
+            &[0; 8],
+        ]
+        .concat();
+        assert_eq!(ipv6_prefix64(&full), a.framed_ipv6_prefix);
+        assert_eq!(ipv6_prefix64(&[0, 48, 0x20, 0x01, 0x0d, 0xb8, 2, 0]), None);
+        assert_eq!(ipv6_prefix64(&[0, 64, 0x20, 0x01]), None);
+        assert_eq!(ipv6_prefix64(&[]), None);
     }
 }

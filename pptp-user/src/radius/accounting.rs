@@ -49,6 +49,9 @@ pub struct SessionInfo {
     pub called: Ipv4Addr,
     pub nas_port: u32,
     pub class: Vec<Vec<u8>>,
+    /// The session's /64 once IPv6 is up on it (Interim and Stop carry it; a Start usually
+    /// goes before IPV6CP has opened).
+    pub framed_ipv6_prefix: Option<[u8; 8]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +131,11 @@ pub fn request(record: &Record, nas: &Nas, attempt: &Attempt, now: Instant) -> V
             .u32(Attr::AcctAuthentic, 1);
         for c in &s.class {
             b.attr(Attr::Class, c);
+        }
+        if let Some(p) = s.framed_ipv6_prefix {
+            let mut v = vec![0, 64];
+            v.extend_from_slice(&p);
+            b.attr(Attr::FramedIpv6Prefix, &v);
         }
     }
     if let Some(t) = record.session_time {
@@ -242,6 +250,7 @@ mod tests {
                 called: Ipv4Addr::new(198, 51, 100, 1),
                 nas_port: 300,
                 class: vec![b"plan-a".to_vec()],
+                framed_ipv6_prefix: Some([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 7]),
             }),
             session_time: Some(61),
             traffic: Some(Traffic {
@@ -270,6 +279,11 @@ mod tests {
         assert_eq!(p.u32_attr(Attr::AcctTerminateCause), Some(1));
         assert_eq!(p.attr(Attr::Class), Some(&b"plan-a"[..]));
         assert_eq!(p.attr(Attr::AcctSessionId), Some(&b"0000000A"[..]));
+        // RFC 3162 §2.3: reserved 0, length 64, the prefix.
+        assert_eq!(
+            p.attr(Attr::FramedIpv6Prefix),
+            Some(&[0, 64, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 7][..])
+        );
     }
 
     #[test]

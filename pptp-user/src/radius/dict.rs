@@ -1,4 +1,4 @@
-//! The attributes pptpgw speaks (RFC 2865, 2866, 2868, 2869, 3579, 5176) and the Microsoft
+//! The attributes pptpgw speaks (RFC 2865, 2866, 2868, 2869, 3162, 3579, 5176) and the Microsoft
 //! vendor attributes of RFC 2548.
 
 /// Standard attribute types.
@@ -48,7 +48,12 @@ pub enum Attr {
     AcctInterimInterval = 85,
     NasPortId = 87,
     FramedPool = 88,
+    /// RFC 3162.
+    FramedIpv6Prefix = 97,
+    FramedIpv6Pool = 100,
     ErrorCause = 101,
+    /// RFC 4818 (DHCPv6 prefix delegation: not served yet, see the README).
+    DelegatedIpv6Prefix = 123,
 }
 
 /// Service-Type Framed, Framed-Protocol PPP, NAS-Port-Type Virtual, Tunnel-Type PPTP.

@@ -269,6 +269,7 @@ fn acct_info(s: &JournaledSession, id: &str) -> crate::radius::accounting::Sessi
         called: r.local,
         nas_port: u32::from(r.call_id),
         class: r.authorization.class.clone(),
+        framed_ipv6_prefix: r.prefix6,
     }
 }
 

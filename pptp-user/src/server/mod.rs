@@ -332,6 +332,7 @@ impl Shell {
                 called: local,
                 nas_port: u32::from(call_id),
                 class,
+                framed_ipv6_prefix: None,
             };
             let interim = interim
                 .map(|s| Duration::from_secs(u64::from(s).max(10)))
@@ -949,7 +950,17 @@ impl Shell {
                         tracing::info!(error = %e, "sending IPv6 to a client failed");
                     }
                 }
-                Command::Rejournal(record) => self.rejournal(*record),
+                Command::Rejournal(record) => {
+                    // IPv6 came or went: Interim and Stop records say so from now on.
+                    if let Some(s) = self
+                        .accounting
+                        .as_mut()
+                        .and_then(|a| a.sessions.get_mut(&record.id))
+                    {
+                        s.info.framed_ipv6_prefix = record.prefix6;
+                    }
+                    self.rejournal(*record);
+                }
                 c @ Command::SessionUp { .. } => self.session_up(c),
                 c @ Command::SessionDown { .. } => self.session_down(c),
                 Command::Refused { peer, reason } => self.refusals.log(peer, reason, self.origin),
