@@ -1280,6 +1280,28 @@ ranges = ["10.0.1.0/30"]
                 "nope",
             ),
             ("[pools]\ndefault = \"x\"\n", "pools.default", "x"),
+            ("[ppp]\nipv6 = \"prefer\"\n", "ipv6.pool", "no [[pool6]]"),
+            ("[ppp]\nipv6 = \"always\"\n", "ppp.ipv6", "unknown variant"),
+            (
+                "[[pool6]]\nname = \"a\"\nprefixes = [\"2001:db8::/80\"]\n",
+                "pool6[a].prefixes",
+                "each session gets a /64",
+            ),
+            (
+                "[[pool6]]\nname = \"a\"\nprefixes = [\"2001:db8::/48\"]\n[[pool6]]\nname = \"b\"\nprefixes = [\"2001:db8:0:9::/64\"]\n",
+                "pool6[b].prefixes",
+                "overlap",
+            ),
+            (
+                "[[pool6]]\nname = \"a\"\nprefixes = [\"2001:db8::/64\"]\nnext = \"z\"\n",
+                "pool6[a].next",
+                "z",
+            ),
+            (
+                "[ipv6]\nra_interval = \"1s\"\n",
+                "ipv6.ra_interval",
+                "RFC 4861",
+            ),
             (
                 "[ppp]\ndns = [\"1.1.1.1\", \"1.0.0.1\", \"8.8.8.8\"]\n",
                 "ppp.dns",

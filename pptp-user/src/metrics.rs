@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub live: Traffic,
     pub map_sessions: u64,
     pub routes: u64,
+    /// IPv6 /64s leased to sessions.
+    pub ipv6_leased: u64,
     /// One entry per session when per-session series are on.
     pub per_session: Vec<(SessionLabels, Traffic)>,
 }
@@ -146,6 +148,24 @@ pub fn render(s: &Snapshot) -> String {
         "pool_exhausted",
         "Calls refused for want of an address",
         g.pool_exhausted,
+    );
+    counter(
+        &mut r,
+        "router_advertisements",
+        "IPv6 Router Advertisements sent to clients",
+        g.router_adverts,
+    );
+    counter(
+        &mut r,
+        "router_solicitations",
+        "IPv6 Router Solicitations received from clients",
+        g.router_solicitations,
+    );
+    counter(
+        &mut r,
+        "ipv6_slowpath_dropped",
+        "IPv6 packets from clients that reached the controller and were not for it",
+        g.ipv6_slowpath_dropped,
     );
     counter(
         &mut r,
@@ -274,6 +294,12 @@ pub fn render(s: &Snapshot) -> String {
         "pool_leased",
         "Addresses leased from each pool",
         pool_leased,
+    );
+    gauge(
+        &mut r,
+        "ipv6_prefixes_leased",
+        "IPv6 /64s leased to sessions",
+        s.ipv6_leased,
     );
     gauge(
         &mut r,

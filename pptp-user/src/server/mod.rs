@@ -502,6 +502,7 @@ impl Shell {
             gateway: gateway.stats.clone(),
             shell: self.stats(),
             pools: gateway.pool_usage(),
+            ipv6_leased: gateway.leased6() as u64,
             ..Snapshot::default()
         };
         if let Ok(c) = self.dp.counters() {
