@@ -320,7 +320,23 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
         .stderr(log)
         .spawn()
         .context("spawn pptpgw")?;
-    std::thread::sleep(Duration::from_secs(2));
+    // The target is the gateway's tunnel address in `stack` mode, which exists once pptpgw has
+    // set up `pptp0` (the verifier takes a few seconds under load): wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let addrs = Command::new("ip")
+            .args(["-n", &iperf_ns, "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if addrs.contains(&format!("inet {target}/"))
+            || addrs.contains(&format!("inet6 {target}/"))
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // iperf3 server on the target (twice per case: upload, then download).
     let mut iperf = Command::new("ip")
         .args(["netns", "exec", &iperf_ns, "iperf3", "-s", "-B", target])
