@@ -29,24 +29,41 @@ use pptp_user::kernel::{datapath::Datapath, netdev, route};
 use crate::{
     table::Row,
     topo::{
-        CLIENT, GW_WAN, SEQ_OFFSET, SERVER, Topo, blast, client_frame, inner_udp, median,
-        rx_packets,
+        CLIENT, GW_WAN, SEQ_OFFSET, SERVER, SERVER6, Topo, blast, client_frame, client_frame6,
+        inner_udp, inner_udp6, median, rx_packets,
     },
 };
 
 /// Sessions the traffic uses (distinct call IDs and assigned addresses).
 pub const LIVE: u16 = 64;
 
-/// Live session `i`: call ID 0x4000 + i, address `assigned(i)`, slot i, up.
+/// Live session `i`: call ID 0x4000 + i, address `assigned(i)`, /64 `prefix6(i)`, slot i, up.
 fn live_session(i: u16) -> pptp_common::session::Session {
-    kernel::session(
-        u32::from(i),
-        GW_WAN,
-        CLIENT,
-        0x4000 + i,
-        assigned(i),
-        STATE_UP,
-    )
+    pptp_common::session::Session {
+        prefix6: prefix6(i),
+        ..kernel::session(
+            u32::from(i),
+            GW_WAN,
+            CLIENT,
+            0x4000 + i,
+            assigned(i),
+            STATE_UP,
+        )
+    }
+}
+
+/// Live session `i`'s /64: 2001:db8:1:i::/64.
+pub fn prefix6(i: u16) -> [u8; 8] {
+    let [a, b] = i.to_be_bytes();
+    [0x20, 0x01, 0x0d, 0xb8, 0, 1, a, b]
+}
+
+/// An address in live session `i`'s /64 (its SLAAC address, say).
+pub fn client6(i: u16) -> std::net::Ipv6Addr {
+    let mut o = [0u8; 16];
+    o[..8].copy_from_slice(&prefix6(i));
+    o[15] = 1;
+    std::net::Ipv6Addr::from(o)
 }
 
 pub fn assigned(i: u16) -> Ipv4Addr {
@@ -103,12 +120,21 @@ impl Gateway {
                 dp.route_generation()
                     .and_then(|mut g| g.bump())
                     .expect("route generation");
+                // IPv6 as the controller sets it up (`[ppp] ipv6`), for the IPv6 rows.
+                netdev::enable_ipv6(&pptp0.name).expect("IPv6 on pptp0");
                 for i in 0..LIVE {
                     let s = live_session(i);
                     dp.install_session(&s).expect("session");
                     route::project(&handle, assigned(i), pptp0.ifindex)
                         .await
                         .expect("route");
+                    route::project6(
+                        &handle,
+                        pptp_user::pool6::network(prefix6(i)),
+                        pptp0.ifindex,
+                    )
+                    .await
+                    .expect("IPv6 route");
                 }
                 (dp, decap, encap)
             })
@@ -229,6 +255,32 @@ impl Gateway {
             .collect()
     }
 
+    /// The same traffic over IPv6 (PPP 0x0057, each session from its /64).
+    pub fn client_frames6(&self, size: usize) -> Vec<Vec<u8>> {
+        (0..LIVE)
+            .map(|i| {
+                client_frame6(
+                    &self.topo,
+                    0x4000 + i,
+                    &inner_udp6(client6(i), SERVER6, size),
+                )
+            })
+            .collect()
+    }
+
+    pub fn server_frames6(&self, size: usize) -> Vec<Vec<u8>> {
+        (0..LIVE)
+            .map(|i| {
+                frames::ethernet(
+                    self.topo.lan0.mac,
+                    self.topo.s0.mac,
+                    frames::ETH_P_IPV6,
+                    &inner_udp6(SERVER6, client6(i), size),
+                )
+            })
+            .collect()
+    }
+
     pub fn server_frames(&self, size: usize) -> Vec<Vec<u8>> {
         (0..LIVE)
             .map(|i| {
@@ -329,6 +381,42 @@ pub fn per_packet_cost(packets: u64, runs: usize) -> Vec<Row> {
             growth,
             "≤ 1.1×",
             growth <= 1.1,
+        ));
+    }
+    // IPv6 beside IPv4: the same sessions, the same sizes, one after the other in this run.
+    let (mut d4, mut d6, mut e4, mut e6) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (v6, d, e) in [(false, &mut d4, &mut e4), (true, &mut d6, &mut e6)] {
+            let mut cf = if v6 {
+                gw.client_frames6(1400)
+            } else {
+                gw.client_frames(1400)
+            };
+            d.push(gw.cost(maps::PROG_XDP_DECAP, || {
+                blast(&gw.topo.cl, "c0", &mut cf, Some(SEQ_OFFSET), packets, limit);
+            }));
+            let mut sf = if v6 {
+                gw.server_frames6(1400)
+            } else {
+                gw.server_frames(1400)
+            };
+            e.push(gw.cost(maps::PROG_XDP_ENCAP, || {
+                blast(&gw.topo.srv, "s0", &mut sf, None, packets, limit);
+            }));
+        }
+    }
+    for (name, v4, v6) in [
+        ("XDP decap", median(d4), median(d6)),
+        ("XDP encap", median(e4), median(e6)),
+    ] {
+        rows.push(Row::ratio(
+            "1 per-packet cost",
+            &format!("{name} IPv6 beside IPv4, 1400 B, {} sessions", gw.sessions),
+            format!("{v6:.0} ns (IPv6)"),
+            format!("{v4:.0} ns (IPv4)"),
+            v6 / v4,
+            "≤ 1.2×",
+            v6 / v4 <= 1.2,
         ));
     }
     let insns = |p: &str| {

@@ -15,6 +15,8 @@ use pptp_tests::{
 pub const GW_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
 pub const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+pub const SERVER6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 5);
 
 pub struct Topo {
     pub cl: Netns,
@@ -39,6 +41,34 @@ impl Topo {
         srv.ip(&["addr", "add", &format!("{SERVER}/24"), "dev", "s0"]);
         srv.ip(&["route", "add", "default", "via", "203.0.113.1"]);
         run_ok(gw.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]));
+        // IPv6 on the LAN (the rig's namespaces start without it), for the IPv6 rows.
+        run_ok(
+            gw.command("sysctl")
+                .args(["-qw", "net.ipv6.conf.lan0.disable_ipv6=0"]),
+        );
+        run_ok(
+            srv.command("sysctl")
+                .args(["-qw", "net.ipv6.conf.s0.disable_ipv6=0"]),
+        );
+        gw.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:ffff::1/64",
+            "dev",
+            "lan0",
+            "nodad",
+        ]);
+        srv.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{SERVER6}/64"),
+            "dev",
+            "s0",
+            "nodad",
+        ]);
+        srv.ip(&["-6", "route", "add", "default", "via", "2001:db8:ffff::1"]);
         // Frames XDP redirects into a veth need NAPI on its peer: GRO on at both ends.
         run_ok(cl.command("ethtool").args(["-K", "c0", "gro", "on"]));
         run_ok(srv.command("ethtool").args(["-K", "s0", "gro", "on"]));
@@ -51,6 +81,16 @@ impl Topo {
             &fmt_mac(&c0.mac),
             "dev",
             "wan0",
+        ]);
+        gw.ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            &SERVER6.to_string(),
+            "lladdr",
+            &fmt_mac(&s0.mac),
+            "dev",
+            "lan0",
         ]);
         // ...and the server's (in `xdp` mode a missing neighbour sends packets to the stack).
         gw.ip(&[
@@ -102,6 +142,28 @@ pub fn inner_udp(src: Ipv4Addr, dst: Ipv4Addr, size: usize) -> Vec<u8> {
         frames::IPPROTO_UDP,
         &frames::udp(40000, 9, &payload),
     )
+}
+
+/// An inner IPv6/UDP packet of exactly `size` bytes (UDP checksum left zero: the programs
+/// never look at it, and nothing receives these packets).
+pub fn inner_udp6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, size: usize) -> Vec<u8> {
+    let payload = vec![0x5au8; size.saturating_sub(48)];
+    frames::ipv6(
+        src,
+        dst,
+        frames::IPPROTO_UDP,
+        64,
+        &frames::udp(40000, 9, &payload),
+    )
+}
+
+/// A client's IPv6 data frame (PPP 0x0057) for call `call_id`.
+pub fn client_frame6(topo: &Topo, call_id: u16, inner: &[u8]) -> Vec<u8> {
+    let mut ppp = vec![0xff, 0x03, 0x00, 0x57];
+    ppp.extend_from_slice(inner);
+    let gre = frames::gre_v1(call_id, Some(0), None, &ppp);
+    let ip = frames::ipv4(CLIENT, GW_WAN, frames::IPPROTO_GRE, &gre);
+    frames::ethernet(topo.wan0.mac, topo.c0.mac, frames::ETH_P_IP, &ip)
 }
 
 /// Offset of the GRE sequence number in a client frame (Ethernet + IPv4 + 8 bytes of GRE).

@@ -412,3 +412,77 @@ fn stateful_send_with_flag_packets_and_a_reset() {
         );
     });
 }
+
+#[test]
+fn ipv6_is_encrypted_both_ways_and_link_traffic_reaches_the_controller_decrypted() {
+    let (gw, _up, mut dp) = setup();
+    gw.enter(|| {
+        let prefix = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 7];
+        dp.update_session(&Session {
+            prefix6: prefix,
+            ..mppe_session()
+        })
+        .unwrap();
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let (client6, far6) = (v6("2001:db8:0:7::1"), v6("2001:db8:ffff::5"));
+        let mut tx = Direction::new(RECV_KEY, false);
+        let encrypted = |tx: &mut Direction, protocol: &[u8], packet: &[u8]| {
+            tx.encrypt(&[protocol, packet].concat())
+        };
+
+        // Data, with the inner protocol as 00 57 and compressed to 57: the exact packet out.
+        let data = ipv6(client6, far6, IPPROTO_UDP, 64, &udp(5000, 53, b"six"));
+        for (seq, protocol) in [(1, &[0x00, 0x57][..]), (2, &[0x57][..])] {
+            let frame = gre_mppe(seq, &encrypted(&mut tx, protocol, &data));
+            let (v, out, c) = decap(&dp, &frame);
+            assert_eq!((v, c.get(Stat::XdpDecap6)), (XDP_REDIRECT, 1), "{c:?}");
+            assert_eq!(out, ethernet(PPTP0_MAC, PPTP0_PEER_MAC, ETH_P_IPV6, &data));
+        }
+
+        // A Router Solicitation: decrypted in place, relabelled 0x0057, passed up.
+        let ll = v6("fe80::3c11:2233:4455:6677");
+        let all_routers = v6("ff02::2");
+        let rs = ipv6(
+            ll,
+            all_routers,
+            IPPROTO_ICMPV6,
+            255,
+            &icmpv6(ll, all_routers, 133, &[0; 4]),
+        );
+        let frame = gre_mppe(3, &encrypted(&mut tx, &[0x00, 0x57], &rs));
+        let (v, out, c) = decap(&dp, &frame);
+        assert_eq!((v, c.get(Stat::XdpLink6)), (XDP_PASS, 1));
+        let ppp = 14 + 20 + 12;
+        assert_eq!(&out[ppp..ppp + 4], &[0xff, 0x03, 0x00, 0x57], "relabelled");
+        assert_eq!(&out[ppp + 6..ppp + 8], &[0x00, 0x57]);
+        assert_eq!(&out[ppp + 8..], &rs[..], "decrypted");
+
+        // Plaintext IPv6 on the encrypted session is refused.
+        let mut plain = vec![0xff, 0x03, 0x00, 0x57];
+        plain.extend_from_slice(&data);
+        let frame = ethernet(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            ETH_P_IP,
+            &ipv4(
+                CLIENT,
+                GW,
+                IPPROTO_GRE,
+                &gre_v1(CALL_ID, Some(4), None, &plain),
+            ),
+        );
+        let (v, _, c) = decap(&dp, &frame);
+        assert_eq!((v, c.dropped(DropReason::MppePlaintext)), (XDP_DROP, 1));
+
+        // Towards the client: encrypted, with 00 57 inside.
+        let mut rx = Direction::new(SEND_KEY, false);
+        let back = ipv6(far6, client6, IPPROTO_UDP, 64, &udp(53, 5000, &[6; 300]));
+        let frame = ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IPV6, &back);
+        let (v, out, c) = xdp_run(&dp, PROG_XDP_ENCAP, &frame);
+        assert_eq!((v, c.get(Stat::Encapsulated6)), (XDP_REDIRECT, 1));
+        assert_eq!(&out[50..54], &[0xff, 0x03, 0x00, 0xfd]);
+        let plain = rx.decrypt(&out[54..]).expect("the client decrypts it");
+        assert_eq!(&plain[..2], &[0x00, 0x57]);
+        assert_eq!(&plain[2..], &back[..]);
+    });
+}

@@ -2284,4 +2284,51 @@ mod tests {
         c.hang_up(&mut g, &mut l);
         clean(&g, &l);
     }
+
+    #[test]
+    fn a_restored_session_keeps_its_ipv6_prefix() {
+        let prefix: Ipv6Addr = "2001:db8:0:40::".parse().unwrap();
+        let mut old = gateway6("2001:db8:0:40::/63", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(7, 7, "alice", "s3cret");
+        let sid = session_of(&c.dial(&mut old, &mut l));
+        let out = c.ipv6cp(&mut old, &mut l, sid);
+        let record = out
+            .iter()
+            .find_map(|c| match c {
+                Command::Rejournal(r) => Some((**r).clone()),
+                _ => None,
+            })
+            .expect("journaled again once IPv6 is up");
+        assert_eq!(record.prefix6.map(crate::pool6::network), Some(prefix));
+        assert_eq!(record.link.ipv6.map(|(_, peer)| peer), Some(CLIENT_IID));
+        // Through the journal's encoding.
+        let record: SessionRecord =
+            serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+
+        let mut new = gateway6("2001:db8:0:40::/63", Ipv6Policy::Prefer);
+        let mut l2 = Ledger::default();
+        let (out, refused) = new.restore(vec![record.clone()], &BTreeMap::new());
+        assert!(refused.is_empty());
+        l2.apply(&out);
+        assert_eq!(l2.routes6, BTreeSet::from([prefix]));
+        assert_eq!(l2.adverts.len(), 1, "advertised again");
+        assert_eq!(advert_prefix(&l2.adverts[0]), prefix);
+        assert_eq!(new.sessions()[0].prefix6, Some(prefix));
+        // The carried prefix is not handed out again.
+        let mut other = Client::new(8, 8, "bob", "hunter2");
+        let sid2 = session_of(&other.dial(&mut new, &mut l2));
+        other.ipv6cp(&mut new, &mut l2, sid2);
+        assert_eq!(l2.routes6.len(), 2);
+        // A record written before IPv6 existed (no such fields) still reads, without IPv6.
+        let mut v = serde_json::to_value(&record).unwrap();
+        v.as_object_mut().unwrap().remove("prefix6");
+        v["link"].as_object_mut().unwrap().remove("ipv6");
+        let older: SessionRecord = serde_json::from_value(v).unwrap();
+        assert_eq!((older.prefix6, older.link.ipv6), (None, None));
+
+        l2.apply(&new.handle(Event::ControlClosed { conn: 7 }));
+        l2.apply(&new.handle(Event::ControlClosed { conn: 8 }));
+        clean(&new, &l2);
+    }
 }
