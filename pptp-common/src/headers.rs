@@ -35,6 +35,10 @@ pub struct Ipv4Hdr {
 
 pub const IPV4_MIN_HLEN: usize = 20;
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// DHCPv6's ports (RFC 8415 §7.2): clients listen on 546, servers on 547.
+pub const DHCPV6_CLIENT_PORT: u16 = 546;
+pub const DHCPV6_SERVER_PORT: u16 = 547;
 pub const IPPROTO_GRE: u8 = 47;
 /// More-fragments flag and fragment offset bits of `frag_off`.
 pub const IPV4_MF_OFFSET_MASK: u16 = 0x3fff;

@@ -51,8 +51,11 @@ pub struct Session {
     /// The client's /64 (the first 8 bytes of the prefix; zero: no IPv6): inner source of its
     /// IPv6 packets, and the `CLIENTS6` key of the encapsulation's copy.
     pub prefix6: [u8; 8],
+    /// A /64 delegated to the client by DHCPv6 (RFC 8415 IA_PD; zero: none), routed to it
+    /// behind its own /64: also an accepted inner source, and a second `CLIENTS6` key.
+    pub delegated6: [u8; 8],
 }
-const _: () = assert!(core::mem::size_of::<Session>() == 40);
+const _: () = assert!(core::mem::size_of::<Session>() == 48);
 
 /// `GRE_STATE` value, one per slot: the session's single sequence-number source. The
 /// encapsulation program and the controller (for its own PPP frames, on the mmapped page) both

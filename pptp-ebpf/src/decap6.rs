@@ -1,13 +1,15 @@
 //! The decapsulation's IPv6 stage: a session's PPP protocol 0x0057 (plain, or decrypted by the
 //! MPPE stage). Data from the client's /64 is policed, MSS-clamped and delivered like IPv4; the
-//! link's own traffic (ICMPv6 to multicast or link-local addresses: Router Solicitations,
-//! neighbour discovery) goes to the controller — on an encrypted session decrypted, with its
+//! link's own traffic (to multicast or link-local addresses: Router Solicitations, neighbour
+//! discovery, DHCPv6) goes to the controller — on an encrypted session decrypted, with its
 //! PPP protocol field relabelled 0x0057 so the controller knows (plaintext 0x0057 is dropped on
 //! such a session before it gets here); anything else is dropped as spoofed.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use pptp_common::{
-    headers::{ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPV6_HLEN, Ipv6Hdr},
+    headers::{
+        DHCPV6_SERVER_PORT, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, Ipv6Hdr,
+    },
     seq::RxWindow,
     session::{DatapathConfig, GreState, Session},
     stats::{DropReason, Stat},
@@ -46,7 +48,11 @@ pub fn decap_ipv6(
         return Err(DropReason::InnerMalformed);
     }
     if ip.is_link_traffic() {
-        if ip.next_header != IPPROTO_ICMPV6 {
+        // ICMPv6 (RS, ND) and DHCPv6 to the servers' multicast group or our link-local
+        // address (UDP port 547) are the controller's; nothing else on the link is.
+        let dhcpv6 = ip.next_header == IPPROTO_UDP
+            && read_at::<[u8; 4]>(ctx, f.inner_off + IPV6_HLEN)?[2..] == DHCPV6_SERVER_PORT.to_be_bytes();
+        if ip.next_header != IPPROTO_ICMPV6 && !dhcpv6 {
             return Err(DropReason::SpoofedInnerSource6);
         }
         if f.mppe {
@@ -64,7 +70,10 @@ pub fn decap_ipv6(
         count(Stat::XdpLink6);
         return Ok(xdp_action::XDP_PASS);
     }
-    if session.prefix6 == [0; 8] || Ipv6Hdr::prefix64(&ip.src) != session.prefix6 {
+    let src64 = Ipv6Hdr::prefix64(&ip.src);
+    if session.prefix6 == [0; 8]
+        || (src64 != session.prefix6 && (session.delegated6 == [0; 8] || src64 != session.delegated6))
+    {
         return Err(DropReason::SpoofedInnerSource6);
     }
     if !crate::police::within_rate(session.slot, true, len) {

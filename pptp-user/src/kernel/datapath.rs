@@ -404,12 +404,13 @@ impl Datapath {
                 .insert(session.assigned, session, 0)
                 .context("insert CLIENTS")?;
         }
-        if session.prefix6 != [0; 8] {
-            let mut clients: HashMap<&mut MapData, [u8; 8], Session> =
-                HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
-            clients
-                .insert(session.prefix6, session, 0)
-                .context("insert CLIENTS6")?;
+        let mut clients: HashMap<&mut MapData, [u8; 8], Session> =
+            HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
+        // The session's /64 and the one delegated to it by DHCPv6 both lead to it.
+        for p in [session.prefix6, session.delegated6] {
+            if p != [0; 8] {
+                clients.insert(p, session, 0).context("insert CLIENTS6")?;
+            }
         }
         Ok(())
     }
@@ -478,12 +479,10 @@ impl Datapath {
         }
         let mut clients6: HashMap<&mut MapData, [u8; 8], Session> =
             HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
-        if session.prefix6 != [0; 8]
-            && clients6
-                .get(&session.prefix6, 0)
-                .is_ok_and(|s| s.key == session.key)
-        {
-            ignore_missing(clients6.remove(&session.prefix6)).context("remove CLIENTS6")?;
+        for p in [session.prefix6, session.delegated6] {
+            if p != [0; 8] && clients6.get(&p, 0).is_ok_and(|s| s.key == session.key) {
+                ignore_missing(clients6.remove(&p)).context("remove CLIENTS6")?;
+            }
         }
         let mut sessions: HashMap<&mut MapData, SessionKey, Session> =
             HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;

@@ -17,6 +17,11 @@ pub const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 /// The RFC 4443 §2.3 checksum: the pseudo-header (addresses, upper-layer length, next header)
 /// and the ICMPv6 message.
 pub fn checksum(src: &Ipv6Addr, dst: &Ipv6Addr, icmp: &[u8]) -> u16 {
+    upper_layer_checksum(src, dst, NEXT_ICMPV6, icmp)
+}
+
+/// RFC 8200 §8.1: the checksum over the pseudo-header and an upper-layer message (ICMPv6, UDP).
+pub fn upper_layer_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, next: u8, upper: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut add = |b: &[u8]| {
         for c in b.chunks(2) {
@@ -25,9 +30,9 @@ pub fn checksum(src: &Ipv6Addr, dst: &Ipv6Addr, icmp: &[u8]) -> u16 {
     };
     add(&src.octets());
     add(&dst.octets());
-    add(&(icmp.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, NEXT_ICMPV6]);
-    add(icmp);
+    add(&(upper.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, next]);
+    add(upper);
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

@@ -3,6 +3,7 @@
 pub mod ccp;
 pub mod cp;
 pub mod cursor;
+pub mod dhcpv6;
 pub mod gre;
 pub mod icmpv6;
 pub mod ipcp;
