@@ -8,7 +8,8 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use pptp_common::{
     headers::{
-        DHCPV6_SERVER_PORT, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN, Ipv6Hdr,
+        DHCPV6_SERVER_PORT, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_HLEN,
+        Ipv6Hdr,
     },
     seq::RxWindow,
     session::{DatapathConfig, GreState, Session},
@@ -51,7 +52,8 @@ pub fn decap_ipv6(
         // ICMPv6 (RS, ND) and DHCPv6 to the servers' multicast group or our link-local
         // address (UDP port 547) are the controller's; nothing else on the link is.
         let dhcpv6 = ip.next_header == IPPROTO_UDP
-            && read_at::<[u8; 4]>(ctx, f.inner_off + IPV6_HLEN)?[2..] == DHCPV6_SERVER_PORT.to_be_bytes();
+            && read_at::<[u8; 4]>(ctx, f.inner_off + IPV6_HLEN)?[2..]
+                == DHCPV6_SERVER_PORT.to_be_bytes();
         if ip.next_header != IPPROTO_ICMPV6 && !dhcpv6 {
             return Err(DropReason::SpoofedInnerSource6);
         }
@@ -72,7 +74,8 @@ pub fn decap_ipv6(
     }
     let src64 = Ipv6Hdr::prefix64(&ip.src);
     if session.prefix6 == [0; 8]
-        || (src64 != session.prefix6 && (session.delegated6 == [0; 8] || src64 != session.delegated6))
+        || (src64 != session.prefix6
+            && (session.delegated6 == [0; 8] || src64 != session.delegated6))
     {
         return Err(DropReason::SpoofedInnerSource6);
     }

@@ -363,6 +363,8 @@ pub struct Ipv6 {
     #[serde(deserialize_with = "duration")]
     pub preferred_lifetime: Duration,
     pub dns: Vec<std::net::Ipv6Addr>,
+    /// The [[pool6]] DHCPv6 prefix delegation hands /64s out of (absent: no delegation).
+    pub delegated_pool: Option<String>,
 }
 
 impl Default for Ipv6 {
@@ -375,6 +377,7 @@ impl Default for Ipv6 {
             valid_lifetime: d.valid_lifetime,
             preferred_lifetime: d.preferred_lifetime,
             dns: d.dns,
+            delegated_pool: d.delegated_pool,
         }
     }
 }
@@ -388,7 +391,28 @@ impl Ipv6 {
             valid_lifetime: self.valid_lifetime,
             preferred_lifetime: self.preferred_lifetime,
             dns: self.dns.clone(),
+            delegated_pool: self.delegated_pool.clone(),
+            server_duid: server_duid(),
         }
+    }
+}
+
+/// Our DHCPv6 DUID: a DUID-UUID (RFC 6355) from /etc/machine-id, the same across restarts and
+/// upgrades of this host; the built-in one where the file is missing or odd.
+fn server_duid() -> Vec<u8> {
+    let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let id = id.trim();
+    let bytes: Option<Vec<u8>> = (id.len() == 32)
+        .then(|| {
+            (0..32)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&id[i..i + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
+    match bytes {
+        Some(b) => [vec![0, 4], b].concat(),
+        None => crate::gateway::Ipv6Config::default().server_duid,
     }
 }
 
@@ -974,6 +998,14 @@ impl Config {
                     "ppp.ipv6 is on, and there is no [[pool6]] named `{}`",
                     self.ipv6.pool
                 ),
+            ));
+        }
+        if let Some(d) = &self.ipv6.delegated_pool
+            && !pools.has(d)
+        {
+            return Err(ConfigError::new(
+                "ipv6.delegated_pool",
+                format!("there is no [[pool6]] named `{d}`"),
             ));
         }
         if self.ipv6.ra_interval < Duration::from_secs(4)

@@ -163,6 +163,12 @@ pub fn render(s: &Snapshot) -> String {
     );
     counter(
         &mut r,
+        "dhcpv6_replies",
+        "DHCPv6 Advertise and Reply messages sent to clients",
+        g.dhcpv6_replies,
+    );
+    counter(
+        &mut r,
         "ipv6_slowpath_dropped",
         "IPv6 packets from clients that reached the controller and were not for it",
         g.ipv6_slowpath_dropped,

@@ -2,8 +2,8 @@
 //! client and announced to it by Router Advertisement (unsolicited every `ra_interval`, and in
 //! answer to its solicitations), so the client configures its addresses by SLAAC. The data path
 //! carries the client's traffic from that prefix; what reaches the core here is the link's own
-//! traffic (solicitations, neighbour discovery), of which Router Solicitations are answered and
-//! the rest dropped.
+//! traffic (solicitations, neighbour discovery, DHCPv6), of which Router Solicitations are
+//! answered, DHCPv6 served (`dhcpv6.rs`) and the rest dropped.
 
 use std::{net::Ipv6Addr, time::Duration};
 
@@ -27,6 +27,10 @@ pub struct Ipv6Config {
     pub preferred_lifetime: Duration,
     /// Recursive DNS servers for the RDNSS option (RFC 8106).
     pub dns: Vec<Ipv6Addr>,
+    /// Where DHCPv6 prefix delegation takes its /64s (none: IA_PDs get NoPrefixAvail).
+    pub delegated_pool: Option<String>,
+    /// Our DHCPv6 DUID (RFC 8415 §11), stable across restarts.
+    pub server_duid: Vec<u8>,
 }
 
 impl Default for Ipv6Config {
@@ -38,6 +42,11 @@ impl Default for Ipv6Config {
             valid_lifetime: Duration::from_secs(86_400),
             preferred_lifetime: Duration::from_secs(14_400),
             dns: Vec::new(),
+            delegated_pool: None,
+            // DUID-UUID (RFC 6355) of nothing in particular; the shell puts the machine's in.
+            server_duid: vec![
+                0, 4, 0x70, 0x70, 0x74, 0x70, 0x67, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
         }
     }
 }
@@ -53,6 +62,8 @@ pub(super) struct SessionV6 {
     pub routed: bool,
     /// A solicited advertisement went out less than 3 s ago.
     pub quiet: bool,
+    /// The DHCPv6-delegated prefix.
+    pub delegated: super::dhcpv6::Delegated,
 }
 
 /// RFC 4861 §10: MIN_DELAY_BETWEEN_RAS.
@@ -159,6 +170,10 @@ impl Gateway {
             return;
         };
         s.ipv6.ids = None;
+        self.undelegate(sid, out);
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         if !std::mem::take(&mut s.ipv6.routed) {
             return;
         }
@@ -178,6 +193,12 @@ impl Gateway {
     pub(super) fn ipv6_end(&mut self, s: &Sess, out: &mut Vec<Command>) {
         if let Some(p) = s.ipv6.prefix {
             if s.ipv6.routed {
+                out.push(Command::WithdrawRoute6 { prefix: network(p) });
+            }
+            self.pools6.release(p);
+        }
+        if let Some(p) = s.ipv6.delegated.prefix {
+            if s.ipv6.delegated.bound {
                 out.push(Command::WithdrawRoute6 { prefix: network(p) });
             }
             self.pools6.release(p);
@@ -237,6 +258,13 @@ impl Gateway {
         } else {
             info
         };
+        if packet.get(6) == Some(&pptp_common::headers::IPPROTO_UDP) {
+            let Some((local, _)) = s.ipv6.ids.filter(|_| s.ipv6.routed) else {
+                self.stats.ipv6_slowpath_dropped += 1;
+                return;
+            };
+            return self.dhcpv6_from_client(sid, packet, link_local(local), out);
+        }
         if icmpv6::router_solicitation(packet).is_none() || !s.ipv6.routed {
             self.stats.ipv6_slowpath_dropped += 1;
             return;

@@ -36,6 +36,7 @@ use crate::{
     },
 };
 
+mod dhcpv6;
 mod ipv6;
 mod restore;
 pub use ipv6::Ipv6Config;
@@ -333,6 +334,8 @@ pub struct GatewayStats {
     pub router_solicitations: u64,
     /// IPv6 packets that reached the slow path and were not for the gateway (or malformed).
     pub ipv6_slowpath_dropped: u64,
+    /// DHCPv6 answers sent (Advertise and Reply).
+    pub dhcpv6_replies: u64,
 }
 
 /// One session as operators see it.
@@ -346,6 +349,8 @@ pub struct SessionView {
     pub assigned: Option<Ipv4Addr>,
     /// The session's /64 while IPv6 is up on it.
     pub prefix6: Option<Ipv6Addr>,
+    /// The /64 delegated to it by DHCPv6, while bound.
+    pub delegated6: Option<Ipv6Addr>,
     pub call_id: u16,
     pub peer_call_id: u16,
     pub state: &'static str,
@@ -547,6 +552,8 @@ impl Gateway {
                 local: Ipv4Addr::from(s.map.key.local),
                 assigned: s.addr,
                 prefix6: s.ipv6.routed.then(|| crate::pool6::network(s.map.prefix6)),
+                delegated6: (s.map.delegated6 != [0; 8])
+                    .then(|| crate::pool6::network(s.map.delegated6)),
                 call_id: u16::from_be_bytes(s.map.key.call_id),
                 peer_call_id: u16::from_be_bytes(s.map.peer_call_id),
                 state: match s.link.phase() {
@@ -1272,8 +1279,10 @@ mod tests {
                 match c {
                     Command::ProgramSession(s) => {
                         self.sessions.insert(k(s), *s);
-                        if s.prefix6 != [0; 8] {
-                            self.clients6.insert(s.prefix6, s.key);
+                        for p in [s.prefix6, s.delegated6] {
+                            if p != [0; 8] {
+                                self.clients6.insert(p, s.key);
+                            }
                         }
                     }
                     Command::RemoveSession(s) => {
@@ -1281,8 +1290,10 @@ mod tests {
                             self.sessions.remove(&k(s)).is_some(),
                             "removing a session never programmed"
                         );
-                        if self.clients6.get(&s.prefix6) == Some(&s.key) {
-                            self.clients6.remove(&s.prefix6);
+                        for p in [s.prefix6, s.delegated6] {
+                            if self.clients6.get(&p) == Some(&s.key) {
+                                self.clients6.remove(&p);
+                            }
                         }
                     }
                     Command::Unprogram6 { prefix } => {
@@ -2209,6 +2220,153 @@ mod tests {
 
         c.hang_up(&mut g, &mut l);
         clean(&g, &l);
+    }
+
+    /// A DHCPv6 message from the client's link-local address to ff02::1:2, as dhclient sends.
+    fn dhcpv6(kind: u8, server: Option<&[u8]>, iaid: u32, held: Option<Ipv6Addr>) -> Vec<u8> {
+        use crate::wire::dhcpv6 as d;
+        let mut ia = iaid.to_be_bytes().to_vec();
+        ia.extend_from_slice(&[0; 8]);
+        if let Some(p) = held {
+            ia.extend_from_slice(&[0, 26, 0, 25, 0, 0, 0, 0, 0, 0, 0, 0, 64]);
+            ia.extend_from_slice(&p.octets());
+        }
+        let mut m = d::Reply::new(kind, [0xab, 0xcd, kind])
+            .option(d::OPT_CLIENTID, &[0, 3, 0, 1, 2, 3, 4, 5, 6, 7])
+            .option(d::OPT_ORO, &[0, 23]);
+        if let Some(s) = server {
+            m = m.option(d::OPT_SERVERID, s);
+        }
+        let msg = m.option(d::OPT_IA_PD, &ia).into_bytes();
+        let mut src = [0u8; 16];
+        src[0] = 0xfe;
+        src[1] = 0x80;
+        src[8..].copy_from_slice(&CLIENT_IID);
+        let src = Ipv6Addr::from(src);
+        let mut udp = vec![2, 0x22, 2, 0x23];
+        udp.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&msg);
+        let c = crate::wire::icmpv6::upper_layer_checksum(&src, &d::ALL_SERVERS, 17, &udp);
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[17, 1]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&d::ALL_SERVERS.octets());
+        p.extend_from_slice(&udp);
+        p
+    }
+
+    /// A DHCPv6 answer's type and the prefix its (first) IA_PD delegates.
+    fn delegated_in(packet: &[u8]) -> (u8, Option<Ipv6Addr>) {
+        assert_eq!((packet[6], &packet[40..44]), (17, &[2, 0x23, 2, 0x22][..]));
+        let msg = &packet[48..];
+        let mut opts = &msg[4..];
+        while opts.len() >= 4 {
+            let (code, len) = (
+                u16::from_be_bytes([opts[0], opts[1]]),
+                usize::from(u16::from_be_bytes([opts[2], opts[3]])),
+            );
+            let v = &opts[4..4 + len];
+            if code == 25 && v.len() >= 16 + 25 && v[12..14] == [0, 26] {
+                let p = <[u8; 16]>::try_from(&v[16 + 9..16 + 25]).unwrap();
+                return (msg[0], Some(Ipv6Addr::from(p)));
+            }
+            opts = &opts[4 + len..];
+        }
+        (msg[0], None)
+    }
+
+    #[test]
+    fn dhcpv6_delegates_a_prefix_routes_it_and_leaves_nothing_behind() {
+        let mut g = gateway("10.99.0.10-10.99.0.20");
+        g.config.link.ipv6 = Ipv6Policy::Prefer;
+        g.config.ipv6.delegated_pool = Some("pd".into());
+        g.set_pools6(
+            Pools6::new(vec![
+                crate::pool6::Pool6Config {
+                    name: "default".into(),
+                    prefixes: vec!["2001:db8:0:10::/64".parse().unwrap()],
+                    next: None,
+                },
+                crate::pool6::Pool6Config {
+                    name: "pd".into(),
+                    prefixes: vec!["2001:db8:1::/64".parse().unwrap()],
+                    next: None,
+                },
+            ])
+            .unwrap(),
+        );
+        let duid = g.config.ipv6.server_duid.clone();
+        let link: Ipv6Addr = "2001:db8:0:10::".parse().unwrap();
+        let pd: Ipv6Addr = "2001:db8:1::".parse().unwrap();
+        let mut l = Ledger::default();
+        for round in 0..3 {
+            let mut c = Client::new(round + 1, 7, "alice", "s3cret");
+            let sid = session_of(&c.dial(&mut g, &mut l));
+            // Before IPV6CP: not served.
+            c.gre(&mut g, &mut l, proto::IPV6, &dhcpv6(1, None, 9, None));
+            assert!(l.adverts.is_empty());
+            c.ipv6cp(&mut g, &mut l, sid);
+            l.adverts.clear();
+            // Solicit → Advertise offering the /64, not yet routed.
+            c.gre(&mut g, &mut l, proto::IPV6, &dhcpv6(1, None, 9, None));
+            assert_eq!(delegated_in(&l.adverts[0]), (2, Some(pd)));
+            assert_eq!(l.routes6, BTreeSet::from([link]));
+            // A Request to another server, or garbage, is not answered.
+            c.gre(
+                &mut g,
+                &mut l,
+                proto::IPV6,
+                &dhcpv6(3, Some(&[0, 4, 1, 2]), 9, None),
+            );
+            let mut bad = dhcpv6(3, Some(&duid), 9, None);
+            bad[60] ^= 0x40;
+            c.gre(&mut g, &mut l, proto::IPV6, &bad);
+            assert_eq!(l.adverts.len(), 1);
+            // Request → Reply: routed and a source the data path takes.
+            let out = c.gre(
+                &mut g,
+                &mut l,
+                proto::IPV6,
+                &dhcpv6(3, Some(&duid), 9, None),
+            );
+            assert_eq!(delegated_in(&l.adverts[1]), (7, Some(pd)));
+            assert_eq!(l.routes6, BTreeSet::from([link, pd]));
+            let key: [u8; 8] = pd.octets()[..8].try_into().unwrap();
+            assert!(l.clients6.contains_key(&key));
+            assert_eq!(g.sessions()[0].delegated6, Some(pd));
+            assert!(out.iter().any(|c| matches!(c,
+                Command::Rejournal(r) if r.delegated6.map(|(p, i)| (crate::pool6::network(p), i)) == Some((pd, 9)))));
+            // Renew and Rebind: answered with the same binding, nothing projected twice.
+            c.gre(
+                &mut g,
+                &mut l,
+                proto::IPV6,
+                &dhcpv6(5, Some(&duid), 9, Some(pd)),
+            );
+            c.gre(&mut g, &mut l, proto::IPV6, &dhcpv6(6, None, 9, Some(pd)));
+            assert_eq!(delegated_in(&l.adverts[3]), (7, Some(pd)));
+            // Another IA of the same client gets none.
+            c.gre(&mut g, &mut l, proto::IPV6, &dhcpv6(6, None, 10, None));
+            assert_eq!(delegated_in(&l.adverts[4]), (7, None));
+            if round == 1 {
+                // Release: unrouted at once, then the session ends.
+                c.gre(
+                    &mut g,
+                    &mut l,
+                    proto::IPV6,
+                    &dhcpv6(8, Some(&duid), 9, Some(pd)),
+                );
+                assert_eq!(l.routes6, BTreeSet::from([link]));
+                assert_eq!(g.sessions()[0].delegated6, None);
+            }
+            c.hang_up(&mut g, &mut l);
+            clean(&g, &l);
+            l.adverts.clear();
+        }
+        assert!(g.stats.dhcpv6_replies >= 15);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct SessionRecord {
     /// The session's /64 while IPv6 is up on it.
     #[serde(default)]
     pub prefix6: Option<[u8; 8]>,
+    /// The /64 delegated to it by DHCPv6 while bound, and to which IA.
+    #[serde(default)]
+    pub delegated6: Option<([u8; 8], u32)>,
 }
 
 impl SessionRecord {
@@ -55,6 +58,11 @@ impl SessionRecord {
             mode: self.mode,
             flags: self.flags,
             prefix6: self.prefix6.unwrap_or_default(),
+            delegated6: self
+                .delegated6
+                .filter(|_| self.prefix6.is_some())
+                .map(|(p, _)| p)
+                .unwrap_or_default(),
             ..Session::default()
         }
     }
@@ -96,6 +104,12 @@ impl Gateway {
             link: s.link.snapshot()?,
             authorization: s.authorization.clone(),
             prefix6: s.ipv6.routed.then_some(s.map.prefix6),
+            delegated6: s
+                .ipv6
+                .delegated
+                .prefix
+                .zip(s.ipv6.delegated.iaid)
+                .filter(|_| s.ipv6.delegated.bound),
         })
     }
 
@@ -133,6 +147,9 @@ impl Gateway {
                 }
                 self.pools.adopt(r.addr);
                 if let Some(p) = r.prefix6 {
+                    self.pools6.adopt(p);
+                }
+                if let Some((p, _)) = r.delegated6 {
                     self.pools6.adopt(p);
                 }
                 self.by_key.insert(key, r.id);
@@ -199,6 +216,11 @@ impl Gateway {
                     prefix: r.prefix6,
                     routed: r.prefix6.is_some() && r.link.ipv6.is_some(),
                     quiet: false,
+                    delegated: super::dhcpv6::Delegated {
+                        prefix: r.delegated6.map(|(p, _)| p),
+                        iaid: r.delegated6.map(|(_, i)| i),
+                        bound: r.delegated6.is_some() && map.delegated6 != [0; 8],
+                    },
                 },
             },
         );
@@ -218,6 +240,12 @@ impl Gateway {
                 prefix: crate::pool6::network(p),
             });
             self.advertise(sid, true, out);
+        }
+        if map.delegated6 != [0; 8] {
+            out.push(Command::ProjectRoute6 {
+                session: sid,
+                prefix: crate::pool6::network(map.delegated6),
+            });
         }
         self.stats.sessions_up += 1;
     }

@@ -111,6 +111,9 @@ pub struct Authorization {
     /// Framed-IPv6-Pool: the [[pool6]] to take the /64 from.
     #[serde(default)]
     pub framed_ipv6_pool: Option<String>,
+    /// Delegated-IPv6-Prefix (RFC 4818): the /64 DHCPv6 delegates (other lengths ignored).
+    #[serde(default)]
+    pub delegated_ipv6_prefix: Option<[u8; 8]>,
 }
 
 /// A Framed-IPv6-Prefix value (reserved, prefix length, then the prefix's significant bytes)
@@ -238,6 +241,13 @@ fn authorization(p: &Packet) -> Authorization {
             let got = ipv6_prefix64(v);
             if got.is_none() {
                 tracing::warn!(value = ?v, "Framed-IPv6-Prefix ignored: only a /64 is honoured");
+            }
+            got
+        }),
+        delegated_ipv6_prefix: p.attr(Attr::DelegatedIpv6Prefix).and_then(|v| {
+            let got = ipv6_prefix64(v);
+            if got.is_none() {
+                tracing::warn!(value = ?v, "Delegated-IPv6-Prefix ignored: only a /64 is honoured");
             }
             got
         }),

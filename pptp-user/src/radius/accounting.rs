@@ -52,6 +52,8 @@ pub struct SessionInfo {
     /// The session's /64 once IPv6 is up on it (Interim and Stop carry it; a Start usually
     /// goes before IPV6CP has opened).
     pub framed_ipv6_prefix: Option<[u8; 8]>,
+    /// The DHCPv6-delegated /64 (Delegated-IPv6-Prefix, RFC 4818), once bound.
+    pub delegated_ipv6_prefix: Option<[u8; 8]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,10 +134,15 @@ pub fn request(record: &Record, nas: &Nas, attempt: &Attempt, now: Instant) -> V
         for c in &s.class {
             b.attr(Attr::Class, c);
         }
-        if let Some(p) = s.framed_ipv6_prefix {
-            let mut v = vec![0, 64];
-            v.extend_from_slice(&p);
-            b.attr(Attr::FramedIpv6Prefix, &v);
+        for (attr, p) in [
+            (Attr::FramedIpv6Prefix, s.framed_ipv6_prefix),
+            (Attr::DelegatedIpv6Prefix, s.delegated_ipv6_prefix),
+        ] {
+            if let Some(p) = p {
+                let mut v = vec![0, 64];
+                v.extend_from_slice(&p);
+                b.attr(attr, &v);
+            }
         }
     }
     if let Some(t) = record.session_time {
@@ -251,6 +258,7 @@ mod tests {
                 nas_port: 300,
                 class: vec![b"plan-a".to_vec()],
                 framed_ipv6_prefix: Some([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 7]),
+                delegated_ipv6_prefix: Some([0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 1]),
             }),
             session_time: Some(61),
             traffic: Some(Traffic {

@@ -154,7 +154,12 @@ impl Shell {
         }
         let prefixes: Vec<std::net::Ipv6Addr> = carry
             .iter()
-            .filter_map(|s| s.session.prefix6.map(crate::pool6::network))
+            .flat_map(|s| {
+                let m = s.session.map();
+                [m.prefix6, m.delegated6]
+            })
+            .filter(|p| *p != [0; 8])
+            .map(crate::pool6::network)
             .collect();
         match route::reconcile6(&self.rt, &prefixes).await {
             Ok(n) => done.routes_removed += n,
@@ -270,6 +275,7 @@ fn acct_info(s: &JournaledSession, id: &str) -> crate::radius::accounting::Sessi
         nas_port: u32::from(r.call_id),
         class: r.authorization.class.clone(),
         framed_ipv6_prefix: r.prefix6,
+        delegated_ipv6_prefix: r.delegated6.map(|(p, _)| p),
     }
 }
 

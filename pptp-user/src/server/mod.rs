@@ -333,6 +333,7 @@ impl Shell {
                 nas_port: u32::from(call_id),
                 class,
                 framed_ipv6_prefix: None,
+                delegated_ipv6_prefix: None,
             };
             let interim = interim
                 .map(|s| Duration::from_secs(u64::from(s).max(10)))
@@ -959,6 +960,7 @@ impl Shell {
                         .and_then(|a| a.sessions.get_mut(&record.id))
                     {
                         s.info.framed_ipv6_prefix = record.prefix6;
+                        s.info.delegated_ipv6_prefix = record.delegated6.map(|(p, _)| p);
                     }
                     self.rejournal(*record);
                 }

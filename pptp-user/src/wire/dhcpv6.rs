@@ -131,7 +131,9 @@ impl<'a> Message<'a> {
 
     /// The first option `code`'s value.
     pub fn option(&self, code: u16) -> Option<&'a [u8]> {
-        options(self.options).find(|(c, _)| *c == code).map(|(_, v)| v)
+        options(self.options)
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v)
     }
 
     pub fn client_id(&self) -> Option<&'a [u8]> {
@@ -162,7 +164,10 @@ impl<'a> Message<'a> {
             let mut prefixes = Vec::new();
             for (_, p) in options(inner).filter(|(c, _)| *c == OPT_IAPREFIX) {
                 // preferred (4), valid (4), length (1), prefix (16), then its own options.
-                let (len, prefix) = (p.get(8).ok_or(bad.clone())?, p.get(9..25).ok_or(bad.clone())?);
+                let (len, prefix) = (
+                    p.get(8).ok_or(bad.clone())?,
+                    p.get(9..25).ok_or(bad.clone())?,
+                );
                 let prefix = <[u8; 16]>::try_from(prefix).expect("16 bytes");
                 prefixes.push((Ipv6Addr::from(prefix), *len));
             }
@@ -269,7 +274,9 @@ pub fn from_client(packet: &[u8]) -> Result<(Ipv6Addr, Ipv6Addr, &[u8]), Dhcpv6E
         return Err(e);
     }
     let payload_len = usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-    let udp = packet.get(IPV6_HLEN..IPV6_HLEN + payload_len).ok_or(e.clone())?;
+    let udp = packet
+        .get(IPV6_HLEN..IPV6_HLEN + payload_len)
+        .ok_or(e.clone())?;
     let src = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[8..24]).expect("16 bytes"));
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&packet[24..40]).expect("16 bytes"));
     let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
@@ -335,7 +342,10 @@ mod tests {
     fn dhclients_solicit_parses() {
         let p = dhclient_solicit();
         let (src, dst, msg) = from_client(&p).unwrap();
-        assert_eq!(src, "fe80::e8bf:e6ff:feec:c967".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            src,
+            "fe80::e8bf:e6ff:feec:c967".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(dst, ALL_SERVERS);
         let m = Message::parse(msg).unwrap();
         assert_eq!((m.kind, m.xid), (SOLICIT, [0x27, 0xa2, 0x2b]));
@@ -367,7 +377,10 @@ mod tests {
             Message::parse(&msg[..msg.len() - 3]),
             Err(Dhcpv6Error::OptionOverrun { code: OPT_IA_PD })
         );
-        assert_eq!(Message::parse(&[ADVERTISE, 0, 0, 1]), Err(Dhcpv6Error::NotFromClient(2)));
+        assert_eq!(
+            Message::parse(&[ADVERTISE, 0, 0, 1]),
+            Err(Dhcpv6Error::NotFromClient(2))
+        );
         assert_eq!(Message::parse(&[SOLICIT, 0]), Err(Dhcpv6Error::Short));
         // A two-byte client DUID is no DUID.
         assert_eq!(
