@@ -240,11 +240,26 @@ fn decapsulates_the_sessions_prefix_and_hands_link_traffic_up() {
         let (verdict, out, c) = xdp_run(&dp, PROG_XDP_DECAP, &rs);
         assert_eq!((verdict, c.get(Stat::XdpLink6)), (XDP_PASS, 1));
         assert_eq!(out, rs);
+        // So is DHCPv6 to the servers' group.
+        let ll = a("fe80::3c11:2233:4455:6677");
+        let solicit = ipv6(
+            ll,
+            a("ff02::1:2"),
+            IPPROTO_UDP,
+            1,
+            &udp(546, 547, &[1, 0, 0, 1]),
+        );
+        let (verdict, _, c) = xdp_run(
+            &dp,
+            PROG_XDP_DECAP,
+            &from_client(&t, next(), 0x0057, &solicit),
+        );
+        assert_eq!((verdict, c.get(Stat::XdpLink6)), (XDP_PASS, 1));
 
         // Drops, each with its reason; none moves the session's counters.
         let spoofed = udp6(a("2001:db8:0:8::1"), server6(), 64, 10);
         let ll = a("fe80::1");
-        let link_udp = ipv6(ll, a("ff02::1:2"), IPPROTO_UDP, 1, &udp(546, 547, b"dhcp"));
+        let link_udp = ipv6(ll, a("ff02::fb"), IPPROTO_UDP, 1, &udp(5353, 5353, b"mdns"));
         let mut short = udp6(client6(), server6(), 64, 10);
         short[5] += 40; // payload length past the frame
         let mut v4_in_v6 = udp6(client6(), server6(), 64, 10);
@@ -252,7 +267,7 @@ fn decapsulates_the_sessions_prefix_and_hands_link_traffic_up() {
         let cases: Vec<(&str, Vec<u8>, DropReason)> = vec![
             ("another /64", spoofed, DropReason::SpoofedInnerSource6),
             (
-                "link traffic that is not ICMPv6",
+                "link traffic that is neither ICMPv6 nor DHCPv6",
                 link_udp,
                 DropReason::SpoofedInnerSource6,
             ),
@@ -273,6 +288,58 @@ fn decapsulates_the_sessions_prefix_and_hands_link_traffic_up() {
             assert_eq!(c.dropped(reason), 1, "{name}");
         }
         assert_eq!(dp.session_stats(3).unwrap().rx_packets, 2);
+    });
+}
+
+#[test]
+fn a_delegated_prefix_is_a_source_and_a_destination() {
+    require_root();
+    let t = topology("v6p");
+    t.gw.enter(|| {
+        let dp = load(&t, false);
+        let delegated = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 9];
+        let mut dp = dp;
+        dp.install_session(&Session {
+            prefix6: PREFIX,
+            delegated6: delegated,
+            ..kernel::session(3, DIALLED, CLIENT, CALL, ASSIGNED, STATE_UP)
+        })
+        .unwrap();
+        // A host behind the client (the CPE routes its delegated /64 onto its LAN).
+        let behind = a("2001:db8:1:9::42");
+        let data = udp6(behind, server6(), 63, 100);
+        let (verdict, out, _) = xdp_run(&dp, PROG_XDP_DECAP, &from_client(&t, 1, 0x0057, &data));
+        assert_eq!(verdict, XDP_REDIRECT);
+        assert_eq!(out, ethernet(PPTP0_MAC, PPTP0_PEER_MAC, ETH_P_IPV6, &data));
+        // The /64 next to it is not the client's.
+        let spoofed = udp6(a("2001:db8:1:a::42"), server6(), 63, 100);
+        let (verdict, _, c) = xdp_run(&dp, PROG_XDP_DECAP, &from_client(&t, 2, 0x0057, &spoofed));
+        assert_eq!(
+            (verdict, c.dropped(DropReason::SpoofedInnerSource6)),
+            (XDP_DROP, 1)
+        );
+        // Towards the host behind the client: encapsulated to the session.
+        let back = udp6(server6(), behind, 63, 100);
+        let (verdict, out, c) = xdp_run(
+            &dp,
+            PROG_XDP_ENCAP,
+            &ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IPV6, &back),
+        );
+        assert_eq!(
+            (verdict, c.get(Stat::Encapsulated6)),
+            (XDP_REDIRECT, 1),
+            "{:?}",
+            c.named_drops()
+        );
+        assert_eq!(&out[out.len() - back.len()..], &back[..]);
+        // Removed with the session: neither /64 leads anywhere.
+        dp.remove_session(&Session {
+            prefix6: PREFIX,
+            delegated6: delegated,
+            ..kernel::session(3, DIALLED, CLIENT, CALL, ASSIGNED, STATE_UP)
+        })
+        .unwrap();
+        assert_eq!(dp.clients6_entries().unwrap(), 0);
     });
 }
 
