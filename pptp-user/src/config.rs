@@ -1335,6 +1335,11 @@ ranges = ["10.0.1.0/30"]
                 "RFC 4861",
             ),
             (
+                "[ipv6]\ndelegated_pool = \"pd\"\n",
+                "ipv6.delegated_pool",
+                "no [[pool6]] named `pd`",
+            ),
+            (
                 "[ppp]\ndns = [\"1.1.1.1\", \"1.0.0.1\", \"8.8.8.8\"]\n",
                 "ppp.dns",
                 "two",

@@ -168,7 +168,7 @@ const RESTART: Pass = Pass {
 /// authenticates it and assigns its /64 (Framed-IPv6-Prefix, outside the configured pool6).
 const IPV6: Pass = Pass {
     name: "ipv6",
-    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n\n[[pool6]]\nname = \"default\"\nprefixes = [\"2001:db8:100::/56\"]\n\n[radius]\n[[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"radsecret1\"\n",
+    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n\n[[pool6]]\nname = \"default\"\nprefixes = [\"2001:db8:100::/56\"]\n\n[[pool6]]\nname = \"pd\"\nprefixes = [\"2001:db8:300::/60\"]\n\n[ipv6]\ndelegated_pool = \"pd\"\n\n[radius]\n[[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"radsecret1\"\n",
     radius: true,
     cases: "",
     refused: &[],
@@ -191,6 +191,8 @@ const IPV6: Pass = Pass {
 
 /// The /64 FreeRADIUS assigns in the IPv6 pass.
 const RADIUS_PREFIX6: &str = "2001:db8:200:7";
+/// The /64 it delegates (Delegated-IPv6-Prefix), which dhclient gets by DHCPv6.
+const RADIUS_DELEGATED6: &str = "2001:db8:200:8";
 
 /// The LAN server's IPv6 address (`xdp` mode's LAN has both families).
 const LAN_SERVER6: &str = "2001:db8:ffff::5";
@@ -290,7 +292,9 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
             &format!(
                 "alice Cleartext-Password := \"s3cret\"\n\tMessage-Authenticator := 0x00{}\n",
                 if pass.ipv6 {
-                    format!(",\n\tFramed-IPv6-Prefix = {RADIUS_PREFIX6}::/64")
+                    format!(
+                        ",\n\tFramed-IPv6-Prefix = {RADIUS_PREFIX6}::/64,\n\tDelegated-IPv6-Prefix = {RADIUS_DELEGATED6}::/64"
+                    )
                 } else {
                     String::new()
                 }
@@ -703,6 +707,30 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
         if !read(&format!("iperf-ipv6-{dir}.txt")).contains("receiver") {
             bail!("iperf3 over IPv6 ({dir}) did not complete");
         }
+    }
+    // dhcp6c's prefix delegation: an address in the /64 RADIUS delegated on the client's LAN
+    // side, and pings from it.
+    let pd = read("pd.addr");
+    let got = pd
+        .lines()
+        .find(|l| l.contains(&format!("inet6 {RADIUS_DELEGATED6}:")))
+        .map(str::trim)
+        .unwrap_or("none");
+    println!("ipv6: address from the prefix delegated to dhcp6c: {got}");
+    let ping = read("pd.ping");
+    let summary = ping
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no ping summary");
+    println!("ipv6: ping {LAN_SERVER6} from the delegated prefix: {summary}");
+    if got == "none" {
+        bail!(
+            "dhcp6c was not delegated {RADIUS_DELEGATED6}::/64: {pd}\n{}",
+            read("pd.log")
+        );
+    }
+    if !summary.contains(" 5 received") {
+        bail!("pings from the delegated prefix lost: {summary}");
     }
     Ok(())
 }

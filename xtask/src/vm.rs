@@ -25,6 +25,9 @@ const PACKAGES: &[&str] = &[
     "dash",
     "busybox-static",
     "tcpdump",
+    // WIDE dhcp6c: the IPv6 pass's DHCPv6 prefix-delegation client (the usual one on PPPoE
+    // CPEs; ISC dhclient refuses PPP interfaces outright: "Unsupported device type 512").
+    "wide-dhcpv6-client",
     "linux-image-amd64",
 ];
 const MODULES: &[&str] = &[

@@ -27,6 +27,35 @@ busybox grep -q 'inet6 2001:db8:' $S/ipv6.addr || rc=1
 ping -6 -c 5 -W 3 $target > $S/ipv6.ping 2>&1 || rc=1
 iperf3 -6 -c $target -n 20M > $S/iperf-ipv6-up.txt 2>&1 || rc=1
 iperf3 -6 -c $target -n 20M -R > $S/iperf-ipv6-down.txt 2>&1 || rc=1
+# DHCPv6 prefix delegation as a CPE does it: WIDE dhcp6c asks for an IA_PD on ppp0 and puts the
+# delegated /64 on its LAN side (eth0, sla-len 0); then pings go from that address.
+mkdir -p /var/lib/dhcpv6 /var/run
+cat > /tmp/dhcp6c.conf <<'EOT'
+interface ppp0 {
+  send ia-pd 0;
+};
+id-assoc pd 0 {
+  prefix-interface eth0 {
+    sla-id 0;
+    sla-len 0;
+  };
+};
+EOT
+dhcp6c -c /tmp/dhcp6c.conf -f -D ppp0 > $S/pd.log 2>&1 &
+dpid=$!
+i=0
+# Until the address is there and past duplicate address detection (not "tentative").
+while [ $i -lt 120 ] && ! ip -6 addr show dev eth0 scope global 2>/dev/null | busybox grep 'inet6 2001:db8:' | busybox grep -qv tentative; do
+  sleep 0.5; i=$((i+1))
+done
+ip -6 addr show dev eth0 > $S/pd.addr 2>&1
+pa=$(busybox sed -n 's/^ *inet6 \(2001:db8:[0-9a-f:]*\)\/64 .*/\1/p' $S/pd.addr | busybox head -n 1)
+if [ -n "$pa" ]; then
+  ping -6 -c 5 -W 3 -I "$pa" $target > $S/pd.ping 2>&1 || rc=1
+else
+  rc=1
+fi
+kill $dpid 2>/dev/null
 kill -TERM $pid
 i=0
 while [ $i -lt 30 ] && kill -0 $pid 2>/dev/null; do sleep 0.5; i=$((i+1)); done
