@@ -27,7 +27,14 @@ pub(super) struct Delegated {
     /// The IA it was given to; the prefix is routed and programmed while it is bound.
     pub iaid: Option<u32>,
     pub bound: bool,
+    /// Answers sent since the last periodic Router Advertisement (see [`ANSWERS_PER_INTERVAL`]).
+    pub answers: u32,
 }
+
+/// A session gets at most this many DHCPv6 answers per `ra_interval` (the periodic RA resets
+/// the count): a client needs a handful (Solicit, Request, a Renew per T1, retransmissions),
+/// and one sending as fast as it can must not make us answer as fast.
+pub(super) const ANSWERS_PER_INTERVAL: u32 = 32;
 
 impl Gateway {
     /// A DHCPv6 message from the client's link (`src` its link-local address); answered from
@@ -112,9 +119,13 @@ impl Gateway {
             let v: Vec<u8> = dns.iter().flat_map(|d| d.octets()).collect();
             r = r.option(OPT_DNS_SERVERS, &v);
         }
-        let Some(s) = self.sessions.get(&sid) else {
+        let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
+        if s.ipv6.delegated.answers >= ANSWERS_PER_INTERVAL {
+            return self.dhcpv6_drop(sid, "over the session's answer budget");
+        }
+        s.ipv6.delegated.answers += 1;
         self.stats.dhcpv6_replies += 1;
         out.push(Command::SendIpv6 {
             prefix: s.map.prefix6,

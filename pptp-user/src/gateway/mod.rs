@@ -759,7 +759,12 @@ impl Gateway {
                     self.link_outputs(session, o, &mut out);
                 }
             }
-            Event::Timer(TimerKey::RouterAdvert(sid)) => self.advertise(sid, true, &mut out),
+            Event::Timer(TimerKey::RouterAdvert(sid)) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.ipv6.delegated.answers = 0;
+                }
+                self.advertise(sid, true, &mut out)
+            }
             Event::Timer(TimerKey::RouterAdvertQuiet(sid)) => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.ipv6.quiet = false;
@@ -2367,6 +2372,29 @@ mod tests {
             l.adverts.clear();
         }
         assert!(g.stats.dhcpv6_replies >= 15);
+    }
+
+    #[test]
+    fn a_flood_of_dhcpv6_gets_a_bounded_number_of_answers() {
+        let mut g = gateway6("2001:db8:0:10::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let sid = session_of(&c.dial(&mut g, &mut l));
+        c.ipv6cp(&mut g, &mut l, sid);
+        l.adverts.clear();
+        let ask = dhcpv6(crate::wire::dhcpv6::INFORMATION_REQUEST, None, 9, None);
+        for _ in 0..100 {
+            c.gre(&mut g, &mut l, proto::IPV6, &ask);
+        }
+        assert_eq!(l.adverts.len(), dhcpv6::ANSWERS_PER_INTERVAL as usize);
+        // The next periodic advertisement opens a new budget.
+        l.apply(&g.handle(Event::Timer(TimerKey::RouterAdvert(sid))));
+        l.adverts.clear();
+        c.gre(&mut g, &mut l, proto::IPV6, &ask);
+        assert_eq!(l.adverts.len(), 1);
+        assert_eq!(delegated_in(&l.adverts[0]).0, crate::wire::dhcpv6::REPLY);
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
     }
 
     #[test]

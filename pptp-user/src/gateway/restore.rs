@@ -220,6 +220,7 @@ impl Gateway {
                         prefix: r.delegated6.map(|(p, _)| p),
                         iaid: r.delegated6.map(|(_, i)| i),
                         bound: r.delegated6.is_some() && map.delegated6 != [0; 8],
+                        answers: 0,
                     },
                 },
             },
