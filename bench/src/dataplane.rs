@@ -130,7 +130,7 @@ impl Gateway {
                         .expect("route");
                     route::project6(
                         &handle,
-                        pptp_user::pool6::network(prefix6(i)),
+                        pptp_user::pool6::Prefix6::slash64(prefix6(i)),
                         pptp0.ifindex,
                     )
                     .await

@@ -58,6 +58,9 @@ pub const SESSIONS: &str = "SESSIONS";
 pub const CLIENTS: &str = "CLIENTS";
 /// `HashMap<[u8; 8], Session>`: calls by the client's IPv6 /64 (the first 8 bytes).
 pub const CLIENTS6: &str = "CLIENTS6";
+/// `LpmTrie<[u8; 8], Session>`: calls by the prefix delegated to them (`Session::delegated6`,
+/// a /48 to a /64): the encapsulation's lookup for destinations outside every session's /64.
+pub const DELEGATED6: &str = "DELEGATED6";
 /// The EtherType of the controller's own IPv6 packets to a client (Router Advertisements),
 /// sent into `pptp0` as `[Ethernet][the session's /64, 8 bytes][IPv6 packet]`: the
 /// encapsulation behind `pptp0` frames them like the session's data (MPPE included). IEEE

@@ -46,14 +46,29 @@ pub struct Session {
     pub state: u8,
     pub mode: u8,
     pub flags: u8,
-    pub _pad: u8,
+    /// The length of `delegated6` (1..=64; meaningful only when `delegated6` is not zero).
+    pub delegated6_len: u8,
     pub _pad2: [u8; 2],
     /// The client's /64 (the first 8 bytes of the prefix; zero: no IPv6): inner source of its
     /// IPv6 packets, and the `CLIENTS6` key of the encapsulation's copy.
     pub prefix6: [u8; 8],
-    /// A /64 delegated to the client by DHCPv6 (RFC 8415 IA_PD; zero: none), routed to it
-    /// behind its own /64: also an accepted inner source, and a second `CLIENTS6` key.
+    /// A prefix delegated to the client by DHCPv6 (RFC 8415 IA_PD; zero: none), of
+    /// `delegated6_len` bits (a /48 to a /64), routed to it behind its own /64: its addresses
+    /// are accepted inner sources, and the `DELEGATED6` entry of the encapsulation's copy.
     pub delegated6: [u8; 8],
+}
+
+impl Session {
+    /// Whether an IPv6 address's first 8 bytes lie in the delegated prefix.
+    #[inline(always)]
+    pub fn in_delegated6(&self, first8: [u8; 8]) -> bool {
+        let len = u32::from(self.delegated6_len);
+        if self.delegated6 == [0; 8] || len == 0 || len > 64 {
+            return false;
+        }
+        let mask = u64::MAX << (64 - len);
+        u64::from_be_bytes(first8) & mask == u64::from_be_bytes(self.delegated6)
+    }
 }
 const _: () = assert!(core::mem::size_of::<Session>() == 48);
 
@@ -167,4 +182,37 @@ mod pod {
     unsafe impl aya::Pod for super::DatapathConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BenchGen {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Session;
+
+    #[test]
+    fn a_delegated_prefix_holds_its_subnets_and_nothing_else() {
+        let s = Session {
+            delegated6: [0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x01, 0x00],
+            delegated6_len: 56,
+            ..Session::default()
+        };
+        assert!(s.in_delegated6([0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x01, 0x00]));
+        assert!(s.in_delegated6([0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x01, 0xff]));
+        assert!(!s.in_delegated6([0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x02, 0x00]));
+        assert!(!s.in_delegated6([0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x00, 0xff]));
+        let s64 = Session {
+            delegated6_len: 64,
+            ..s
+        };
+        assert!(s64.in_delegated6(s.delegated6));
+        assert!(!s64.in_delegated6([0x20, 0x01, 0x0d, 0xb8, 0x02, 0x00, 0x01, 0x01]));
+        // No delegation, or a length the controller never writes: nothing is inside.
+        assert!(!Session::default().in_delegated6([0; 8]));
+        assert!(
+            !Session {
+                delegated6_len: 0,
+                ..s
+            }
+            .in_delegated6(s.delegated6)
+        );
+    }
 }

@@ -73,10 +73,7 @@ pub fn decap_ipv6(
         return Ok(xdp_action::XDP_PASS);
     }
     let src64 = Ipv6Hdr::prefix64(&ip.src);
-    if session.prefix6 == [0; 8]
-        || (src64 != session.prefix6
-            && (session.delegated6 == [0; 8] || src64 != session.delegated6))
-    {
+    if session.prefix6 == [0; 8] || (src64 != session.prefix6 && !session.in_delegated6(src64)) {
         return Err(DropReason::SpoofedInnerSource6);
     }
     if !crate::police::within_rate(session.slot, true, len) {

@@ -16,6 +16,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
     },
+    maps::lpm_trie::Key,
     programs::XdpContext,
 };
 use pptp_common::{
@@ -33,7 +34,10 @@ use pptp_common::{
 use crate::{
     counters::count,
     fib::{self, FibLookup},
-    maps::{CLIENTS, CLIENTS6, CONFIG, GRE_STATE, HOME_CPUS, ROUTE_GENERATION, SESSION_STATS},
+    maps::{
+        CLIENTS, CLIENTS6, CONFIG, DELEGATED6, GRE_STATE, HOME_CPUS, ROUTE_GENERATION,
+        SESSION_STATS,
+    },
     packet::{ptr_at_mut, read_at},
 };
 
@@ -129,9 +133,11 @@ fn inner<const LAN: bool>(ctx: &XdpContext) -> Result<Inner, DropReason> {
         None if ip.is_link_traffic() => return Err(DropReason::NotIpv4),
         None => Ipv6Hdr::prefix64(&ip.dst),
     };
-    // SAFETY: the value is copied out at once.
+    // A session's own /64 first (one hash lookup), then the prefixes delegated to sessions.
+    // SAFETY: the values are copied out at once.
     let session = unsafe { CLIENTS6.get(key) }
         .copied()
+        .or_else(|| DELEGATED6.get(Key::new(64, key)).copied())
         .ok_or(DropReason::NoSession6)?;
     Ok(Inner {
         session,

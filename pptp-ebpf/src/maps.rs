@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{Array, CpuMap, HashMap, PerCpuArray, ProgramArray},
+    maps::{Array, CpuMap, HashMap, LpmTrie, PerCpuArray, ProgramArray},
 };
 use pptp_common::{
     maps::{DEFAULT_MAX_SESSIONS, MAX_HOME_CPUS},
@@ -22,6 +22,12 @@ pub static CLIENTS: HashMap<[u8; 4], Session> = HashMap::with_max_entries(DEFAUL
 /// The same, by the client's IPv6 /64 (first 8 bytes), for sessions with IPv6 up.
 #[map]
 pub static CLIENTS6: HashMap<[u8; 8], Session> = HashMap::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
+
+/// The same, by the prefix delegated to the session (a /48 to a /64), longest match: looked up
+/// only for destinations no session's /64 holds. (Not preallocated: the kernel requires it.)
+#[map]
+pub static DELEGATED6: LpmTrie<[u8; 8], Session> =
+    LpmTrie::with_max_entries(DEFAULT_MAX_SESSIONS, 0);
 
 /// Mmapable: the controller takes sequence numbers for its own PPP frames from the same
 /// `tx_next` with an atomic add on the shared page, and reads `rx_highest` for its acks.

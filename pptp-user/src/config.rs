@@ -339,14 +339,21 @@ pub struct PoolEntry {
     pub next: Option<String>,
 }
 
-/// `[[pool6]]`: IPv6 prefixes (each /64 or shorter) sessions get a /64 of.
+/// `[[pool6]]`: IPv6 prefixes (each /64 or shorter) sessions get a /64 of (or, for
+/// `ipv6.delegated_pool`, a prefix of `length` bits).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Pool6Entry {
     pub name: String,
     pub prefixes: Vec<String>,
+    #[serde(default = "default_pool6_length")]
+    pub length: u8,
     #[serde(default)]
     pub next: Option<String>,
+}
+
+fn default_pool6_length() -> u8 {
+    64
 }
 
 /// `[ipv6]`: which pool6 sessions draw from and what the Router Advertisements say.
@@ -977,6 +984,7 @@ impl Config {
             configs.push(Pool6Config {
                 name: p.name.clone(),
                 prefixes,
+                length: p.length,
                 next: p.next.clone(),
             });
         }
@@ -987,7 +995,12 @@ impl Config {
                     format!("pool6[{pool}].next")
                 }
                 E::Duplicate { pool } => format!("pool6[{pool}].name"),
-                E::Exhausted(_) | E::UnknownPool(_) | E::InUse(_) => "pool6".into(),
+                E::Length { pool, .. } | E::ChainLength { pool, .. } => {
+                    format!("pool6[{pool}].length")
+                }
+                E::Exhausted(_) | E::UnknownPool(_) | E::InUse(_) | E::NotSlash64(_) => {
+                    "pool6".into()
+                }
             };
             ConfigError::new(field, e)
         })?;
@@ -1006,6 +1019,16 @@ impl Config {
             return Err(ConfigError::new(
                 "ipv6.delegated_pool",
                 format!("there is no [[pool6]] named `{d}`"),
+            ));
+        }
+        if self.ipv6_enabled() && pools.length(&self.ipv6.pool) != Some(64) {
+            return Err(ConfigError::new(
+                "ipv6.pool",
+                format!(
+                    "[[pool6]] `{}` hands out /{}s; a session's link needs a /64",
+                    self.ipv6.pool,
+                    pools.length(&self.ipv6.pool).unwrap_or(0)
+                ),
             ));
         }
         if self.ipv6.ra_interval < Duration::from_secs(4)
@@ -1338,6 +1361,16 @@ ranges = ["10.0.1.0/30"]
                 "[ipv6]\ndelegated_pool = \"pd\"\n",
                 "ipv6.delegated_pool",
                 "no [[pool6]] named `pd`",
+            ),
+            (
+                "[[pool6]]\nname = \"pd\"\nprefixes = [\"2001:db8::/56\"]\nlength = 48\n",
+                "pool6[pd].length",
+                "shorter than its prefixes",
+            ),
+            (
+                "[ppp]\nipv6 = \"prefer\"\n[ipv6]\npool = \"pd\"\n[[pool6]]\nname = \"pd\"\nprefixes = [\"2001:db8::/48\"]\nlength = 56\n",
+                "ipv6.pool",
+                "needs a /64",
             ),
             (
                 "[ppp]\ndns = [\"1.1.1.1\", \"1.0.0.1\", \"8.8.8.8\"]\n",

@@ -14,23 +14,24 @@ use std::{
 
 use thiserror::Error;
 
-/// The /64s a session can get: a prefix of length 0..=64 (its `len` field) from the config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An IPv6 prefix of 0..=64 bits: a pool's, a session's /64, a delegated prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix6 {
     pub network: Ipv6Addr,
     pub len: u8,
 }
 
 impl Prefix6 {
-    /// How many /64s it holds, capped (a /32 holds four billion; nobody needs more than this
-    /// many at once, and the cap keeps the arithmetic in `u64`).
-    fn count(&self) -> u64 {
-        1u64 << (64 - u32::from(self.len)).min(32)
+    /// How many prefixes of `length` it holds, capped (a /32 holds four billion /64s; nobody
+    /// needs more than this many at once, and the cap keeps the arithmetic in `u64`).
+    fn count(&self, length: u8) -> u64 {
+        1u64 << u32::from(length.saturating_sub(self.len)).min(32)
     }
 
-    fn nth(&self, i: u64) -> [u8; 8] {
+    /// Its `i`th prefix of `length`.
+    fn nth(&self, i: u64, length: u8) -> [u8; 8] {
         let base = u64::from_be_bytes(self.network.octets()[..8].try_into().expect("8 bytes"));
-        (base + i).to_be_bytes()
+        (base + (i << (64 - u32::from(length)))).to_be_bytes()
     }
 
     fn contains(&self, p: [u8; 8]) -> bool {
@@ -45,7 +46,7 @@ impl Prefix6 {
     }
 
     fn overlaps(&self, o: &Prefix6) -> bool {
-        self.contains(o.nth(0)) || o.contains(self.nth(0))
+        self.contains(o.first8()) || o.contains(self.first8())
     }
 }
 
@@ -83,6 +84,46 @@ impl FromStr for Prefix6 {
     }
 }
 
+impl Prefix6 {
+    /// The prefix of `len` bits whose first 8 bytes are `first8` (a map key).
+    pub fn of(first8: [u8; 8], len: u8) -> Self {
+        Prefix6 {
+            network: network(first8),
+            len,
+        }
+    }
+
+    /// A session's /64.
+    pub fn slash64(first8: [u8; 8]) -> Self {
+        Self::of(first8, 64)
+    }
+
+    /// The first 8 bytes (all a prefix of 64 bits or fewer has).
+    pub fn first8(&self) -> [u8; 8] {
+        self.network.octets()[..8].try_into().expect("8 bytes")
+    }
+}
+
+/// As text (`2001:db8:200::/56`): how operators read and write prefixes.
+impl serde::Serialize for Prefix6 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Prefix6 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Prefix6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.len)
+    }
+}
+
 /// `/64` formatting of a session prefix.
 pub fn network(p: [u8; 8]) -> Ipv6Addr {
     let mut o = [0u8; 16];
@@ -94,6 +135,9 @@ pub fn network(p: [u8; 8]) -> Ipv6Addr {
 pub struct Pool6Config {
     pub name: String,
     pub prefixes: Vec<Prefix6>,
+    /// The length of the prefixes it hands out: 64 for sessions' links; shorter (a /56, a /60)
+    /// for DHCPv6 delegation to CPE routers.
+    pub length: u8,
     pub next: Option<String>,
 }
 
@@ -109,6 +153,18 @@ pub enum Pool6Error {
     UnknownNext { pool: String, next: String },
     #[error("pool6 `{pool}`'s chain loops")]
     ChainLoops { pool: String },
+    #[error(
+        "pool6 `{pool}` hands out /{length}s, longer than 64 bits or shorter than its prefixes"
+    )]
+    Length { pool: String, length: u8 },
+    #[error("pool6 `{pool}` hands out /{length}s and chains to `{next}`, which hands out others")]
+    ChainLength {
+        pool: String,
+        length: u8,
+        next: String,
+    },
+    #[error("pool6 `{0}` does not hand out /64s, which a session's link needs")]
+    NotSlash64(String),
     #[error("no IPv6 prefix free in pool6 `{0}` or the pools it chains to")]
     Exhausted(String),
     #[error("no pool6 `{0}`")]
@@ -119,7 +175,7 @@ pub enum Pool6Error {
 
 struct Pool {
     config: Pool6Config,
-    /// Never-used /64s are taken from here in order: (prefix index, next /64 in it).
+    /// Never-used prefixes are taken from here in order: (prefix index, next lease in it).
     fresh: (usize, u64),
     /// Released ones, oldest first.
     released: VecDeque<[u8; 8]>,
@@ -128,11 +184,12 @@ struct Pool {
 impl Pool {
     fn take(&mut self, leased: &HashSet<[u8; 8]>) -> Option<[u8; 8]> {
         while let Some(p) = self.config.prefixes.get(self.fresh.0) {
-            if self.fresh.1 >= p.count() {
+            let length = self.config.length;
+            if self.fresh.1 >= p.count(length) {
                 self.fresh = (self.fresh.0 + 1, 0);
                 continue;
             }
-            let got = p.nth(self.fresh.1);
+            let got = p.nth(self.fresh.1, length);
             self.fresh.1 += 1;
             if !leased.contains(&got) {
                 return Some(got);
@@ -173,6 +230,12 @@ impl Pools6 {
                     pool: c.name.clone(),
                 });
             }
+            if c.length > 64 || c.prefixes.iter().any(|p| p.len > c.length) {
+                return Err(Pool6Error::Length {
+                    pool: c.name.clone(),
+                    length: c.length,
+                });
+            }
         }
         for (i, a) in configs.iter().enumerate() {
             for b in &configs[i..] {
@@ -202,6 +265,13 @@ impl Pools6 {
                         pool: c.name.clone(),
                     });
                 }
+                if configs[n].length != at.length {
+                    return Err(Pool6Error::ChainLength {
+                        pool: at.name.clone(),
+                        length: at.length,
+                        next: next.clone(),
+                    });
+                }
                 at = &configs[n];
             }
         }
@@ -227,8 +297,21 @@ impl Pools6 {
         self.by_name.contains_key(name)
     }
 
-    /// A /64 from `name` or the pools it chains to.
-    pub fn allocate(&mut self, name: &str) -> Result<[u8; 8], Pool6Error> {
+    /// A session's /64 from `name` or the pools it chains to.
+    pub fn allocate64(&mut self, name: &str) -> Result<[u8; 8], Pool6Error> {
+        if self.length(name) != Some(64) && self.has(name) {
+            return Err(Pool6Error::NotSlash64(name.into()));
+        }
+        self.allocate(name).map(|p| p.first8())
+    }
+
+    /// The length of the prefixes `name` (and its chain) hands out.
+    pub fn length(&self, name: &str) -> Option<u8> {
+        self.by_name.get(name).map(|&i| self.pools[i].config.length)
+    }
+
+    /// A prefix from `name` or the pools it chains to, of their length.
+    pub fn allocate(&mut self, name: &str) -> Result<Prefix6, Pool6Error> {
         let mut at = *self
             .by_name
             .get(name)
@@ -237,7 +320,7 @@ impl Pools6 {
         for _ in 0..self.pools.len() {
             if let Some(p) = self.pools[at].take(&self.leased) {
                 self.leased.insert(p);
-                return Ok(p);
+                return Ok(Prefix6::of(p, self.pools[at].config.length));
             }
             match self.pools[at]
                 .config
@@ -252,7 +335,8 @@ impl Pools6 {
         Err(Pool6Error::Exhausted(name.into()))
     }
 
-    /// A given /64 (RADIUS Framed-IPv6-Prefix), inside a pool or not; refused if leased.
+    /// A given prefix (RADIUS Framed-IPv6-Prefix, Delegated-IPv6-Prefix), by its first 8
+    /// bytes, inside a pool or not; refused if leased.
     pub fn allocate_specific(&mut self, p: [u8; 8]) -> Result<(), Pool6Error> {
         if !self.leased.insert(p) {
             return Err(Pool6Error::InUse(network(p)));
@@ -288,6 +372,7 @@ mod tests {
                 .map(|(n, p, next)| Pool6Config {
                     name: n.to_string(),
                     prefixes: p.iter().map(|s| s.parse().unwrap()).collect(),
+                    length: 64,
                     next: next.map(str::to_string),
                 })
                 .collect(),
@@ -298,7 +383,7 @@ mod tests {
     fn prefixes_parse_and_refuse_what_cannot_be_handed_out() {
         let p: Prefix6 = "2001:db8:100::/62".parse().unwrap();
         assert_eq!(
-            (p.count(), p.nth(3)),
+            (p.count(64), p.nth(3, 64)),
             (4, [0x20, 0x01, 0x0d, 0xb8, 1, 0, 0, 3])
         );
         for bad in [
@@ -320,22 +405,24 @@ mod tests {
             ("b", &["2001:db8:0:20::/64"], None),
         ])
         .unwrap();
-        let a0 = p.allocate("a").unwrap();
-        let a1 = p.allocate("a").unwrap();
+        let a0 = p.allocate64("a").unwrap();
+        let a1 = p.allocate64("a").unwrap();
         assert_eq!(network(a0), "2001:db8:0:10::".parse::<Ipv6Addr>().unwrap());
         assert_eq!(network(a1), "2001:db8:0:11::".parse::<Ipv6Addr>().unwrap());
-        let b0 = p.allocate("a").unwrap();
+        let b0 = p.allocate64("a").unwrap();
         assert_eq!(network(b0), "2001:db8:0:20::".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(p.allocate("a"), Err(Pool6Error::Exhausted("a".into())));
+        assert_eq!(p.allocate64("a"), Err(Pool6Error::Exhausted("a".into())));
         p.release(a1);
         p.release(a0);
-        assert_eq!(p.allocate("a"), Ok(a1));
-        assert_eq!(p.allocate("a"), Ok(a0));
+        assert_eq!(p.allocate64("a"), Ok(a1));
+        assert_eq!(p.allocate64("a"), Ok(a0));
         assert_eq!(p.leased(), 3);
         // Recycling for ever: every prefix comes back, none is leased twice.
         for _ in 0..1000 {
             p.release(a0);
-            let got = p.allocate("b").unwrap_or_else(|_| p.allocate("a").unwrap());
+            let got = p
+                .allocate64("b")
+                .unwrap_or_else(|_| p.allocate64("a").unwrap());
             assert_eq!(got, a0);
         }
         assert_eq!(p.leased(), 3);
@@ -373,9 +460,57 @@ mod tests {
         assert!(p.adopt([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0]));
         assert!(!p.adopt([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0]));
         assert_eq!(
-            network(p.allocate("a").unwrap()),
+            network(p.allocate64("a").unwrap()),
             "2001:db8:0:1::".parse::<Ipv6Addr>().unwrap()
         );
-        assert!(p.allocate("a").is_err());
+        assert!(p.allocate64("a").is_err());
+    }
+
+    #[test]
+    fn a_delegation_pool_hands_out_its_length_and_recycles_it() {
+        let mut p = Pools6::new(vec![Pool6Config {
+            name: "pd".into(),
+            prefixes: vec!["2001:db8:200::/55".parse().unwrap()],
+            length: 56,
+            next: None,
+        }])
+        .unwrap();
+        let a = p.allocate("pd").unwrap();
+        let b = p.allocate("pd").unwrap();
+        assert_eq!(a.to_string(), "2001:db8:200::/56");
+        assert_eq!(b.to_string(), "2001:db8:200:100::/56");
+        assert_eq!(p.allocate("pd"), Err(Pool6Error::Exhausted("pd".into())));
+        // A link needs a /64: a /56 pool cannot give one.
+        assert_eq!(p.allocate64("pd"), Err(Pool6Error::NotSlash64("pd".into())));
+        for _ in 0..100 {
+            p.release(a.first8());
+            assert_eq!(p.allocate("pd"), Ok(a));
+        }
+        assert_eq!(p.leased(), 2);
+    }
+
+    #[test]
+    fn lease_lengths_are_checked() {
+        let pool = |name: &str, prefix: &str, length, next: Option<&str>| Pool6Config {
+            name: name.into(),
+            prefixes: vec![prefix.parse().unwrap()],
+            length,
+            next: next.map(str::to_string),
+        };
+        assert!(matches!(
+            Pools6::new(vec![pool("a", "2001:db8::/56", 48, None)]),
+            Err(Pool6Error::Length { .. })
+        ));
+        assert!(matches!(
+            Pools6::new(vec![pool("a", "2001:db8::/56", 65, None)]),
+            Err(Pool6Error::Length { .. })
+        ));
+        assert!(matches!(
+            Pools6::new(vec![
+                pool("a", "2001:db8::/48", 56, Some("b")),
+                pool("b", "2001:db8:1::/48", 60, None)
+            ]),
+            Err(Pool6Error::ChainLength { .. })
+        ));
     }
 }

@@ -296,50 +296,89 @@ fn a_delegated_prefix_is_a_source_and_a_destination() {
     require_root();
     let t = topology("v6p");
     t.gw.enter(|| {
-        let dp = load(&t, false);
-        let delegated = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 9];
-        let mut dp = dp;
-        dp.install_session(&Session {
-            prefix6: PREFIX,
-            delegated6: delegated,
-            ..kernel::session(3, DIALLED, CLIENT, CALL, ASSIGNED, STATE_UP)
-        })
-        .unwrap();
-        // A host behind the client (the CPE routes its delegated /64 onto its LAN).
-        let behind = a("2001:db8:1:9::42");
-        let data = udp6(behind, server6(), 63, 100);
-        let (verdict, out, _) = xdp_run(&dp, PROG_XDP_DECAP, &from_client(&t, 1, 0x0057, &data));
-        assert_eq!(verdict, XDP_REDIRECT);
-        assert_eq!(out, ethernet(PPTP0_MAC, PPTP0_PEER_MAC, ETH_P_IPV6, &data));
-        // The /64 next to it is not the client's.
-        let spoofed = udp6(a("2001:db8:1:a::42"), server6(), 63, 100);
-        let (verdict, _, c) = xdp_run(&dp, PROG_XDP_DECAP, &from_client(&t, 2, 0x0057, &spoofed));
-        assert_eq!(
-            (verdict, c.dropped(DropReason::SpoofedInnerSource6)),
-            (XDP_DROP, 1)
-        );
-        // Towards the host behind the client: encapsulated to the session.
-        let back = udp6(server6(), behind, 63, 100);
-        let (verdict, out, c) = xdp_run(
-            &dp,
-            PROG_XDP_ENCAP,
-            &ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IPV6, &back),
-        );
-        assert_eq!(
-            (verdict, c.get(Stat::Encapsulated6)),
-            (XDP_REDIRECT, 1),
-            "{:?}",
-            c.named_drops()
-        );
-        assert_eq!(&out[out.len() - back.len()..], &back[..]);
-        // Removed with the session: neither /64 leads anywhere.
-        dp.remove_session(&Session {
-            prefix6: PREFIX,
-            delegated6: delegated,
-            ..kernel::session(3, DIALLED, CLIENT, CALL, ASSIGNED, STATE_UP)
-        })
-        .unwrap();
-        assert_eq!(dp.clients6_entries().unwrap(), 0);
+        let mut dp = load(&t, false);
+        // (prefix, length, a host inside behind the CPE, the next prefix over: not the client's).
+        let cases = [
+            (
+                [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 9],
+                64,
+                "2001:db8:1:9::42",
+                "2001:db8:1:a::42",
+            ),
+            // A /56 (what ISPs commonly give a CPE): any of its 256 /64s, found by the
+            // longest-prefix match.
+            (
+                [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0x09, 0],
+                56,
+                "2001:db8:1:9ab::42",
+                "2001:db8:1:a00::42",
+            ),
+        ];
+        for (n, (delegated, len, inside, outside)) in cases.into_iter().enumerate() {
+            let seq = n as u32 * 10;
+            let session = Session {
+                prefix6: PREFIX,
+                delegated6: delegated,
+                delegated6_len: len,
+                ..kernel::session(3, DIALLED, CLIENT, CALL, ASSIGNED, STATE_UP)
+            };
+            dp.install_session(&session).unwrap();
+            let behind = a(inside);
+            let data = udp6(behind, server6(), 63, 100);
+            let (verdict, out, _) = xdp_run(
+                &dp,
+                PROG_XDP_DECAP,
+                &from_client(&t, seq + 1, 0x0057, &data),
+            );
+            assert_eq!(verdict, XDP_REDIRECT, "/{len}");
+            assert_eq!(out, ethernet(PPTP0_MAC, PPTP0_PEER_MAC, ETH_P_IPV6, &data));
+            let spoofed = udp6(a(outside), server6(), 63, 100);
+            let (verdict, _, c) = xdp_run(
+                &dp,
+                PROG_XDP_DECAP,
+                &from_client(&t, seq + 2, 0x0057, &spoofed),
+            );
+            assert_eq!(
+                (verdict, c.dropped(DropReason::SpoofedInnerSource6)),
+                (XDP_DROP, 1),
+                "/{len}"
+            );
+            // Towards the host behind the client: encapsulated to the session; the prefix
+            // next to it leads nowhere.
+            let back = udp6(server6(), behind, 63, 100);
+            let (verdict, out, c) = xdp_run(
+                &dp,
+                PROG_XDP_ENCAP,
+                &ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IPV6, &back),
+            );
+            assert_eq!(
+                (verdict, c.get(Stat::Encapsulated6)),
+                (XDP_REDIRECT, 1),
+                "/{len}: {:?}",
+                c.named_drops()
+            );
+            assert_eq!(&out[out.len() - back.len()..], &back[..]);
+            let stray = udp6(server6(), a(outside), 63, 100);
+            let (_, _, c) = xdp_run(
+                &dp,
+                PROG_XDP_ENCAP,
+                &ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IPV6, &stray),
+            );
+            assert_eq!(c.get(Stat::Encapsulated6), 0, "/{len}");
+            // Released (the session stays): the prefix stops leading to it.
+            dp.unprogram_delegated(delegated, len).unwrap();
+            let (_, _, c) = xdp_run(
+                &dp,
+                PROG_XDP_ENCAP,
+                &ethernet(PPTP0_PEER_MAC, PPTP0_MAC, ETH_P_IPV6, &back),
+            );
+            assert_eq!(c.get(Stat::Encapsulated6), 0, "/{len}");
+            // Removed with the session: neither prefix leads anywhere.
+            dp.update_session(&session).unwrap();
+            assert_eq!(dp.clients6_entries().unwrap(), 2);
+            dp.remove_session(&session).unwrap();
+            assert_eq!(dp.clients6_entries().unwrap(), 0, "/{len}");
+        }
     });
 }
 

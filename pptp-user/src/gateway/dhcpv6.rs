@@ -11,7 +11,7 @@ use std::net::Ipv6Addr;
 
 use super::{Command, Gateway, SessionId};
 use crate::{
-    pool6::network,
+    pool6::Prefix6,
     wire::dhcpv6::{
         self, ADVERTISE, Delegation, INFORMATION_REQUEST, Message, OPT_CLIENTID, OPT_DNS_SERVERS,
         OPT_RAPID_COMMIT, OPT_SERVERID, REBIND, RELEASE, RENEW, REPLY, REQUEST, Reply, SOLICIT,
@@ -22,8 +22,8 @@ use crate::{
 /// A session's delegation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Delegated {
-    /// The leased /64 (from the first Solicit or Request, kept until the session ends).
-    pub prefix: Option<[u8; 8]>,
+    /// The leased prefix (from the first Solicit or Request, kept until the session ends).
+    pub prefix: Option<Prefix6>,
     /// The IA it was given to; the prefix is routed and programmed while it is bound.
     pub iaid: Option<u32>,
     pub bound: bool,
@@ -154,7 +154,7 @@ impl Gateway {
         }
         if pd.prefix.is_none() && lease {
             let got = match (s.authorization.delegated_ipv6_prefix, pool) {
-                (Some(p), _) => self.pools6.allocate_specific(p).map(|()| p),
+                (Some(p), _) => self.pools6.allocate_specific(p.first8()).map(|()| p),
                 (None, Some(pool)) => self.pools6.allocate(&pool),
                 (None, None) => return None,
             };
@@ -167,9 +167,10 @@ impl Gateway {
             }
         }
         let c = &self.config.ipv6;
+        let p = pd.prefix?;
         Some(Delegation {
-            prefix: network(pd.prefix?),
-            len: 64,
+            prefix: p.network,
+            len: p.len,
             preferred: u32::try_from(c.preferred_lifetime.as_secs()).unwrap_or(u32::MAX),
             valid: u32::try_from(c.valid_lifetime.as_secs()).unwrap_or(u32::MAX),
         })
@@ -187,13 +188,14 @@ impl Gateway {
         if std::mem::replace(&mut s.ipv6.delegated.bound, true) || !s.ipv6.routed {
             return;
         }
-        s.map.delegated6 = prefix;
+        s.map.delegated6 = prefix.first8();
+        s.map.delegated6_len = prefix.len;
         out.push(Command::ProjectRoute6 {
             session: sid,
-            prefix: network(prefix),
+            prefix,
         });
         out.push(Command::ProgramSession(s.map));
-        tracing::info!(session = sid, prefix = %format!("{}/64", network(prefix)), "prefix delegated");
+        tracing::info!(session = sid, prefix = %prefix, "prefix delegated");
         if let Some(r) = self.record(sid) {
             out.push(Command::Rejournal(Box::new(r)));
         }
@@ -208,12 +210,13 @@ impl Gateway {
         if !std::mem::take(&mut s.ipv6.delegated.bound) {
             return;
         }
-        let prefix = std::mem::take(&mut s.map.delegated6);
-        out.push(Command::Unprogram6 { prefix });
+        let prefix = Prefix6::of(
+            std::mem::take(&mut s.map.delegated6),
+            std::mem::take(&mut s.map.delegated6_len),
+        );
+        out.push(Command::UnprogramDelegated { prefix });
         out.push(Command::ProgramSession(s.map));
-        out.push(Command::WithdrawRoute6 {
-            prefix: network(prefix),
-        });
+        out.push(Command::WithdrawRoute6 { prefix });
         if let Some(r) = self.record(sid) {
             out.push(Command::Rejournal(Box::new(r)));
         }

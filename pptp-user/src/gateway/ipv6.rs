@@ -9,7 +9,7 @@ use std::{net::Ipv6Addr, time::Duration};
 
 use super::{Command, EndReason, Gateway, Sess, SessionId, TimerKey};
 use crate::{
-    pool6::{Pools6, network},
+    pool6::{Pools6, Prefix6, network},
     ppp::{ipv6cp::InterfaceId, link::Ipv6Policy},
     wire::icmpv6::{self, ALL_NODES, RouterAdvert},
 };
@@ -116,8 +116,8 @@ impl Gateway {
                 &s.authorization.framed_ipv6_pool,
             ) {
                 (Some(p), _) => self.pools6.allocate_specific(p).map(|()| p),
-                (None, Some(pool)) => self.pools6.allocate(pool),
-                (None, None) => self.pools6.allocate(&self.config.ipv6.pool),
+                (None, Some(pool)) => self.pools6.allocate64(pool),
+                (None, None) => self.pools6.allocate64(&self.config.ipv6.pool),
             };
             match got {
                 Ok(p) => s.ipv6.prefix = Some(p),
@@ -153,7 +153,7 @@ impl Gateway {
         s.map.prefix6 = prefix;
         out.push(Command::ProjectRoute6 {
             session: sid,
-            prefix: network(prefix),
+            prefix: Prefix6::slash64(prefix),
         });
         out.push(Command::ProgramSession(s.map));
         tracing::info!(session = sid, prefix = %format!("{}/64", network(prefix)), "IPv6 up");
@@ -181,7 +181,7 @@ impl Gateway {
         out.push(Command::Unprogram6 { prefix });
         out.push(Command::ProgramSession(s.map));
         out.push(Command::WithdrawRoute6 {
-            prefix: network(prefix),
+            prefix: Prefix6::slash64(prefix),
         });
         out.push(Command::CancelTimer(TimerKey::RouterAdvert(sid)));
         if let Some(r) = self.record(sid) {
@@ -193,15 +193,17 @@ impl Gateway {
     pub(super) fn ipv6_end(&mut self, s: &Sess, out: &mut Vec<Command>) {
         if let Some(p) = s.ipv6.prefix {
             if s.ipv6.routed {
-                out.push(Command::WithdrawRoute6 { prefix: network(p) });
+                out.push(Command::WithdrawRoute6 {
+                    prefix: Prefix6::slash64(p),
+                });
             }
             self.pools6.release(p);
         }
         if let Some(p) = s.ipv6.delegated.prefix {
             if s.ipv6.delegated.bound {
-                out.push(Command::WithdrawRoute6 { prefix: network(p) });
+                out.push(Command::WithdrawRoute6 { prefix: p });
             }
-            self.pools6.release(p);
+            self.pools6.release(p.first8());
         }
     }
 

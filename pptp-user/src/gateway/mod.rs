@@ -23,7 +23,7 @@ use crate::{
     config::{PerUserPolicy, RemovedAddressPolicy},
     control::connection::{self, Admission, ClearReason, CloseReason, Connection, ControlConfig},
     pool::Pools,
-    pool6::Pools6,
+    pool6::{Pools6, Prefix6},
     ppp::{
         ipcp::IpcpConfig,
         link::{DownReason, Link, LinkConfig, LinkOutput, LinkTimer, Phase},
@@ -238,17 +238,23 @@ pub enum Command {
     WithdrawRoute {
         addr: Ipv4Addr,
     },
-    /// The session's /64 routed to `pptp0` (same replace semantics as IPv4's).
+    /// The session's /64 or delegated prefix routed to `pptp0` (same replace semantics as
+    /// IPv4's).
     ProjectRoute6 {
         session: SessionId,
-        prefix: Ipv6Addr,
+        prefix: Prefix6,
     },
     WithdrawRoute6 {
-        prefix: Ipv6Addr,
+        prefix: Prefix6,
     },
-    /// The data path stops taking packets for `prefix` (IPV6CP went down, the session stays).
+    /// The data path stops taking packets for the session /64 `prefix` (IPV6CP went down, the
+    /// session stays).
     Unprogram6 {
         prefix: [u8; 8],
+    },
+    /// The same for a delegated prefix (released, or IPv6 went down).
+    UnprogramDelegated {
+        prefix: Prefix6,
     },
     /// An IPv6 packet from the gateway to the client owning `prefix` (a Router Advertisement):
     /// the shell hands it to the data path, which frames (and with MPPE encrypts) it like the
@@ -349,8 +355,8 @@ pub struct SessionView {
     pub assigned: Option<Ipv4Addr>,
     /// The session's /64 while IPv6 is up on it.
     pub prefix6: Option<Ipv6Addr>,
-    /// The /64 delegated to it by DHCPv6, while bound.
-    pub delegated6: Option<Ipv6Addr>,
+    /// The prefix delegated to it by DHCPv6, while bound.
+    pub delegated6: Option<Prefix6>,
     pub call_id: u16,
     pub peer_call_id: u16,
     pub state: &'static str,
@@ -553,7 +559,7 @@ impl Gateway {
                 assigned: s.addr,
                 prefix6: s.ipv6.routed.then(|| crate::pool6::network(s.map.prefix6)),
                 delegated6: (s.map.delegated6 != [0; 8])
-                    .then(|| crate::pool6::network(s.map.delegated6)),
+                    .then(|| Prefix6::of(s.map.delegated6, s.map.delegated6_len)),
                 call_id: u16::from_be_bytes(s.map.key.call_id),
                 peer_call_id: u16::from_be_bytes(s.map.peer_call_id),
                 state: match s.link.phase() {
@@ -1262,7 +1268,7 @@ mod tests {
     struct Ledger {
         sessions: BTreeMap<[u8; 12], Session>,
         routes: BTreeSet<Ipv4Addr>,
-        routes6: BTreeSet<Ipv6Addr>,
+        routes6: BTreeSet<Prefix6>,
         /// The encapsulation's IPv6 lookups: /64 → session key.
         clients6: BTreeMap<[u8; 8], SessionKey>,
         adverts: Vec<Vec<u8>>,
@@ -1303,6 +1309,9 @@ mod tests {
                     }
                     Command::Unprogram6 { prefix } => {
                         assert!(self.clients6.remove(prefix).is_some());
+                    }
+                    Command::UnprogramDelegated { prefix } => {
+                        assert!(self.clients6.remove(&prefix.first8()).is_some());
                     }
                     Command::ProjectRoute6 { prefix, .. } => {
                         assert!(
@@ -2101,6 +2110,7 @@ mod tests {
             Pools6::new(vec![crate::pool6::Pool6Config {
                 name: "default".into(),
                 prefixes: vec![prefixes.parse().unwrap()],
+                length: 64,
                 next: None,
             }])
             .unwrap(),
@@ -2176,7 +2186,13 @@ mod tests {
         assert!(l.adverts.is_empty());
         let out = c.ipv6cp(&mut g, &mut l, sid);
         let prefix: Ipv6Addr = "2001:db8:0:10::".parse().unwrap();
-        assert_eq!(l.routes6, BTreeSet::from([prefix]));
+        assert_eq!(
+            l.routes6,
+            BTreeSet::from([Prefix6 {
+                network: prefix,
+                len: 64
+            }])
+        );
         assert!(
             out.iter()
                 .any(|c| matches!(c, Command::Rejournal(r) if r.prefix6.is_some()))
@@ -2264,7 +2280,7 @@ mod tests {
     }
 
     /// A DHCPv6 answer's type and the prefix its (first) IA_PD delegates.
-    fn delegated_in(packet: &[u8]) -> (u8, Option<Ipv6Addr>) {
+    fn delegated_in(packet: &[u8]) -> (u8, Option<Prefix6>) {
         assert_eq!((packet[6], &packet[40..44]), (17, &[2, 0x23, 2, 0x22][..]));
         let msg = &packet[48..];
         let mut opts = &msg[4..];
@@ -2276,7 +2292,14 @@ mod tests {
             let v = &opts[4..4 + len];
             if code == 25 && v.len() >= 16 + 25 && v[12..14] == [0, 26] {
                 let p = <[u8; 16]>::try_from(&v[16 + 9..16 + 25]).unwrap();
-                return (msg[0], Some(Ipv6Addr::from(p)));
+                let len = v[16 + 8];
+                return (
+                    msg[0],
+                    Some(Prefix6 {
+                        network: Ipv6Addr::from(p),
+                        len,
+                    }),
+                );
             }
             opts = &opts[4 + len..];
         }
@@ -2285,6 +2308,16 @@ mod tests {
 
     #[test]
     fn dhcpv6_delegates_a_prefix_routes_it_and_leaves_nothing_behind() {
+        delegation_round_trip("2001:db8:1::/64", 64);
+    }
+
+    #[test]
+    fn dhcpv6_delegates_a_shorter_prefix_to_a_cpe_router() {
+        // A pool of one /60, handed to each round's client in turn.
+        delegation_round_trip("2001:db8:1::/60", 60);
+    }
+
+    fn delegation_round_trip(pool: &str, length: u8) {
         let mut g = gateway("10.99.0.10-10.99.0.20");
         g.config.link.ipv6 = Ipv6Policy::Prefer;
         g.config.ipv6.delegated_pool = Some("pd".into());
@@ -2293,19 +2326,24 @@ mod tests {
                 crate::pool6::Pool6Config {
                     name: "default".into(),
                     prefixes: vec!["2001:db8:0:10::/64".parse().unwrap()],
+                    length: 64,
                     next: None,
                 },
                 crate::pool6::Pool6Config {
                     name: "pd".into(),
-                    prefixes: vec!["2001:db8:1::/64".parse().unwrap()],
+                    prefixes: vec![pool.parse().unwrap()],
+                    length,
                     next: None,
                 },
             ])
             .unwrap(),
         );
         let duid = g.config.ipv6.server_duid.clone();
-        let link: Ipv6Addr = "2001:db8:0:10::".parse().unwrap();
-        let pd: Ipv6Addr = "2001:db8:1::".parse().unwrap();
+        let link = Prefix6::slash64([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x10]);
+        let pd = Prefix6 {
+            network: "2001:db8:1::".parse().unwrap(),
+            len: length,
+        };
         let mut l = Ledger::default();
         for round in 0..3 {
             let mut c = Client::new(round + 1, 7, "alice", "s3cret");
@@ -2339,19 +2377,24 @@ mod tests {
             );
             assert_eq!(delegated_in(&l.adverts[1]), (7, Some(pd)));
             assert_eq!(l.routes6, BTreeSet::from([link, pd]));
-            let key: [u8; 8] = pd.octets()[..8].try_into().unwrap();
-            assert!(l.clients6.contains_key(&key));
+            assert!(l.clients6.contains_key(&pd.first8()));
+            assert!(l.sessions.values().any(|s| s.delegated6_len == length));
             assert_eq!(g.sessions()[0].delegated6, Some(pd));
             assert!(out.iter().any(|c| matches!(c,
-                Command::Rejournal(r) if r.delegated6.map(|(p, i)| (crate::pool6::network(p), i)) == Some((pd, 9)))));
+                Command::Rejournal(r) if r.delegated6 == Some((pd, 9)))));
             // Renew and Rebind: answered with the same binding, nothing projected twice.
             c.gre(
                 &mut g,
                 &mut l,
                 proto::IPV6,
-                &dhcpv6(5, Some(&duid), 9, Some(pd)),
+                &dhcpv6(5, Some(&duid), 9, Some(pd.network)),
             );
-            c.gre(&mut g, &mut l, proto::IPV6, &dhcpv6(6, None, 9, Some(pd)));
+            c.gre(
+                &mut g,
+                &mut l,
+                proto::IPV6,
+                &dhcpv6(6, None, 9, Some(pd.network)),
+            );
             assert_eq!(delegated_in(&l.adverts[3]), (7, Some(pd)));
             // Another IA of the same client gets none.
             c.gre(&mut g, &mut l, proto::IPV6, &dhcpv6(6, None, 10, None));
@@ -2362,7 +2405,7 @@ mod tests {
                     &mut g,
                     &mut l,
                     proto::IPV6,
-                    &dhcpv6(8, Some(&duid), 9, Some(pd)),
+                    &dhcpv6(8, Some(&duid), 9, Some(pd.network)),
                 );
                 assert_eq!(l.routes6, BTreeSet::from([link]));
                 assert_eq!(g.sessions()[0].delegated6, None);
@@ -2497,7 +2540,13 @@ mod tests {
         let (out, refused) = new.restore(vec![record.clone()], &BTreeMap::new());
         assert!(refused.is_empty());
         l2.apply(&out);
-        assert_eq!(l2.routes6, BTreeSet::from([prefix]));
+        assert_eq!(
+            l2.routes6,
+            BTreeSet::from([Prefix6 {
+                network: prefix,
+                len: 64
+            }])
+        );
         assert_eq!(l2.adverts.len(), 1, "advertised again");
         assert_eq!(advert_prefix(&l2.adverts[0]), prefix);
         assert_eq!(new.sessions()[0].prefix6, Some(prefix));

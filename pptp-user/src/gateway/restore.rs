@@ -11,6 +11,7 @@ use pptp_common::session::{STATE_UP, Session};
 use super::{Command, Conn, ConnId, Gateway, Sess, SessionId, TimerKey, session_key};
 use crate::{
     control::connection::Connection,
+    pool6::Prefix6,
     ppp::link::{Link, LinkSnapshot},
     radius::access::Authorization,
     wire::pptp::Framer,
@@ -39,9 +40,9 @@ pub struct SessionRecord {
     /// The session's /64 while IPv6 is up on it.
     #[serde(default)]
     pub prefix6: Option<[u8; 8]>,
-    /// The /64 delegated to it by DHCPv6 while bound, and to which IA.
+    /// The prefix delegated to it by DHCPv6 while bound, and to which IA.
     #[serde(default)]
-    pub delegated6: Option<([u8; 8], u32)>,
+    pub delegated6: Option<(Prefix6, u32)>,
 }
 
 impl SessionRecord {
@@ -61,8 +62,12 @@ impl SessionRecord {
             delegated6: self
                 .delegated6
                 .filter(|_| self.prefix6.is_some())
-                .map(|(p, _)| p)
+                .map(|(p, _)| p.first8())
                 .unwrap_or_default(),
+            delegated6_len: self
+                .delegated6
+                .filter(|_| self.prefix6.is_some())
+                .map_or(0, |(p, _)| p.len),
             ..Session::default()
         }
     }
@@ -150,7 +155,7 @@ impl Gateway {
                     self.pools6.adopt(p);
                 }
                 if let Some((p, _)) = r.delegated6 {
-                    self.pools6.adopt(p);
+                    self.pools6.adopt(p.first8());
                 }
                 self.by_key.insert(key, r.id);
                 calls.push((r.call_id, r.peer_call_id));
@@ -238,14 +243,14 @@ impl Gateway {
         if let Some(p) = r.prefix6 {
             out.push(Command::ProjectRoute6 {
                 session: sid,
-                prefix: crate::pool6::network(p),
+                prefix: Prefix6::slash64(p),
             });
             self.advertise(sid, true, out);
         }
         if map.delegated6 != [0; 8] {
             out.push(Command::ProjectRoute6 {
                 session: sid,
-                prefix: crate::pool6::network(map.delegated6),
+                prefix: Prefix6::of(map.delegated6, map.delegated6_len),
             });
         }
         self.stats.sessions_up += 1;

@@ -286,7 +286,10 @@ mod tests {
                 },
                 authorization: Authorization::default(),
                 prefix6: Some([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, id as u8]),
-                delegated6: Some(([0x20, 0x01, 0x0d, 0xb8, 1, 0, 0, id as u8], 9)),
+                delegated6: Some((
+                    crate::pool6::Prefix6::of([0x20, 0x01, 0x0d, 0xb8, 1, 0, id as u8, 0], 56),
+                    9,
+                )),
             },
             up_ms: 1_700_000_000_000,
             acct_id: Some("6570A1B200000001".into()),

@@ -7,7 +7,10 @@ use crate::kernel::pins::{PINNED_MAPS, Pins, fnv1a};
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
+    maps::{
+        Array, HashMap, MapData, PerCpuArray, PerCpuValues,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -404,22 +407,37 @@ impl Datapath {
                 .insert(session.assigned, session, 0)
                 .context("insert CLIENTS")?;
         }
-        let mut clients: HashMap<&mut MapData, [u8; 8], Session> =
-            HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
-        // The session's /64 and the one delegated to it by DHCPv6 both lead to it.
-        for p in [session.prefix6, session.delegated6] {
-            if p != [0; 8] {
-                clients.insert(p, session, 0).context("insert CLIENTS6")?;
-            }
+        if session.prefix6 != [0; 8] {
+            let mut clients: HashMap<&mut MapData, [u8; 8], Session> =
+                HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
+            clients
+                .insert(session.prefix6, session, 0)
+                .context("insert CLIENTS6")?;
+        }
+        // The prefix delegated to it by DHCPv6 leads to it too.
+        if session.delegated6 != [0; 8] {
+            let mut delegated: LpmTrie<&mut MapData, [u8; 8], Session> =
+                LpmTrie::try_from(self.map_mut(maps::DELEGATED6)?)?;
+            delegated
+                .insert(&delegated_key(session), session, 0)
+                .context("insert DELEGATED6")?;
         }
         Ok(())
     }
 
-    /// The encapsulation stops taking packets for an IPv6 /64.
+    /// The encapsulation stops taking packets for an IPv6 /64 (a session's own).
     pub fn unprogram6(&mut self, prefix: [u8; 8]) -> anyhow::Result<()> {
         let mut clients: HashMap<&mut MapData, [u8; 8], Session> =
             HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
         ignore_missing(clients.remove(&prefix)).context("remove CLIENTS6")
+    }
+
+    /// The encapsulation stops taking packets for a delegated prefix.
+    pub fn unprogram_delegated(&mut self, prefix: [u8; 8], len: u8) -> anyhow::Result<()> {
+        let mut delegated: LpmTrie<&mut MapData, [u8; 8], Session> =
+            LpmTrie::try_from(self.map_mut(maps::DELEGATED6)?)?;
+        ignore_missing(delegated.remove(&Key::new(u32::from(len), prefix)))
+            .context("remove DELEGATED6")
     }
 
     /// A session's rate limits, bits per second each way (0: unlimited); the buckets start full.
@@ -479,10 +497,23 @@ impl Datapath {
         }
         let mut clients6: HashMap<&mut MapData, [u8; 8], Session> =
             HashMap::try_from(self.map_mut(maps::CLIENTS6)?)?;
-        for p in [session.prefix6, session.delegated6] {
-            if p != [0; 8] && clients6.get(&p, 0).is_ok_and(|s| s.key == session.key) {
-                ignore_missing(clients6.remove(&p)).context("remove CLIENTS6")?;
-            }
+        let p = session.prefix6;
+        if p != [0; 8] && clients6.get(&p, 0).is_ok_and(|s| s.key == session.key) {
+            ignore_missing(clients6.remove(&p)).context("remove CLIENTS6")?;
+        }
+        let mut delegated: LpmTrie<&mut MapData, [u8; 8], Session> =
+            LpmTrie::try_from(self.map_mut(maps::DELEGATED6)?)?;
+        let k = delegated_key(session);
+        // The longest match for a key of the entry's own length is the entry, when there is
+        // one: what answers must be this session's, for this very prefix.
+        if session.delegated6 != [0; 8]
+            && delegated.get(&k, 0).is_ok_and(|s| {
+                s.key == session.key
+                    && (s.delegated6, s.delegated6_len)
+                        == (session.delegated6, session.delegated6_len)
+            })
+        {
+            ignore_missing(delegated.remove(&k)).context("remove DELEGATED6")?;
         }
         let mut sessions: HashMap<&mut MapData, SessionKey, Session> =
             HashMap::try_from(self.map_mut(maps::SESSIONS)?)?;
@@ -535,6 +566,18 @@ impl Datapath {
             ignore_missing(clients6.remove(&a))?;
             removed += 1;
         }
+        let mut delegated: LpmTrie<&mut MapData, [u8; 8], Session> =
+            LpmTrie::try_from(self.map_mut(maps::DELEGATED6)?)?;
+        let stale: Vec<Key<[u8; 8]>> = delegated
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, s)| !keep.contains(&s.key))
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            ignore_missing(delegated.remove(&k))?;
+            removed += 1;
+        }
         let mut mppe: HashMap<&mut MapData, u32, pptp_common::mppe::MppeState> =
             HashMap::try_from(self.map_mut(maps::MPPE_STATE)?)?;
         let stale: Vec<u32> = mppe
@@ -564,11 +607,13 @@ impl Datapath {
         Ok((sessions.keys().count(), clients.keys().count()))
     }
 
-    /// Number of IPv6 client lookups, for leak checks.
+    /// Number of IPv6 client lookups (sessions' /64s and delegated prefixes), for leak checks.
     pub fn clients6_entries(&self) -> anyhow::Result<usize> {
         let clients: HashMap<&MapData, [u8; 8], Session> =
             HashMap::try_from(self.map(maps::CLIENTS6)?)?;
-        Ok(clients.keys().count())
+        let delegated: LpmTrie<&MapData, [u8; 8], Session> =
+            LpmTrie::try_from(self.map(maps::DELEGATED6)?)?;
+        Ok(clients.keys().count() + delegated.keys().count())
     }
 
     /// A handle on the routing generation (see `routewatch.rs`).
@@ -768,4 +813,9 @@ fn sum_into(ebpf: &Ebpf, name: &str, out: &mut [u64]) -> anyhow::Result<()> {
         *slot = per_cpu.iter().sum();
     }
     Ok(())
+}
+
+/// A session's `DELEGATED6` key.
+fn delegated_key(s: &Session) -> Key<[u8; 8]> {
+    Key::new(u32::from(s.delegated6_len), s.delegated6)
 }

@@ -20,10 +20,11 @@ use pptp_common::{maps, session, stats};
 
 /// The maps that carry sessions across processes (the benchmark's and the per-CPU scratch
 /// are each process's own).
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 14] = [
     maps::SESSIONS,
     maps::CLIENTS,
     maps::CLIENTS6,
+    maps::DELEGATED6,
     maps::GRE_STATE,
     maps::SESSION_STATS,
     maps::MPPE_STATE,
@@ -37,7 +38,7 @@ pub const PINNED_MAPS: [&str; 13] = [
 ];
 
 /// Bumped by hand when a map's meaning changes without its size changing.
-const LAYOUT_REVISION: u64 = 1;
+const LAYOUT_REVISION: u64 = 2;
 
 /// FNV-1a, 64 bits: a fingerprint, not a defence (nothing here is secret or adversarial).
 pub fn fnv1a(bytes: &[u8]) -> u64 {

@@ -1,6 +1,6 @@
 //! Route projection: one `ASSIGNED/32 dev pptp0` route per session (and `PREFIX/64 dev pptp0`
-//! while IPv6 is up on it), tagged with our own routing
-//! protocol number.
+//! while IPv6 is up on it, and `DELEGATED/LEN dev pptp0` while a DHCPv6 delegation is bound),
+//! tagged with our own routing protocol number.
 //!
 //! Lesson 1 of the field failures: projection must never refuse a recycled address. So a route is
 //! added with replace semantics (a stale or duplicate route for the address, ours or anyone's, is
@@ -10,6 +10,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::pool6::Prefix6;
 use anyhow::Context as _;
 use futures_util::TryStreamExt as _;
 use rtnetlink::{
@@ -64,27 +65,28 @@ pub struct OurRoute {
     message: RouteMessage,
 }
 
-fn message6(prefix: Ipv6Addr, ifindex: u32) -> RouteMessage {
+fn message6(prefix: Prefix6, ifindex: u32) -> RouteMessage {
     RouteMessageBuilder::<Ipv6Addr>::new()
-        .destination_prefix(prefix, 64)
+        .destination_prefix(prefix.network, prefix.len)
         .output_interface(ifindex)
         .protocol(RouteProtocol::Other(RTPROT_PPTPGW))
         .build()
 }
 
-/// Installs (or takes over) the route for a client's /64. Idempotent, like [`project`].
-pub async fn project6(handle: &Handle, prefix: Ipv6Addr, ifindex: u32) -> anyhow::Result<()> {
+/// Installs (or takes over) the route for a client's /64 or delegated prefix. Idempotent, like
+/// [`project`].
+pub async fn project6(handle: &Handle, prefix: Prefix6, ifindex: u32) -> anyhow::Result<()> {
     handle
         .route()
         .add(message6(prefix, ifindex))
         .replace()
         .execute()
         .await
-        .with_context(|| format!("project route {prefix}/64 dev #{ifindex}"))
+        .with_context(|| format!("project route {prefix} dev #{ifindex}"))
 }
 
-/// Removes the route for a client's /64; a route already gone is fine.
-pub async fn withdraw6(handle: &Handle, prefix: Ipv6Addr, ifindex: u32) -> anyhow::Result<()> {
+/// Removes the route for a client's prefix; a route already gone is fine.
+pub async fn withdraw6(handle: &Handle, prefix: Prefix6, ifindex: u32) -> anyhow::Result<()> {
     match handle
         .route()
         .del(message6(prefix, ifindex))
@@ -97,12 +99,12 @@ pub async fn withdraw6(handle: &Handle, prefix: Ipv6Addr, ifindex: u32) -> anyho
         {
             Ok(())
         }
-        Err(e) => Err(e).with_context(|| format!("withdraw route {prefix}/64")),
+        Err(e) => Err(e).with_context(|| format!("withdraw route {prefix}")),
     }
 }
 
 /// Our IPv6 routes in the main table: (prefix, the message to delete it with).
-pub async fn list6(handle: &Handle) -> anyhow::Result<Vec<(Ipv6Addr, RouteMessage)>> {
+pub async fn list6(handle: &Handle) -> anyhow::Result<Vec<(Prefix6, RouteMessage)>> {
     let mut routes = handle
         .route()
         .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
@@ -118,15 +120,16 @@ pub async fn list6(handle: &Handle) -> anyhow::Result<Vec<(Ipv6Addr, RouteMessag
             RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(*d),
             _ => None,
         });
-        if let Some(d) = dst {
-            ours.push((d, m));
+        if let Some(network) = dst {
+            let len = m.header.destination_prefix_length;
+            ours.push((Prefix6 { network, len }, m));
         }
     }
     Ok(ours)
 }
 
 /// Withdraws our IPv6 routes for prefixes not in `keep`, as [`reconcile`] does for IPv4.
-pub async fn reconcile6(handle: &Handle, keep: &[Ipv6Addr]) -> anyhow::Result<usize> {
+pub async fn reconcile6(handle: &Handle, keep: &[Prefix6]) -> anyhow::Result<usize> {
     let mut removed = 0;
     for (prefix, m) in list6(handle).await? {
         if keep.contains(&prefix) {
@@ -135,9 +138,9 @@ pub async fn reconcile6(handle: &Handle, keep: &[Ipv6Addr]) -> anyhow::Result<us
         match handle.route().del(m).execute().await {
             Ok(()) => removed += 1,
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ESRCH => {}
-            Err(e) => return Err(e).with_context(|| format!("remove stale route {prefix}/64")),
+            Err(e) => return Err(e).with_context(|| format!("remove stale route {prefix}")),
         }
-        tracing::info!(%prefix, "removed a stale IPv6 route of a previous run");
+        tracing::info!(prefix = %prefix, "removed a stale IPv6 route of a previous run");
     }
     Ok(removed)
 }

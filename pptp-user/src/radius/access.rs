@@ -10,6 +10,7 @@ use super::{
     packet::{self, Builder, Packet},
 };
 use crate::auth::authenticator::{Credentials, MppeKeys, Verdict};
+use crate::pool6::Prefix6;
 
 /// Who is asking, for the server's policies and logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,18 +112,33 @@ pub struct Authorization {
     /// Framed-IPv6-Pool: the [[pool6]] to take the /64 from.
     #[serde(default)]
     pub framed_ipv6_pool: Option<String>,
-    /// Delegated-IPv6-Prefix (RFC 4818): the /64 DHCPv6 delegates (other lengths ignored).
+    /// Delegated-IPv6-Prefix (RFC 4818): the prefix DHCPv6 delegates, a /32 to a /64 (others
+    /// ignored: shorter is no CPE's, longer leaves no /64 for its LAN).
     #[serde(default)]
-    pub delegated_ipv6_prefix: Option<[u8; 8]>,
+    pub delegated_ipv6_prefix: Option<Prefix6>,
+}
+
+/// A Framed-IPv6-Prefix or Delegated-IPv6-Prefix value (reserved, prefix length, then the
+/// prefix's significant bytes, RFC 3162 §2.3) of 32 to 64 bits; bits past the length are
+/// cleared. `None` for another length or a malformed value.
+pub fn ipv6_prefix(v: &[u8]) -> Option<Prefix6> {
+    let [0, len, p @ ..] = v else {
+        return None;
+    };
+    if !(32..=64).contains(len) || p.len() > 16 || p.len() < usize::from(len.div_ceil(8)) {
+        return None;
+    }
+    let mut first8 = [0u8; 8];
+    let n = p.len().min(8);
+    first8[..n].copy_from_slice(&p[..n]);
+    let masked = u64::from_be_bytes(first8) & (u64::MAX << (64 - u32::from(*len)));
+    Some(Prefix6::of(masked.to_be_bytes(), *len))
 }
 
 /// A Framed-IPv6-Prefix value (reserved, prefix length, then the prefix's significant bytes)
 /// as a /64; `None` for another length or a malformed value.
 pub fn ipv6_prefix64(v: &[u8]) -> Option<[u8; 8]> {
-    match v {
-        [0, 64, p @ ..] if (8..=16).contains(&p.len()) => p[..8].try_into().ok(),
-        _ => None,
-    }
+    ipv6_prefix(v).filter(|p| p.len == 64).map(|p| p.first8())
 }
 
 /// MikroTik's vendor code and its Rate-Limit attribute, the format operators' databases hold.
@@ -245,9 +261,9 @@ fn authorization(p: &Packet) -> Authorization {
             got
         }),
         delegated_ipv6_prefix: p.attr(Attr::DelegatedIpv6Prefix).and_then(|v| {
-            let got = ipv6_prefix64(v);
+            let got = ipv6_prefix(v);
             if got.is_none() {
-                tracing::warn!(value = ?v, "Delegated-IPv6-Prefix ignored: only a /64 is honoured");
+                tracing::warn!(value = ?v, "Delegated-IPv6-Prefix ignored: only a /32 to a /64 is honoured");
             }
             got
         }),
@@ -443,5 +459,21 @@ mod tests {
         assert_eq!(ipv6_prefix64(&[0, 48, 0x20, 0x01, 0x0d, 0xb8, 2, 0]), None);
         assert_eq!(ipv6_prefix64(&[0, 64, 0x20, 0x01]), None);
         assert_eq!(ipv6_prefix64(&[]), None);
+        // Delegations: a /56 trimmed to its 7 significant bytes, a /60 with stray host bits;
+        // a /16 or a /72 are no CPE's.
+        assert_eq!(
+            ipv6_prefix(&[0, 56, 0x20, 0x01, 0x0d, 0xb8, 2, 0, 1]).map(|p| p.to_string()),
+            Some("2001:db8:200:100::/56".into())
+        );
+        assert_eq!(
+            ipv6_prefix(&[0, 60, 0x20, 0x01, 0x0d, 0xb8, 2, 0, 1, 0x1f]).map(|p| p.to_string()),
+            Some("2001:db8:200:110::/60".into())
+        );
+        assert_eq!(ipv6_prefix(&[0, 56, 0x20, 0x01, 0x0d, 0xb8, 2, 0]), None);
+        assert_eq!(ipv6_prefix(&[0, 16, 0x20, 0x01]), None);
+        assert_eq!(
+            ipv6_prefix(&[0, 72, 0x20, 0x01, 0x0d, 0xb8, 2, 0, 1, 0, 1]),
+            None
+        );
     }
 }

@@ -52,8 +52,8 @@ pub struct SessionInfo {
     /// The session's /64 once IPv6 is up on it (Interim and Stop carry it; a Start usually
     /// goes before IPV6CP has opened).
     pub framed_ipv6_prefix: Option<[u8; 8]>,
-    /// The DHCPv6-delegated /64 (Delegated-IPv6-Prefix, RFC 4818), once bound.
-    pub delegated_ipv6_prefix: Option<[u8; 8]>,
+    /// The DHCPv6-delegated prefix (Delegated-IPv6-Prefix, RFC 4818), once bound.
+    pub delegated_ipv6_prefix: Option<crate::pool6::Prefix6>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,12 +135,15 @@ pub fn request(record: &Record, nas: &Nas, attempt: &Attempt, now: Instant) -> V
             b.attr(Attr::Class, c);
         }
         for (attr, p) in [
-            (Attr::FramedIpv6Prefix, s.framed_ipv6_prefix),
+            (
+                Attr::FramedIpv6Prefix,
+                s.framed_ipv6_prefix.map(crate::pool6::Prefix6::slash64),
+            ),
             (Attr::DelegatedIpv6Prefix, s.delegated_ipv6_prefix),
         ] {
             if let Some(p) = p {
-                let mut v = vec![0, 64];
-                v.extend_from_slice(&p);
+                let mut v = vec![0, p.len];
+                v.extend_from_slice(&p.first8());
                 b.attr(attr, &v);
             }
         }
@@ -258,7 +261,10 @@ mod tests {
                 nas_port: 300,
                 class: vec![b"plan-a".to_vec()],
                 framed_ipv6_prefix: Some([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 7]),
-                delegated_ipv6_prefix: Some([0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 1]),
+                delegated_ipv6_prefix: Some(crate::pool6::Prefix6::of(
+                    [0x20, 0x01, 0x0d, 0xb8, 0, 9, 1, 0],
+                    56,
+                )),
             }),
             session_time: Some(61),
             traffic: Some(Traffic {
@@ -291,6 +297,10 @@ mod tests {
         assert_eq!(
             p.attr(Attr::FramedIpv6Prefix),
             Some(&[0, 64, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 7][..])
+        );
+        assert_eq!(
+            p.attr(Attr::DelegatedIpv6Prefix),
+            Some(&[0, 56, 0x20, 0x01, 0x0d, 0xb8, 0, 9, 1, 0][..])
         );
     }
 

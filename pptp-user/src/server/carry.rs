@@ -119,7 +119,7 @@ impl Shell {
                     .collect()
             })
             .unwrap_or_default();
-        let present6: HashSet<std::net::Ipv6Addr> = route::list6(&self.rt)
+        let present6: HashSet<crate::pool6::Prefix6> = route::list6(&self.rt)
             .await
             .map(|routes| routes.into_iter().map(|(p, _)| p).collect())
             .unwrap_or_default();
@@ -152,14 +152,14 @@ impl Shell {
             Ok(n) => done.routes_removed = n,
             Err(e) => tracing::error!(error = %format!("{e:#}"), "reconciling routes failed"),
         }
-        let prefixes: Vec<std::net::Ipv6Addr> = carry
+        let prefixes: Vec<crate::pool6::Prefix6> = carry
             .iter()
             .flat_map(|s| {
                 let m = s.session.map();
-                [m.prefix6, m.delegated6]
+                [(m.prefix6, 64), (m.delegated6, m.delegated6_len)]
             })
-            .filter(|p| *p != [0; 8])
-            .map(crate::pool6::network)
+            .filter(|(p, _)| *p != [0; 8])
+            .map(|(p, len)| crate::pool6::Prefix6::of(p, len))
             .collect();
         match route::reconcile6(&self.rt, &prefixes).await {
             Ok(n) => done.routes_removed += n,

@@ -945,6 +945,12 @@ impl Shell {
                         tracing::error!(error = %format!("{e:#}"), "removing an IPv6 lookup failed");
                     }
                 }
+                Command::UnprogramDelegated { prefix } => {
+                    if let Err(e) = self.dp.unprogram_delegated(prefix.first8(), prefix.len) {
+                        self.stats.map_errors += 1;
+                        tracing::error!(%prefix, error = %format!("{e:#}"), "removing a delegated prefix's lookup failed");
+                    }
+                }
                 Command::SendIpv6 { prefix, packet } => {
                     if let Some(i) = &self.inject
                         && let Err(e) = i.send(prefix, &packet)
