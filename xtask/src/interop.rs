@@ -191,8 +191,11 @@ const IPV6: Pass = Pass {
 
 /// The /64 FreeRADIUS assigns in the IPv6 pass.
 const RADIUS_PREFIX6: &str = "2001:db8:200:7";
-/// The /64 it delegates (Delegated-IPv6-Prefix), which dhclient gets by DHCPv6.
-const RADIUS_DELEGATED6: &str = "2001:db8:200:8";
+/// The /56 it delegates (Delegated-IPv6-Prefix, as ISPs give CPEs), which dhcp6c gets by
+/// DHCPv6 ...
+const RADIUS_DELEGATED6: &str = "2001:db8:200:800::/56";
+/// ... and numbers its LAN from: subnet 1 of the 256 (`sla-id 1; sla-len 8`).
+const DELEGATED_LAN64: &str = "2001:db8:200:801";
 
 /// The LAN server's IPv6 address (`xdp` mode's LAN has both families).
 const LAN_SERVER6: &str = "2001:db8:ffff::5";
@@ -293,7 +296,7 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
                 "alice Cleartext-Password := \"s3cret\"\n\tMessage-Authenticator := 0x00{}\n",
                 if pass.ipv6 {
                     format!(
-                        ",\n\tFramed-IPv6-Prefix = {RADIUS_PREFIX6}::/64,\n\tDelegated-IPv6-Prefix = {RADIUS_DELEGATED6}::/64"
+                        ",\n\tFramed-IPv6-Prefix = {RADIUS_PREFIX6}::/64,\n\tDelegated-IPv6-Prefix = {RADIUS_DELEGATED6}"
                     )
                 } else {
                     String::new()
@@ -708,12 +711,12 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
             bail!("iperf3 over IPv6 ({dir}) did not complete");
         }
     }
-    // dhcp6c's prefix delegation: an address in the /64 RADIUS delegated on the client's LAN
-    // side, and pings from it.
+    // dhcp6c's prefix delegation: an address in a /64 of the /56 RADIUS delegated on the
+    // client's LAN side, and pings from it (answered through the gateway's /56 lookup).
     let pd = read("pd.addr");
     let got = pd
         .lines()
-        .find(|l| l.contains(&format!("inet6 {RADIUS_DELEGATED6}:")))
+        .find(|l| l.contains(&format!("inet6 {DELEGATED_LAN64}:")))
         .map(str::trim)
         .unwrap_or("none");
     println!("ipv6: address from the prefix delegated to dhcp6c: {got}");
@@ -725,7 +728,7 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
     println!("ipv6: ping {LAN_SERVER6} from the delegated prefix: {summary}");
     if got == "none" {
         bail!(
-            "dhcp6c was not delegated {RADIUS_DELEGATED6}::/64: {pd}\n{}",
+            "dhcp6c was not delegated {RADIUS_DELEGATED6} (no {DELEGATED_LAN64}::/64 on its LAN): {pd}\n{}",
             read("pd.log")
         );
     }

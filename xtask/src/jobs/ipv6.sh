@@ -27,8 +27,9 @@ busybox grep -q 'inet6 2001:db8:' $S/ipv6.addr || rc=1
 ping -6 -c 5 -W 3 $target > $S/ipv6.ping 2>&1 || rc=1
 iperf3 -6 -c $target -n 20M > $S/iperf-ipv6-up.txt 2>&1 || rc=1
 iperf3 -6 -c $target -n 20M -R > $S/iperf-ipv6-down.txt 2>&1 || rc=1
-# DHCPv6 prefix delegation as a CPE does it: WIDE dhcp6c asks for an IA_PD on ppp0 and puts the
-# delegated /64 on its LAN side (eth0, sla-len 0); then pings go from that address.
+# DHCPv6 prefix delegation as a CPE does it: WIDE dhcp6c asks for an IA_PD on ppp0 and numbers
+# its LAN side (eth0) from the delegated /56: subnet 1, a /64 (sla-len 8); then pings go from
+# that address.
 mkdir -p /var/lib/dhcpv6 /var/run
 cat > /tmp/dhcp6c.conf <<'EOT'
 interface ppp0 {
@@ -36,8 +37,8 @@ interface ppp0 {
 };
 id-assoc pd 0 {
   prefix-interface eth0 {
-    sla-id 0;
-    sla-len 0;
+    sla-id 1;
+    sla-len 8;
   };
 };
 EOT
