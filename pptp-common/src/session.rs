@@ -58,16 +58,26 @@ pub struct Session {
     pub delegated6: [u8; 8],
 }
 
+/// The mask of an IPv6 prefix of `len` bits (0..=64) over an address's first 8 bytes read
+/// big-endian.
+#[inline(always)]
+pub const fn mask64(len: u8) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        u64::MAX << (64 - len as u32)
+    }
+}
+
 impl Session {
     /// Whether an IPv6 address's first 8 bytes lie in the delegated prefix.
     #[inline(always)]
     pub fn in_delegated6(&self, first8: [u8; 8]) -> bool {
-        let len = u32::from(self.delegated6_len);
+        let len = self.delegated6_len;
         if self.delegated6 == [0; 8] || len == 0 || len > 64 {
             return false;
         }
-        let mask = u64::MAX << (64 - len);
-        u64::from_be_bytes(first8) & mask == u64::from_be_bytes(self.delegated6)
+        u64::from_be_bytes(first8) & mask64(len) == u64::from_be_bytes(self.delegated6)
     }
 }
 const _: () = assert!(core::mem::size_of::<Session>() == 48);

@@ -12,6 +12,7 @@ use std::{
     str::FromStr,
 };
 
+use pptp_common::session::mask64;
 use thiserror::Error;
 
 /// An IPv6 prefix of 0..=64 bits: a pool's, a session's /64, a delegated prefix.
@@ -21,7 +22,45 @@ pub struct Prefix6 {
     pub len: u8,
 }
 
+/// The lengths a prefix may be handed out with (a pool's `length`, RADIUS's
+/// Delegated-IPv6-Prefix): /64 for a link; shorter to a CPE, but no shorter than a /32.
+pub const LEASE_LENGTHS: std::ops::RangeInclusive<u8> = 32..=64;
+
 impl Prefix6 {
+    /// A prefix that can be handed out: no bits set past `len` (at most 64), neither
+    /// link-local nor multicast.
+    pub fn new(network: Ipv6Addr, len: u8) -> Result<Self, &'static str> {
+        if len > 64 {
+            return Err("length not 0..=64 (each session gets a /64)");
+        }
+        let first8 = u64::from_be_bytes(network.octets()[..8].try_into().expect("8 bytes"));
+        if first8 & !mask64(len) != 0 || network.octets()[8..] != [0; 8] {
+            return Err("host bits set (give the network address)");
+        }
+        if network.segments()[0] & 0xffc0 == 0xfe80 || network.segments()[0] & 0xff00 == 0xff00 {
+            return Err("link-local and multicast prefixes cannot be handed out");
+        }
+        Ok(Prefix6 { network, len })
+    }
+
+    /// The prefix of `len` bits whose first 8 bytes are `first8` (a map key).
+    pub fn of(first8: [u8; 8], len: u8) -> Self {
+        Prefix6 {
+            network: network(first8),
+            len,
+        }
+    }
+
+    /// A session's /64.
+    pub fn slash64(first8: [u8; 8]) -> Self {
+        Self::of(first8, 64)
+    }
+
+    /// The first 8 bytes (all a prefix of 64 bits or fewer has).
+    pub fn first8(&self) -> [u8; 8] {
+        self.network.octets()[..8].try_into().expect("8 bytes")
+    }
+
     /// How many prefixes of `length` it holds, capped (a /32 holds four billion /64s; nobody
     /// needs more than this many at once, and the cap keeps the arithmetic in `u64`).
     fn count(&self, length: u8) -> u64 {
@@ -30,19 +69,11 @@ impl Prefix6 {
 
     /// Its `i`th prefix of `length`.
     fn nth(&self, i: u64, length: u8) -> [u8; 8] {
-        let base = u64::from_be_bytes(self.network.octets()[..8].try_into().expect("8 bytes"));
-        (base + (i << (64 - u32::from(length)))).to_be_bytes()
+        (u64::from_be_bytes(self.first8()) + (i << (64 - u32::from(length)))).to_be_bytes()
     }
 
     fn contains(&self, p: [u8; 8]) -> bool {
-        let base = u64::from_be_bytes(self.network.octets()[..8].try_into().expect("8 bytes"));
-        let p = u64::from_be_bytes(p);
-        let mask = if self.len == 0 {
-            0
-        } else {
-            u64::MAX << (64 - u32::from(self.len))
-        };
-        p & mask == base
+        u64::from_be_bytes(p) & mask64(self.len) == u64::from_be_bytes(self.first8())
     }
 
     fn overlaps(&self, o: &Prefix6) -> bool {
@@ -63,44 +94,8 @@ impl FromStr for Prefix6 {
             .map_err(|_| bad("not an IPv6 address before `/`"))?;
         let len: u8 = l
             .parse()
-            .ok()
-            .filter(|l| *l <= 64)
-            .ok_or_else(|| bad("length not 0..=64 (each session gets a /64)"))?;
-        let bits = u128::from(addr);
-        let mask = if len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - u32::from(len))
-        };
-        if bits & !mask != 0 {
-            return Err(bad("host bits set (give the network address)"));
-        }
-        if addr.segments()[0] & 0xffc0 == 0xfe80 || addr.segments()[0] & 0xff00 == 0xff00 {
-            return Err(bad(
-                "link-local and multicast prefixes cannot be handed out",
-            ));
-        }
-        Ok(Prefix6 { network: addr, len })
-    }
-}
-
-impl Prefix6 {
-    /// The prefix of `len` bits whose first 8 bytes are `first8` (a map key).
-    pub fn of(first8: [u8; 8], len: u8) -> Self {
-        Prefix6 {
-            network: network(first8),
-            len,
-        }
-    }
-
-    /// A session's /64.
-    pub fn slash64(first8: [u8; 8]) -> Self {
-        Self::of(first8, 64)
-    }
-
-    /// The first 8 bytes (all a prefix of 64 bits or fewer has).
-    pub fn first8(&self) -> [u8; 8] {
-        self.network.octets()[..8].try_into().expect("8 bytes")
+            .map_err(|_| bad("length not 0..=64 (each session gets a /64)"))?;
+        Prefix6::new(addr, len).map_err(bad)
     }
 }
 
@@ -153,9 +148,7 @@ pub enum Pool6Error {
     UnknownNext { pool: String, next: String },
     #[error("pool6 `{pool}`'s chain loops")]
     ChainLoops { pool: String },
-    #[error(
-        "pool6 `{pool}` hands out /{length}s, longer than 64 bits or shorter than its prefixes"
-    )]
+    #[error("pool6 `{pool}` hands out /{length}s: not /32 to /64, or shorter than its prefixes")]
     Length { pool: String, length: u8 },
     #[error("pool6 `{pool}` hands out /{length}s and chains to `{next}`, which hands out others")]
     ChainLength {
@@ -230,7 +223,7 @@ impl Pools6 {
                     pool: c.name.clone(),
                 });
             }
-            if c.length > 64 || c.prefixes.iter().any(|p| p.len > c.length) {
+            if !LEASE_LENGTHS.contains(&c.length) || c.prefixes.iter().any(|p| p.len > c.length) {
                 return Err(Pool6Error::Length {
                     pool: c.name.clone(),
                     length: c.length,
@@ -299,7 +292,7 @@ impl Pools6 {
 
     /// A session's /64 from `name` or the pools it chains to.
     pub fn allocate64(&mut self, name: &str) -> Result<[u8; 8], Pool6Error> {
-        if self.length(name) != Some(64) && self.has(name) {
+        if self.length(name).is_some_and(|l| l != 64) {
             return Err(Pool6Error::NotSlash64(name.into()));
         }
         self.allocate(name).map(|p| p.first8())
@@ -503,6 +496,11 @@ mod tests {
         ));
         assert!(matches!(
             Pools6::new(vec![pool("a", "2001:db8::/56", 65, None)]),
+            Err(Pool6Error::Length { .. })
+        ));
+        // Shorter than a /32 is no lease (and a /0 would leave nothing to count in).
+        assert!(matches!(
+            Pools6::new(vec![pool("a", "::/0", 0, None)]),
             Err(Pool6Error::Length { .. })
         ));
         assert!(matches!(

@@ -48,6 +48,11 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// The session as the data path has it programmed.
     pub fn map(&self) -> Session {
+        // A delegation is routed behind the session's /64: without it, none.
+        let delegated = self
+            .delegated6
+            .filter(|_| self.prefix6.is_some())
+            .map(|(p, _)| p);
         Session {
             slot: self.slot,
             assigned: self.addr.octets(),
@@ -59,15 +64,8 @@ impl SessionRecord {
             mode: self.mode,
             flags: self.flags,
             prefix6: self.prefix6.unwrap_or_default(),
-            delegated6: self
-                .delegated6
-                .filter(|_| self.prefix6.is_some())
-                .map(|(p, _)| p.first8())
-                .unwrap_or_default(),
-            delegated6_len: self
-                .delegated6
-                .filter(|_| self.prefix6.is_some())
-                .map_or(0, |(p, _)| p.len),
+            delegated6: delegated.map(|p| p.first8()).unwrap_or_default(),
+            delegated6_len: delegated.map_or(0, |p| p.len),
             ..Session::default()
         }
     }

@@ -10,7 +10,8 @@ use super::{
     packet::{self, Builder, Packet},
 };
 use crate::auth::authenticator::{Credentials, MppeKeys, Verdict};
-use crate::pool6::Prefix6;
+use crate::pool6::{LEASE_LENGTHS, Prefix6, network};
+use pptp_common::session::mask64;
 
 /// Who is asking, for the server's policies and logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,20 +120,21 @@ pub struct Authorization {
 }
 
 /// A Framed-IPv6-Prefix or Delegated-IPv6-Prefix value (reserved, prefix length, then the
-/// prefix's significant bytes, RFC 3162 §2.3) of 32 to 64 bits; bits past the length are
-/// cleared. `None` for another length or a malformed value.
+/// prefix's significant bytes, RFC 3162 §2.3) of one of [`LEASE_LENGTHS`]; bits past the
+/// length are cleared. `None` for another length, a malformed value, or a prefix that cannot
+/// be handed out (link-local, multicast).
 pub fn ipv6_prefix(v: &[u8]) -> Option<Prefix6> {
-    let [0, len, p @ ..] = v else {
+    let &[0, len, ref p @ ..] = v else {
         return None;
     };
-    if !(32..=64).contains(len) || p.len() > 16 || p.len() < usize::from(len.div_ceil(8)) {
+    if !LEASE_LENGTHS.contains(&len) || p.len() > 16 || p.len() < usize::from(len.div_ceil(8)) {
         return None;
     }
     let mut first8 = [0u8; 8];
     let n = p.len().min(8);
     first8[..n].copy_from_slice(&p[..n]);
-    let masked = u64::from_be_bytes(first8) & (u64::MAX << (64 - u32::from(*len)));
-    Some(Prefix6::of(masked.to_be_bytes(), *len))
+    let masked = u64::from_be_bytes(first8) & mask64(len);
+    Prefix6::new(network(masked.to_be_bytes()), len).ok()
 }
 
 /// A Framed-IPv6-Prefix value (reserved, prefix length, then the prefix's significant bytes)
