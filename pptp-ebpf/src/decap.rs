@@ -250,7 +250,8 @@ fn decap_session(
     if inner_off + inner_len > payload_off + payload_len {
         return Err(DropReason::InnerMalformed);
     }
-    if inner.src != session.assigned {
+    // An IPv6-only session has no IPv4 address (0.0.0.0): every IPv4 source is spoofed.
+    if inner.src != session.assigned || session.assigned == [0; 4] {
         return Err(DropReason::SpoofedInnerSource);
     }
     if !crate::police::within_rate(session.slot, true, inner_len) {

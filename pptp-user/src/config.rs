@@ -239,6 +239,9 @@ pub struct Ppp {
     pub mppe_stateful: crate::ppp::ccp::StatefulMppe,
     /// IPv6 in the tunnel (IPV6CP, a /64 per session by SLAAC): "require" | "prefer" | "deny".
     pub ipv6: crate::ppp::link::Ipv6Policy,
+    /// IPv4 in the tunnel (IPCP): "require" | "prefer" ("prefer": a client that refuses IPCP
+    /// comes up on IPv6 alone, when IPv6 is on).
+    pub ipv4: crate::ppp::link::Ipv4Policy,
 }
 
 impl Default for Ppp {
@@ -252,6 +255,7 @@ impl Default for Ppp {
             mppe: crate::ppp::ccp::MppePolicy::Require,
             mppe_stateful: crate::ppp::ccp::StatefulMppe::No,
             ipv6: crate::ppp::link::Ipv6Policy::Deny,
+            ipv4: crate::ppp::link::Ipv4Policy::Prefer,
         }
     }
 }
@@ -1093,6 +1097,9 @@ impl Config {
         }
         if self.ppp.ipv6 != new.ppp.ipv6 {
             v.push("ppp.ipv6");
+        }
+        if self.ppp.ipv4 != new.ppp.ipv4 {
+            v.push("ppp.ipv4");
         }
         if self.ipv6 != new.ipv6 {
             v.push("ipv6");

@@ -386,6 +386,7 @@ fn gateway_config(config: &Config) -> GatewayConfig {
     link.mppe = config.ppp.mppe;
     link.mppe_stateful = config.ppp.mppe_stateful;
     link.ipv6 = config.ppp.ipv6;
+    link.ipv4 = config.ppp.ipv4;
     link.echo_interval = t.echo_interval;
     link.echo_failures = t.echo_failures;
     link.fsm = pptp_user::ppp::fsm::Config {
@@ -575,12 +576,13 @@ async fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:>5} {:<16} {:<15} {:<15} {:<15} {:>11} {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "{:>5} {:<16} {:<15} {:<15} {:<15} {:<22} {:>11} {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
         "ID",
         "USER",
         "CLIENT",
         "DIALLED",
         "ASSIGNED",
+        "PREFIX6",
         "CALL/PEER",
         "STATE",
         "UPTIME",
@@ -594,12 +596,13 @@ async fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         let str_of = |k: &str| s[k].as_str().unwrap_or("-").to_string();
         let num = |k: &str| s[k].as_u64().unwrap_or(0);
         println!(
-            "{:>5} {:<16} {:<15} {:<15} {:<15} {:>11} {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            "{:>5} {:<16} {:<15} {:<15} {:<15} {:<22} {:>11} {:<8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>6}",
             num("id"),
             str_of("user"),
             str_of("peer"),
             str_of("local"),
             str_of("assigned"),
+            s["prefix6"].as_str().map_or("-".into(), |p| format!("{p}/64")),
             format!("{}/{}", num("call_id"), num("peer_call_id")),
             str_of("state"),
             format!("{:.0}s", s["uptime_s"].as_f64().unwrap_or(0.0)),

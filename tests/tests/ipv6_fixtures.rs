@@ -410,6 +410,56 @@ fn a_session_without_a_prefix_carries_no_ipv6() {
 }
 
 #[test]
+fn an_ipv6_only_session_carries_no_ipv4() {
+    require_root();
+    let t = topology("v6o");
+    t.gw.enter(|| {
+        let mut dp = Datapath::load().expect("load");
+        dp.set_config(&DatapathConfig {
+            pptp0_peer_ifindex: t.p0p,
+            pptp0_mac: PPTP0_MAC,
+            pptp0_peer_mac: PPTP0_PEER_MAC,
+            enabled: 1,
+            reorder_window: 0,
+            pptp0_ifindex: t.p0,
+            steer_cpus: 0,
+        })
+        .unwrap();
+        // The client refused IPCP: no IPv4 address (0.0.0.0), its /64 only.
+        let s = Session {
+            prefix6: PREFIX,
+            ..kernel::session(3, DIALLED, CLIENT, CALL, Ipv4Addr::UNSPECIFIED, STATE_UP)
+        };
+        dp.install_session(&s).unwrap();
+        assert_eq!(dp.session_entries().unwrap(), (1, 0), "no IPv4 lookup");
+        assert_eq!(dp.clients6_entries().unwrap(), 1);
+        // IPv6 from its /64 is carried.
+        let data = udp6(client6(), server6(), 64, 10);
+        let (verdict, _, _) = xdp_run(&dp, PROG_XDP_DECAP, &from_client(&t, 1, 0x0057, &data));
+        assert_eq!(verdict, XDP_REDIRECT);
+        // IPv4 is not, not even from the unspecified address it "has".
+        for src in [Ipv4Addr::UNSPECIFIED, ASSIGNED] {
+            let v4 = ipv4(
+                src,
+                Ipv4Addr::new(10, 0, 0, 5),
+                IPPROTO_UDP,
+                &udp(5000, 53, b"q"),
+            );
+            let (verdict, _, c) = xdp_run(&dp, PROG_XDP_DECAP, &from_client(&t, 2, 0x0021, &v4));
+            assert_eq!(
+                (verdict, c.dropped(DropReason::SpoofedInnerSource)),
+                (XDP_DROP, 1),
+                "from {src}"
+            );
+        }
+        assert_eq!(dp.session_stats(3).unwrap().rx_packets, 1);
+        dp.remove_session(&s).unwrap();
+        assert_eq!(dp.session_entries().unwrap(), (0, 0));
+        assert_eq!(dp.clients6_entries().unwrap(), 0);
+    });
+}
+
+#[test]
 fn encapsulates_towards_the_prefix_and_the_controllers_own_packets() {
     require_root();
     let t = topology("v6e");

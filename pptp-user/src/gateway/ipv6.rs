@@ -97,7 +97,8 @@ impl Gateway {
         self.pools6.leased()
     }
 
-    /// IPV6CP opened: lease the session's /64 (once), and go live if IPv4 is up already.
+    /// IPV6CP opened: lease the session's /64 (once), and go live if the session is up already
+    /// (an IPv6-only session goes up right after, and live with it).
     pub(super) fn ipv6_up(
         &mut self,
         sid: SessionId,
@@ -123,7 +124,9 @@ impl Gateway {
                 Ok(p) => s.ipv6.prefix = Some(p),
                 Err(e) => {
                     tracing::warn!(session = sid, user = ?s.user, error = %e, "no IPv6 prefix for the client");
-                    if self.config.link.ipv6 == Ipv6Policy::Require {
+                    // Without IPv6 the session would carry nothing when IPv6 is required, or
+                    // when it is all the client runs.
+                    if self.config.link.ipv6 == Ipv6Policy::Require || s.link.ipv4_refused() {
                         let o = s
                             .link
                             .refuse_network(crate::ppp::link::DownReason::Closed, &e.to_string());
@@ -137,8 +140,8 @@ impl Gateway {
         self.ipv6_ready(sid, out);
     }
 
-    /// Both IPv4 (the session is programmed up and routed) and IPV6CP are up with a prefix:
-    /// route it, program it, advertise it.
+    /// The session is up (on IPv4, or IPv6-only) and IPV6CP is up with a prefix: route it,
+    /// program it, advertise it.
     pub(super) fn ipv6_ready(&mut self, sid: SessionId, out: &mut Vec<Command>) {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;

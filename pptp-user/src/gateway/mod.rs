@@ -268,7 +268,11 @@ pub enum Command {
     SessionUp {
         session: SessionId,
         user: Option<String>,
-        addr: Ipv4Addr,
+        /// The client's IPv4 address; `None`: an IPv6-only session.
+        addr: Option<Ipv4Addr>,
+        /// The session's /64 when IPv6 is up with the session (always so for an IPv6-only one):
+        /// accounting Start carries it.
+        prefix6: Option<[u8; 8]>,
         local: Ipv4Addr,
         peer: Ipv4Addr,
         /// "mppe-128", "mppe-128-stateful" or "none", for the log line.
@@ -984,14 +988,19 @@ impl Gateway {
     fn link_outputs(&mut self, sid: SessionId, outputs: Vec<LinkOutput>, out: &mut Vec<Command>) {
         let start = out.len();
         self.link_outputs_in_order(sid, outputs, out);
-        // When this batch brings the network up, the frames (the final IPCP Configure-Ack among
-        // them) leave after the session is programmed up and its route projected: the client
-        // may send data the moment it sees that Ack, and XDP drops data of a session not yet up.
+        // When this batch brings the network (or IPv6 on it) up, the frames (the final IPCP or
+        // IPV6CP Configure-Ack among them) leave after the session is programmed up and its
+        // route projected: the client may send data the moment it sees that Ack, and XDP drops
+        // data of a session not yet up.
         let batch = &mut out[start..];
-        if batch
-            .iter()
-            .any(|c| matches!(c, Command::ProjectRoute { .. }))
-        {
+        if batch.iter().any(|c| {
+            matches!(
+                c,
+                Command::SessionUp { .. }
+                    | Command::ProjectRoute { .. }
+                    | Command::ProjectRoute6 { .. }
+            )
+        }) {
             // A stable sort: frames to the end, everything else (and the frames among
             // themselves) in order.
             batch.sort_by_key(|c| matches!(c, Command::SendPpp { .. }));
@@ -1086,9 +1095,23 @@ impl Gateway {
                         }
                     }
                 }
-                LinkOutput::Up { negotiated, mppe } => {
-                    let Some(addr) = s.addr else { continue };
-                    s.map.assigned = addr.octets();
+                LinkOutput::Up {
+                    negotiated,
+                    mppe,
+                    ipv4,
+                } => {
+                    if !ipv4 {
+                        // An IPv6-only client: the address IPCP offered goes back to its pool.
+                        if let Some(a) = s.addr.take() {
+                            self.pools.release(a);
+                        }
+                    }
+                    let addr = s.addr;
+                    // Nothing to carry: the link is ending already (no prefix for it).
+                    if (ipv4 && addr.is_none()) || (!ipv4 && s.ipv6.prefix.is_none()) {
+                        continue;
+                    }
+                    s.map.assigned = addr.map_or([0; 4], |a| a.octets());
                     s.map.state = STATE_UP;
                     let encryption = match mppe {
                         Some(m) if m.stateful => "mppe-128-stateful",
@@ -1128,13 +1151,16 @@ impl Gateway {
                             Duration::from_secs(u64::from(t)),
                         ));
                     }
-                    out.push(Command::ProjectRoute { session: sid, addr });
+                    if let Some(addr) = addr {
+                        out.push(Command::ProjectRoute { session: sid, addr });
+                    }
                     out.push(Command::ProgramSession(s.map));
                     self.stats.sessions_up += 1;
                     out.push(Command::SessionUp {
                         session: sid,
                         user: s.user.clone(),
                         addr,
+                        prefix6: s.ipv6.prefix.filter(|_| s.ipv6.ids.is_some()),
                         local: s.map.key.local.into(),
                         peer: s.map.key.peer.into(),
                         encryption,
@@ -1429,6 +1455,36 @@ mod tests {
 
         /// Dials and negotiates like pppd; returns the commands of the last step.
         fn dial(&mut self, g: &mut Gateway, l: &mut Ledger) -> Vec<Command> {
+            let out = self.authenticate(g, l);
+            let Some(our_ipcp) = frames(&out, proto::IPCP).into_iter().next() else {
+                return out;
+            };
+            let addr_req = |a: [u8; 4], id: u8| {
+                CpPacket {
+                    code: 1,
+                    identifier: id,
+                    data: &[3, 6, a[0], a[1], a[2], a[3]],
+                }
+                .to_bytes()
+            };
+            let out = self.gre(g, l, proto::IPCP, &addr_req([0; 4], 1));
+            let nak = frames(&out, proto::IPCP)
+                .into_iter()
+                .find(|f| f[0] == code::CONFIGURE_NAK);
+            let Some(nak) = nak else { return out };
+            let addr = [nak[6], nak[7], nak[8], nak[9]];
+            // Our Ack of the client's address brings the session up (the client may send data
+            // as soon as it has that Ack and ours is acked); then the client acks our request.
+            let mut out = self.gre(g, l, proto::IPCP, &addr_req(addr, 2));
+            let mut ack = our_ipcp.clone();
+            ack[0] = code::CONFIGURE_ACK;
+            out.extend(self.gre(g, l, proto::IPCP, &ack));
+            out
+        }
+
+        /// Connects, calls, runs LCP and MS-CHAPv2; returns the commands of the last step (the
+        /// network protocols' first requests among them).
+        fn authenticate(&mut self, g: &mut Gateway, l: &mut Ledger) -> Vec<Command> {
             let out = g.handle(Event::Accepted {
                 conn: self.conn,
                 local: LOCAL,
@@ -1496,7 +1552,7 @@ mod tests {
             body.extend_from_slice(&nt);
             body.push(0);
             body.extend_from_slice(self.user.as_bytes());
-            let out = self.gre(
+            self.gre(
                 g,
                 l,
                 proto::CHAP,
@@ -1506,31 +1562,7 @@ mod tests {
                     data: &body,
                 }
                 .to_bytes(),
-            );
-            let Some(our_ipcp) = frames(&out, proto::IPCP).into_iter().next() else {
-                return out;
-            };
-            let addr_req = |a: [u8; 4], id: u8| {
-                CpPacket {
-                    code: 1,
-                    identifier: id,
-                    data: &[3, 6, a[0], a[1], a[2], a[3]],
-                }
-                .to_bytes()
-            };
-            let out = self.gre(g, l, proto::IPCP, &addr_req([0; 4], 1));
-            let nak = frames(&out, proto::IPCP)
-                .into_iter()
-                .find(|f| f[0] == code::CONFIGURE_NAK);
-            let Some(nak) = nak else { return out };
-            let addr = [nak[6], nak[7], nak[8], nak[9]];
-            // Our Ack of the client's address brings the session up (the client may send data
-            // as soon as it has that Ack and ours is acked); then the client acks our request.
-            let mut out = self.gre(g, l, proto::IPCP, &addr_req(addr, 2));
-            let mut ack = our_ipcp.clone();
-            ack[0] = code::CONFIGURE_ACK;
-            out.extend(self.gre(g, l, proto::IPCP, &ack));
-            out
+            )
         }
 
         fn hang_up(&self, g: &mut Gateway, l: &mut Ledger) -> Vec<Command> {
@@ -1550,7 +1582,7 @@ mod tests {
 
     fn up_addr(cmds: &[Command]) -> Option<Ipv4Addr> {
         cmds.iter().find_map(|c| match c {
-            Command::SessionUp { addr, .. } => Some(*addr),
+            Command::SessionUp { addr, .. } => *addr,
             _ => None,
         })
     }
@@ -2036,7 +2068,7 @@ mod tests {
         let (cmds, record) = dial_up(&mut old, &mut l, 7);
         let addr = up_addr(&cmds).expect("up");
         let record = record.expect("an up session is journaled");
-        assert_eq!((record.conn, record.addr), (7, addr));
+        assert_eq!((record.conn, record.addr), (7, Some(addr)));
 
         // Another process: a fresh core takes the record back.
         let mut new = gateway("10.99.0.10-10.99.0.13");
@@ -2565,5 +2597,169 @@ mod tests {
         l2.apply(&new.handle(Event::ControlClosed { conn: 7 }));
         l2.apply(&new.handle(Event::ControlClosed { conn: 8 }));
         clean(&new, &l2);
+    }
+
+    /// The LCP Protocol-Reject pppd sends for a protocol it does not run (`noip`: IPCP).
+    fn protocol_reject(protocol: u16, rejected: &[u8]) -> Vec<u8> {
+        let body = [protocol.to_be_bytes().as_slice(), rejected].concat();
+        CpPacket {
+            code: code::PROTOCOL_REJECT,
+            identifier: 9,
+            data: &body,
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn an_ipv6_only_client_comes_up_without_an_ipv4_address() {
+        let prefix: Ipv6Addr = "2001:db8:0:50::".parse().unwrap();
+        let mut g = gateway6("2001:db8:0:50::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let out = c.authenticate(&mut g, &mut l);
+        let our_ipcp = frames(&out, proto::IPCP).remove(0);
+        let mut ack = frames(&out, proto::IPV6CP).remove(0);
+        // pppd `noip +ipv6`: IPCP is Protocol-Rejected; the link waits for IPV6CP.
+        let out = c.gre(
+            &mut g,
+            &mut l,
+            proto::LCP,
+            &protocol_reject(0x8021, &our_ipcp),
+        );
+        assert!(frames(&out, proto::LCP).is_empty(), "{out:?}");
+        assert_eq!(l.ups, 0);
+        let sid = g.sessions()[0].id;
+        // The client acks our IPV6CP request, then asks for its identifier: our Ack of it opens
+        // IPV6CP, and with it the session.
+        ack[0] = code::CONFIGURE_ACK;
+        c.gre(&mut g, &mut l, proto::IPV6CP, &ack);
+        assert_eq!(l.ups, 0);
+        let req = [[1u8, 1, 0, 14, 1, 10].as_slice(), &CLIENT_IID].concat();
+        let out = c.gre(&mut g, &mut l, proto::IPV6CP, &req);
+        assert_eq!(frames(&out, proto::IPV6CP)[0][0], code::CONFIGURE_ACK);
+        let (addr, prefix6, record) = out
+            .iter()
+            .find_map(|c| match c {
+                Command::SessionUp {
+                    addr,
+                    prefix6,
+                    record,
+                    ..
+                } => Some((*addr, *prefix6, record.clone())),
+                _ => None,
+            })
+            .expect("up once IPV6CP opened");
+        assert_eq!(addr, None);
+        assert_eq!(prefix6.map(crate::pool6::network), Some(prefix));
+        // The address IPCP offered is back in its pool; nothing IPv4 is routed or programmed.
+        assert_eq!(g.leased(), 0);
+        assert!(l.routes.is_empty());
+        let programmed = l.sessions.values().next().unwrap();
+        assert_eq!((programmed.state, programmed.assigned), (STATE_UP, [0; 4]));
+        assert_eq!(
+            l.routes6,
+            BTreeSet::from([Prefix6 {
+                network: prefix,
+                len: 64
+            }])
+        );
+        assert_eq!(l.adverts.len(), 1);
+        // Our Ack leaves after the session is programmed up (the client sends at once).
+        let last_program = out
+            .iter()
+            .rposition(|c| matches!(c, Command::ProgramSession(_)))
+            .unwrap();
+        let last_frame = out
+            .iter()
+            .rposition(|c| matches!(c, Command::SendPpp { .. }))
+            .unwrap();
+        assert!(last_frame > last_program, "{out:?}");
+        let view = &g.sessions()[0];
+        assert_eq!((view.state, view.assigned), ("up", None));
+        // Keepalives run without IPCP.
+        assert!(out.iter().any(
+            |c| matches!(c, Command::SetTimer(TimerKey::Link(s, LinkTimer::Echo), _) if *s == sid)
+        ));
+        let record = *record.expect("journaled");
+        assert_eq!((record.addr, record.link.ipcp.as_ref()), (None, None));
+        // Journaled again with its prefix routed.
+        let record = out
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                Command::Rejournal(r) => Some((**r).clone()),
+                _ => None,
+            })
+            .expect("rejournaled");
+        assert_eq!(record.prefix6, prefix6);
+
+        // Carried over to another process as it is.
+        let record: SessionRecord =
+            serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+        let mut new = gateway6("2001:db8:0:50::/64", Ipv6Policy::Prefer);
+        let mut l2 = Ledger::default();
+        let (out, refused) = new.restore(vec![record], &BTreeMap::new());
+        assert!(refused.is_empty());
+        l2.apply(&out);
+        assert!(l2.routes.is_empty());
+        assert_eq!(l2.routes6.len(), 1);
+        assert_eq!(new.leased(), 0);
+        assert_eq!(new.sessions()[0].state, "up");
+        l2.apply(&new.handle(Event::ControlClosed { conn: 1 }));
+        clean(&new, &l2);
+
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+    }
+
+    #[test]
+    fn a_client_refusing_ipcp_ends_without_ipv6_or_with_ipv4_required() {
+        for (ipv6, ipv4) in [
+            (Ipv6Policy::Deny, crate::ppp::link::Ipv4Policy::Prefer),
+            (Ipv6Policy::Prefer, crate::ppp::link::Ipv4Policy::Require),
+        ] {
+            let mut g = gateway6("2001:db8:0:60::/64", ipv6);
+            g.config.link.ipv4 = ipv4;
+            let mut l = Ledger::default();
+            let mut c = Client::new(1, 7, "alice", "s3cret");
+            let out = c.authenticate(&mut g, &mut l);
+            let our_ipcp = frames(&out, proto::IPCP).remove(0);
+            let out = c.gre(
+                &mut g,
+                &mut l,
+                proto::LCP,
+                &protocol_reject(0x8021, &our_ipcp),
+            );
+            assert_eq!(
+                frames(&out, proto::LCP)[0][0],
+                code::TERMINATE_REQUEST,
+                "{ipv6:?} {ipv4:?}"
+            );
+            c.hang_up(&mut g, &mut l);
+            clean(&g, &l);
+        }
+        // IPCP refused, then IPV6CP too: nothing is left to carry.
+        let mut g = gateway6("2001:db8:0:60::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let out = c.authenticate(&mut g, &mut l);
+        let our_ipcp = frames(&out, proto::IPCP).remove(0);
+        let our_ipv6cp = frames(&out, proto::IPV6CP).remove(0);
+        c.gre(
+            &mut g,
+            &mut l,
+            proto::LCP,
+            &protocol_reject(0x8021, &our_ipcp),
+        );
+        let out = c.gre(
+            &mut g,
+            &mut l,
+            proto::LCP,
+            &protocol_reject(0x8057, &our_ipv6cp),
+        );
+        assert_eq!(frames(&out, proto::LCP)[0][0], code::TERMINATE_REQUEST);
+        assert_eq!(l.ups, 0);
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
     }
 }

@@ -29,7 +29,8 @@ pub struct SessionRecord {
     pub call_id: u16,
     pub peer_call_id: u16,
     pub slot: u32,
-    pub addr: Ipv4Addr,
+    /// The client's IPv4 address; `None`: an IPv6-only session.
+    pub addr: Option<Ipv4Addr>,
     pub user: Option<String>,
     pub mtu: u16,
     pub mss: u16,
@@ -55,7 +56,7 @@ impl SessionRecord {
             .map(|(p, _)| p);
         Session {
             slot: self.slot,
-            assigned: self.addr.octets(),
+            assigned: self.addr.map_or([0; 4], |a| a.octets()),
             key: session_key(self.local, self.peer, self.call_id),
             peer_call_id: self.peer_call_id.to_be_bytes(),
             mtu: self.mtu,
@@ -98,7 +99,7 @@ impl Gateway {
             call_id: u16::from_be_bytes(s.map.key.call_id),
             peer_call_id: u16::from_be_bytes(s.map.peer_call_id),
             slot: s.map.slot,
-            addr: s.addr?,
+            addr: s.addr,
             user: s.user.clone(),
             mtu: s.map.mtu,
             mss: s.map.mss,
@@ -142,13 +143,14 @@ impl Gateway {
                     refused.push((r, e));
                     continue;
                 }
-                if self.pools.is_leased(r.addr) {
-                    let e = RestoreError::AddressInUse(r.addr);
+                if let Some(a) = r.addr.filter(|&a| self.pools.is_leased(a)) {
                     used_slots.remove(&r.slot);
-                    refused.push((r, e));
+                    refused.push((r, RestoreError::AddressInUse(a)));
                     continue;
                 }
-                self.pools.adopt(r.addr);
+                if let Some(a) = r.addr {
+                    self.pools.adopt(a);
+                }
                 if let Some(p) = r.prefix6 {
                     self.pools6.adopt(p);
                 }
@@ -210,7 +212,7 @@ impl Gateway {
                 map,
                 link,
                 user: r.user.clone(),
-                addr: Some(r.addr),
+                addr: r.addr,
                 routed: true,
                 negotiating: false,
                 authorization: r.authorization.clone(),
@@ -233,10 +235,9 @@ impl Gateway {
             out.push(Command::SetTimer(TimerKey::SessionLimit(sid), left));
         }
         // Both idempotent: the route is replaced, the lookups rewritten as they are.
-        out.push(Command::ProjectRoute {
-            session: sid,
-            addr: r.addr,
-        });
+        if let Some(addr) = r.addr {
+            out.push(Command::ProjectRoute { session: sid, addr });
+        }
         out.push(Command::ProgramSession(map));
         if let Some(p) = r.prefix6 {
             out.push(Command::ProjectRoute6 {

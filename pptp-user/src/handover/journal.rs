@@ -266,7 +266,7 @@ mod tests {
                 call_id: 0x1234,
                 peer_call_id: 0x81,
                 slot: id as u32,
-                addr: Ipv4Addr::new(10, 99, 0, id as u8),
+                addr: Some(Ipv4Addr::new(10, 99, 0, id as u8)),
                 user: Some("alice".into()),
                 mtu: 1400,
                 mss: 1360,
@@ -275,12 +275,12 @@ mod tests {
                 link: LinkSnapshot {
                     magic: 0xdead_beef,
                     negotiated: Negotiated::default(),
-                    ipcp: IpcpConfig {
+                    ipcp: Some(IpcpConfig {
                         local: Ipv4Addr::new(10, 99, 0, 1),
                         assigned: Ipv4Addr::new(10, 99, 0, id as u8),
                         dns: [None, None],
                         nbns: [None, None],
-                    },
+                    }),
                     mppe: Some(false),
                     ipv6: Some(([2, 0, 0, 0, 0, 0, 0, 1], [0x3c, 1, 2, 3, 4, 5, 6, 7])),
                 },

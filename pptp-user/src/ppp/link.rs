@@ -38,6 +38,21 @@ pub struct LinkConfig {
     pub mppe_stateful: StatefulMppe,
     /// IPV6CP: run it (and end the link without it), offer it, or Protocol-Reject it.
     pub ipv6: Ipv6Policy,
+    /// IPCP: end the link without it, or let a client that refuses it go on IPv6 alone.
+    pub ipv4: Ipv4Policy,
+}
+
+/// `[ppp] ipv4`: whether a session needs IPv4 (IPCP) to come up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv4Policy {
+    /// IPCP must open, or the link ends.
+    Require,
+    /// IPCP runs; a client that Protocol-Rejects it, or with which it does not converge, comes
+    /// up on IPv6 alone once IPV6CP opens (an IPv6-only client). Without IPv6 it is `require`:
+    /// a link with no network protocol ends.
+    #[default]
+    Prefer,
 }
 
 /// `[ppp] ipv6`: whether sessions carry IPv6 (RFC 5072).
@@ -64,6 +79,7 @@ impl Default for LinkConfig {
             mppe: MppePolicy::Deny,
             mppe_stateful: StatefulMppe::Allow,
             ipv6: Ipv6Policy::Deny,
+            ipv4: Ipv4Policy::Prefer,
         }
     }
 }
@@ -122,6 +138,9 @@ pub enum LinkOutput {
         negotiated: Negotiated,
         /// MPPE both ways with these keys, or plain.
         mppe: Option<MppeSession>,
+        /// IPCP opened (false: the client refused IPv4 and is up on IPv6 alone; the address the
+        /// shell offered is not the client's).
+        ipv4: bool,
     },
     Down(DownReason),
     /// IPV6CP opened: the link-local identifiers of both ends. The client may now solicit a
@@ -155,7 +174,8 @@ pub struct LinkSnapshot {
     /// Our LCP magic number (the client checks it in our echoes).
     pub magic: u32,
     pub negotiated: Negotiated,
-    pub ipcp: IpcpConfig,
+    /// What IPCP agreed; `None`: an IPv6-only link.
+    pub ipcp: Option<IpcpConfig>,
     /// MPPE, stateful or not; `None`: plain. The keys stay in the data path's pinned state.
     pub mppe: Option<bool>,
     /// IPV6CP's identifiers (ours, the client's) when it is open.
@@ -221,6 +241,8 @@ pub struct Link {
     network_reported: bool,
     /// Our IPCP acked the client's request (the client may send data from then on).
     ipcp_acked: bool,
+    /// IPCP is over without opening and the link goes on IPv6 alone (`ipv4 = prefer`).
+    ipv4_refused: bool,
     /// From MS-CHAPv2, kept for the data path until the session is up.
     mppe_keys: Option<MppeKeys>,
     /// What CCP settled on (None: still negotiating, or not started).
@@ -249,6 +271,7 @@ impl Link {
             down: None,
             network_reported: false,
             ipcp_acked: false,
+            ipv4_refused: false,
             mppe_keys: None,
             ccp_outcome: None,
         };
@@ -276,7 +299,10 @@ impl Link {
             phase: Phase::Opened,
             lcp,
             auth: None,
-            ipcp: Some(Fsm::opened(IpcpPolicy::new(snap.ipcp.clone()), config.fsm)),
+            ipcp: snap
+                .ipcp
+                .clone()
+                .map(|c| Fsm::opened(IpcpPolicy::new(c), config.fsm)),
             ccp,
             ipv6cp: snap
                 .ipv6
@@ -287,7 +313,8 @@ impl Link {
             identifier: 0,
             down: None,
             network_reported: true,
-            ipcp_acked: true,
+            ipcp_acked: snap.ipcp.is_some(),
+            ipv4_refused: snap.ipcp.is_none(),
             mppe_keys: None,
             ccp_outcome: Some(match snap.mppe {
                 Some(stateful) => CcpOutcome::Mppe { stateful },
@@ -310,7 +337,11 @@ impl Link {
         Some(LinkSnapshot {
             magic: self.lcp.magic(),
             negotiated: self.lcp.negotiated(),
-            ipcp: self.ipcp.as_ref()?.negotiator.config().clone(),
+            ipcp: match &self.ipcp {
+                Some(f) => Some(f.negotiator.config().clone()),
+                None if self.ipv4_refused => None,
+                None => return None,
+            },
             mppe: match self.ccp_outcome? {
                 CcpOutcome::Mppe { stateful } => Some(stateful),
                 CcpOutcome::Plain => None,
@@ -325,6 +356,11 @@ impl Link {
 
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// IPCP ended without opening and the link goes on (or is up) on IPv6 alone.
+    pub fn ipv4_refused(&self) -> bool {
+        self.ipv4_refused
     }
 
     pub fn negotiated(&self) -> Negotiated {
@@ -486,7 +522,27 @@ impl Link {
         }
         if self.config.ipv6 == Ipv6Policy::Require {
             out.extend(self.terminate_with(DownReason::Ipv6cp(reason), "IPv6 is required"));
+        } else if self.ipv4_refused {
+            out.extend(
+                self.terminate_with(DownReason::Ipv6cp(reason), "neither IPv4 nor IPv6 is up"),
+            );
         }
+    }
+
+    /// IPCP is over without opening (Protocol-Rejected, rejected options, not converging): with
+    /// `ipv4 = prefer` and IPV6CP still running the link goes on towards IPv6 alone; otherwise
+    /// it ends. Once the session is up on IPv4 it ends as before (its address is in use).
+    fn ipcp_failed(&mut self, reason: Reason, out: &mut Vec<LinkOutput>) {
+        if self.network_reported || self.config.ipv4 == Ipv4Policy::Require || self.ipv6cp.is_none()
+        {
+            out.extend(self.terminate(DownReason::Ipcp(reason)));
+            return;
+        }
+        self.ipcp = None;
+        self.ipcp_acked = false;
+        self.ipv4_refused = true;
+        out.push(LinkOutput::CancelTimer(LinkTimer::Ipcp));
+        self.maybe_up(out);
     }
 
     /// CCP Reset-Request and Reset-Ack (RFC 1962 §2.1), meaningful once CCP agreed on MPPE.
@@ -506,10 +562,12 @@ impl Link {
         }
     }
 
-    /// Reports `Up` once the client may send data (our IPCP Ack is out) and CCP has settled
-    /// (MPPE agreed, or plain allowed): with MPPE required, no user data before CCP opened.
+    /// Reports `Up` once the client may send data (our IPCP Ack is out, or IPCP refused and
+    /// IPV6CP open) and CCP has settled (MPPE agreed, or plain allowed): with MPPE required, no
+    /// user data before CCP opened.
     fn maybe_up(&mut self, out: &mut Vec<LinkOutput>) {
-        if self.network_reported || !self.ipcp_acked {
+        let network = self.ipcp_acked || (self.ipv4_refused && self.ipv6_up);
+        if self.network_reported || !network {
             return;
         }
         let Some(outcome) = self.ccp_outcome else {
@@ -523,7 +581,17 @@ impl Link {
         out.push(LinkOutput::Up {
             negotiated: self.lcp.negotiated(),
             mppe,
+            ipv4: !self.ipv4_refused,
         });
+        if self.ipv4_refused && self.phase == Phase::Network {
+            // No IPCP to open the link: it is open now, and keepalives start.
+            self.phase = Phase::Opened;
+            self.echo_unanswered = 0;
+            out.push(LinkOutput::SetTimer(
+                LinkTimer::Echo,
+                self.config.echo_interval,
+            ));
+        }
     }
 
     /// CCP is over without agreeing (rejected, not converging): plain if the policy allows.
@@ -695,6 +763,9 @@ impl Link {
                     if p == proto::IPV6CP && self.ipv6cp.is_some() {
                         self.ipv6cp_failed(Reason::Rejected, out);
                     }
+                    if p == proto::IPCP && self.ipcp.is_some() {
+                        self.ipcp_failed(Reason::Rejected, out);
+                    }
                 }
                 Output::Started => {}
             }
@@ -843,7 +914,7 @@ impl Link {
                     ));
                 }
                 Output::Finished(reason) if protocol == proto::IPCP => {
-                    out.extend(self.terminate(DownReason::Ipcp(reason)));
+                    self.ipcp_failed(reason, out);
                 }
                 Output::Up => {
                     // CCP opened: with MPPE both ways, or plain where the policy allows.
@@ -884,6 +955,7 @@ impl Link {
                     {
                         self.ipv6_up = true;
                         out.push(LinkOutput::Ipv6Up { local, peer });
+                        self.maybe_up(out);
                     }
                 }
                 // The client renegotiates (or closes): no IPv6 until it opens again.

@@ -44,13 +44,15 @@ pub struct Traffic {
 pub struct SessionInfo {
     pub session_id: String,
     pub user: String,
-    pub framed_ip: Ipv4Addr,
+    /// `None`: an IPv6-only session (no Framed-IP-Address).
+    pub framed_ip: Option<Ipv4Addr>,
     pub calling: Ipv4Addr,
     pub called: Ipv4Addr,
     pub nas_port: u32,
     pub class: Vec<Vec<u8>>,
-    /// The session's /64 once IPv6 is up on it (Interim and Stop carry it; a Start usually
-    /// goes before IPV6CP has opened).
+    /// The session's /64 once IPv6 is up on it: Interim and Stop carry it, and a Start when
+    /// IPV6CP opened before the session came up (always so for an IPv6-only session; on a
+    /// dual-stack one IPCP usually wins the race, and the first Interim tells).
     pub framed_ipv6_prefix: Option<[u8; 8]>,
     /// The DHCPv6-delegated prefix (Delegated-IPv6-Prefix, RFC 4818), once bound.
     pub delegated_ipv6_prefix: Option<crate::pool6::Prefix6>,
@@ -121,9 +123,11 @@ pub fn request(record: &Record, nas: &Nas, attempt: &Attempt, now: Instant) -> V
     }
     if let Some(s) = &record.session {
         b.attr(Attr::AcctSessionId, s.session_id.as_bytes())
-            .attr(Attr::UserName, s.user.as_bytes())
-            .attr(Attr::FramedIpAddress, &s.framed_ip.octets())
-            .attr(Attr::CallingStationId, s.calling.to_string().as_bytes())
+            .attr(Attr::UserName, s.user.as_bytes());
+        if let Some(ip) = s.framed_ip {
+            b.attr(Attr::FramedIpAddress, &ip.octets());
+        }
+        b.attr(Attr::CallingStationId, s.calling.to_string().as_bytes())
             .attr(Attr::CalledStationId, s.called.to_string().as_bytes())
             .u32(Attr::NasPort, s.nas_port)
             .u32(Attr::NasPortType, dict::PORT_TYPE_VIRTUAL)
@@ -255,7 +259,7 @@ mod tests {
             session: Some(SessionInfo {
                 session_id: "0000000A".into(),
                 user: "alice".into(),
-                framed_ip: Ipv4Addr::new(10, 99, 0, 10),
+                framed_ip: Some(Ipv4Addr::new(10, 99, 0, 10)),
                 calling: Ipv4Addr::new(198, 51, 100, 7),
                 called: Ipv4Addr::new(198, 51, 100, 1),
                 nas_port: 300,
@@ -302,6 +306,44 @@ mod tests {
             p.attr(Attr::DelegatedIpv6Prefix),
             Some(&[0, 56, 0x20, 0x01, 0x0d, 0xb8, 0, 9, 1, 0][..])
         );
+    }
+
+    #[test]
+    fn an_ipv6_only_start_has_a_prefix_and_no_ipv4_address() {
+        let at = Instant::now();
+        let r = Record {
+            status: START,
+            session: Some(SessionInfo {
+                session_id: "0000000B".into(),
+                user: "v6only".into(),
+                framed_ip: None,
+                calling: Ipv4Addr::new(198, 51, 100, 7),
+                called: Ipv4Addr::new(198, 51, 100, 1),
+                nas_port: 301,
+                class: Vec::new(),
+                framed_ipv6_prefix: Some([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 8]),
+                delegated_ipv6_prefix: None,
+            }),
+            session_time: None,
+            traffic: None,
+            terminate_cause: None,
+            at,
+        };
+        let attempt = Attempt {
+            secret: b"k",
+            identifier: 2,
+            authenticator: [0; 16],
+        };
+        let bytes = request(&r, &Nas::default(), &attempt, at);
+        let p = Packet::parse(&bytes).unwrap();
+        assert!(p.request_authentic(b"k"));
+        assert_eq!(p.u32_attr(Attr::AcctStatusType), Some(START));
+        assert_eq!(p.attr(Attr::FramedIpAddress), None);
+        assert_eq!(
+            p.attr(Attr::FramedIpv6Prefix),
+            Some(&[0, 64, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 8][..])
+        );
+        assert_eq!(p.attr(Attr::CallingStationId), Some(&b"198.51.100.7"[..]));
     }
 
     #[test]

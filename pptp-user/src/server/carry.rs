@@ -147,7 +147,7 @@ impl Shell {
                 tracing::error!(error = %format!("{e:#}"), "sweeping orphaned map entries failed")
             }
         }
-        let addrs: Vec<Ipv4Addr> = carry.iter().map(|s| s.session.addr).collect();
+        let addrs: Vec<Ipv4Addr> = carry.iter().filter_map(|s| s.session.addr).collect();
         match route::reconcile(&self.rt, &addrs).await {
             Ok(n) => done.routes_removed = n,
             Err(e) => tracing::error!(error = %format!("{e:#}"), "reconciling routes failed"),
@@ -196,7 +196,7 @@ impl Shell {
             );
         }
         self.journal_entry(Entry::Up(Box::new(s.clone())));
-        tracing::info!(session = r.id, user = r.user.as_deref().unwrap_or("-"), addr = %r.addr, peer = %r.peer, uptime_s = age.as_secs(), "session carried over");
+        tracing::info!(session = r.id, user = r.user.as_deref().unwrap_or("-"), addr = ?r.addr, peer = %r.peer, uptime_s = age.as_secs(), "session carried over");
     }
 
     /// A control connection the previous worker held: a task for it again.
@@ -253,7 +253,7 @@ impl Shell {
         tracing::info!(
             session = r.id,
             user = r.user.as_deref().unwrap_or("-"),
-            addr = %r.addr,
+            addr = ?r.addr,
             reason = "lost-across-restart",
             detail = why,
             uptime_s = age.as_secs(),

@@ -304,6 +304,7 @@ impl Shell {
             session,
             user,
             addr,
+            prefix6,
             local,
             peer,
             encryption,
@@ -322,7 +323,8 @@ impl Shell {
             self.idle
                 .insert(session, (slot, Duration::from_secs(u64::from(t))));
         }
-        tracing::info!(session, user = user.as_deref().unwrap_or("-"), %addr, %local, %peer, encryption = %encryption, "session up");
+        let addr_text = addr.map_or_else(|| "-".to_string(), |a| a.to_string());
+        tracing::info!(session, user = user.as_deref().unwrap_or("-"), addr = %addr_text, %local, %peer, encryption = %encryption, "session up");
         if let Some(a) = self.accounting.as_mut() {
             let info = crate::radius::accounting::SessionInfo {
                 session_id: format!("{:08X}{session:08X}", a.id_prefix),
@@ -332,7 +334,7 @@ impl Shell {
                 called: local,
                 nas_port: u32::from(call_id),
                 class,
-                framed_ipv6_prefix: None,
+                framed_ipv6_prefix: prefix6,
                 delegated_ipv6_prefix: None,
             };
             let interim = interim
@@ -691,7 +693,7 @@ impl Shell {
             gateway
                 .sessions()
                 .iter()
-                .filter(|v| v.assigned.is_some())
+                .filter(|v| v.assigned.is_some() || v.prefix6.is_some())
                 .filter(|v| sel.user.as_ref().is_none_or(|u| v.user.as_ref() == Some(u)))
                 .filter(|v| sel.framed_ip.is_none_or(|a| v.assigned == Some(a)))
                 .filter(|v| {
