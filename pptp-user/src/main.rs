@@ -602,7 +602,9 @@ async fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
             str_of("peer"),
             str_of("local"),
             str_of("assigned"),
-            s["prefix6"].as_str().map_or("-".into(), |p| format!("{p}/64")),
+            s["prefix6"]
+                .as_str()
+                .map_or("-".into(), |p| format!("{p}/64")),
             format!("{}/{}", num("call_id"), num("peer_call_id")),
             str_of("state"),
             format!("{:.0}s", s["uptime_s"].as_f64().unwrap_or(0.0)),

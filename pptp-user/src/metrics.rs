@@ -110,26 +110,33 @@ pub fn render(s: &Snapshot) -> String {
         .get_or_create(&vec![("state", "starting".into())])
         .set(s.sessions_starting as i64);
     r.register("sessions", "Sessions by state", sessions);
+    register_gateway(&mut r, s);
+    register_shell(&mut r, s);
+    register_pools(&mut r, s);
+    register_datapath(&mut r, s);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+/// The core's series: calls, sessions set up and ended, authentication, IPv6 control, the slow path.
+fn register_gateway(r: &mut Registry, s: &Snapshot) {
     let g = &s.gateway;
     counter(
-        &mut r,
+        r,
         "control_connections",
         "Control connections accepted",
         g.control_connections,
     );
-    counter(&mut r, "calls", "Outgoing-Call-Requests received", g.calls);
+    counter(r, "calls", "Outgoing-Call-Requests received", g.calls);
     counter(
-        &mut r,
+        r,
         "calls_refused",
         "Calls refused in Outgoing-Call-Reply",
         g.calls_refused,
     );
-    counter(
-        &mut r,
-        "session_setups",
-        "Sessions that came up",
-        g.sessions_up,
-    );
+    counter(r, "session_setups", "Sessions that came up", g.sessions_up);
     let ended = Family::<Labels, Counter>::default();
     for (reason, n) in &g.ended {
         ended
@@ -144,43 +151,43 @@ pub fn render(s: &Snapshot) -> String {
     }
     r.register("auth_failures", "Failed authentications, by method", auth);
     counter(
-        &mut r,
+        r,
         "pool_exhausted",
         "Calls refused for want of an address",
         g.pool_exhausted,
     );
     counter(
-        &mut r,
+        r,
         "router_advertisements",
         "IPv6 Router Advertisements sent to clients",
         g.router_adverts,
     );
     counter(
-        &mut r,
+        r,
         "router_solicitations",
         "IPv6 Router Solicitations received from clients",
         g.router_solicitations,
     );
     counter(
-        &mut r,
+        r,
         "dhcpv6_replies",
         "DHCPv6 Advertise and Reply messages sent to clients",
         g.dhcpv6_replies,
     );
     counter(
-        &mut r,
+        r,
         "ipv6_slowpath_dropped",
         "IPv6 packets from clients that reached the controller and were not for it",
         g.ipv6_slowpath_dropped,
     );
     counter(
-        &mut r,
+        r,
         "user_limit_refused",
         "Sessions refused by the per-user limit",
         g.user_limit_refused,
     );
     counter(
-        &mut r,
+        r,
         "user_limit_replaced",
         "Sessions ended to make room for a newer one",
         g.user_limit_replaced,
@@ -200,9 +207,14 @@ pub fn render(s: &Snapshot) -> String {
         "GRE frames handled by the controller's raw socket",
         slow,
     );
+}
+
+/// The shell's series: admission, the journal, restarts, routes and maps, reloads.
+fn register_shell(r: &mut Registry, s: &Snapshot) {
+    let g = &s.gateway;
     let sh = &s.shell;
     counter(
-        &mut r,
+        r,
         "connections_rate_limited",
         "Control connections refused by the per-source rate limit",
         sh.connections_rate_limited,
@@ -224,59 +236,54 @@ pub fn render(s: &Snapshot) -> String {
         refused,
     );
     counter(
-        &mut r,
+        r,
         "accept_errors",
         "Failed accept() calls on the control listeners (each backs off)",
         sh.accept_errors,
     );
     counter(
-        &mut r,
+        r,
         "journal_errors",
         "Session journal writes that failed (those sessions would not survive a restart)",
         sh.journal_errors,
     );
     counter(
-        &mut r,
+        r,
         "sessions_carried",
         "Sessions taken over from a previous worker at start (hitless restart)",
         sh.sessions_carried,
     );
     counter(
-        &mut r,
+        r,
         "sessions_lost_in_restart",
         "Sessions a previous run left that could not be carried on (ended at start)",
         sh.sessions_lost_in_restart,
     );
     counter(
-        &mut r,
+        r,
         "control_send_overflow",
         "Control connections closed because the client did not read",
         sh.control_send_overflow,
     );
     counter(
-        &mut r,
+        r,
         "control_malformed",
         "Malformed control messages (answered or refused per RFC 2637)",
         g.control_malformed,
     );
     counter(
-        &mut r,
+        r,
         "route_projection_errors",
         "Failed route projections (each retry counts)",
         sh.route_projection_errors,
     );
     counter(
-        &mut r,
+        r,
         "route_withdrawal_errors",
         "Failed route withdrawals",
         sh.route_withdrawal_errors,
     );
-    counter(
-        &mut r,
-        "map_errors",
-        "Failed BPF map updates",
-        sh.map_errors,
-    );
+    counter(r, "map_errors", "Failed BPF map updates", sh.map_errors);
     let reloads = Family::<Labels, Counter>::default();
     reloads
         .get_or_create(&vec![("result", "applied".into())])
@@ -285,6 +292,10 @@ pub fn render(s: &Snapshot) -> String {
         .get_or_create(&vec![("result", "refused".into())])
         .inc_by(sh.reloads_refused);
     r.register("reloads", "Configuration reloads", reloads);
+}
+
+/// Leases (IPv4 pools, IPv6 prefixes) and what the kernel holds.
+fn register_pools(r: &mut Registry, s: &Snapshot) {
     let pool_size = Family::<Labels, Gauge>::default();
     let pool_leased = Family::<Labels, Gauge>::default();
     for u in &s.pools {
@@ -302,28 +313,18 @@ pub fn render(s: &Snapshot) -> String {
         pool_leased,
     );
     gauge(
-        &mut r,
+        r,
         "ipv6_prefixes_leased",
         "IPv6 /64s leased to sessions",
         s.ipv6_leased,
     );
     gauge(
-        &mut r,
+        r,
         "datapath_sessions",
         "Sessions programmed in the data path",
         s.map_sessions,
     );
-    gauge(
-        &mut r,
-        "routes",
-        "Routes projected (protocol 241)",
-        s.routes,
-    );
-    register_datapath(&mut r, s);
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, &r);
-    out
+    gauge(r, "routes", "Routes projected (protocol 241)", s.routes);
 }
 
 /// The data path's series: events, drops, traffic in total and (when asked) per session.

@@ -173,7 +173,8 @@ const IPV6: Pass = Pass {
     cases: "",
     refused: &[],
     iperf: &[("ipv6", "20M")],
-    encrypted: 1,
+    // The dual-stack client, then the IPv6-only one.
+    encrypted: 2,
     stateful: 0,
     plain: 0,
     moved: &[
@@ -734,6 +735,37 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
     }
     if !summary.contains(" 5 received") {
         bail!("pings from the delegated prefix lost: {summary}");
+    }
+    // The IPv6-only client (pppd `noip`): up without IPv4, its SLAAC address, its pings.
+    let addr = read("v6only.addr");
+    let global = addr
+        .lines()
+        .find(|l| l.contains(&format!("inet6 {RADIUS_PREFIX6}:")))
+        .map(str::trim)
+        .unwrap_or("none");
+    let ping = read("v6only.ping");
+    let summary = ping
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or("no ping summary");
+    println!("ipv6: IPv6-only client (noip): {global}; ping {LAN_SERVER6}: {summary}");
+    let up_v6_only = log
+        .lines()
+        .any(|l| l.contains("session up") && l.contains("addr=-"));
+    if !up_v6_only {
+        bail!("the gateway brought no session up without an IPv4 address");
+    }
+    if addr.lines().any(|l| l.trim_start().starts_with("inet ")) {
+        bail!("the IPv6-only client has an IPv4 address: {addr}");
+    }
+    if global == "none" {
+        bail!(
+            "the IPv6-only client has no SLAAC address: {addr}\n{}",
+            read("v6only.log")
+        );
+    }
+    if !summary.contains(" 5 received") {
+        bail!("the IPv6-only client's pings lost: {summary}");
     }
     Ok(())
 }

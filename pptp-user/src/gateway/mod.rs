@@ -601,60 +601,8 @@ impl Gateway {
     pub fn handle(&mut self, event: Event<'_>) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
-            Event::Accepted { conn, local, peer } => {
-                let admission = if self.shutting_down {
-                    Admission::Busy
-                } else {
-                    Admission::Accept
-                };
-                if let Err(reason) = self.ledger.connect(peer, &self.config.limits) {
-                    // Closed at once: no state, no timers, nothing the source can hold.
-                    self.refuse(peer, reason, &mut out);
-                    out.push(Command::CloseControl { conn });
-                    return out;
-                }
-                self.stats.control_connections += 1;
-                let (machine, o) = Connection::new(self.config.control.clone(), admission);
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        local,
-                        peer,
-                        framer: Framer::new(),
-                        machine,
-                        calls: HashMap::new(),
-                    },
-                );
-                self.conn_outputs(conn, o, &mut out);
-            }
-            Event::ControlBytes { conn, bytes } => {
-                let Some(c) = self.conns.get_mut(&conn) else {
-                    return out;
-                };
-                // The shell reads at most a few hundred bytes at a time, so this loop is bounded
-                // by what one read can hold.
-                c.framer.push(bytes);
-                while let Some(c) = self.conns.get_mut(&conn) {
-                    match c.framer.next_frame() {
-                        None => break,
-                        Some(Ok(m)) => {
-                            let o = c.machine.receive(m);
-                            self.conn_outputs(conn, o, &mut out);
-                        }
-                        Some(Err(r)) if r.error.is_fatal() => {
-                            tracing::info!(conn, peer = %c.peer, error = %r.error, "control stream unusable; closing");
-                            let o = c.machine.lost(CloseReason::ProtocolError);
-                            self.conn_outputs(conn, o, &mut out);
-                            break;
-                        }
-                        Some(Err(r)) => {
-                            self.stats.control_malformed += 1;
-                            let o = c.machine.malformed(r);
-                            self.conn_outputs(conn, o, &mut out);
-                        }
-                    }
-                }
-            }
+            Event::Accepted { conn, local, peer } => self.accepted(conn, local, peer, &mut out),
+            Event::ControlBytes { conn, bytes } => self.control_bytes(conn, bytes, &mut out),
             Event::ControlClosed { conn } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     let o = c.machine.lost(CloseReason::PeerClosed);
@@ -666,43 +614,7 @@ impl Gateway {
                 peer,
                 call_id,
                 payload,
-            } => {
-                let key = SessionKey {
-                    local: local.octets(),
-                    peer: peer.octets(),
-                    call_id: call_id.to_be_bytes(),
-                    _pad: [0; 2],
-                };
-                let Some(&sid) = self.by_key.get(&key) else {
-                    self.stats.slowpath_unknown_call += 1;
-                    tracing::debug!(%peer, %local, call_id, "GRE for no call dropped");
-                    return out;
-                };
-                let Ok((frame, _)) = PppFrame::parse(payload) else {
-                    self.stats.slowpath_malformed += 1;
-                    tracing::debug!(session = sid, "malformed PPP frame dropped");
-                    return out;
-                };
-                if frame.protocol == crate::wire::ppp::proto::IPV6 {
-                    self.ipv6_from_client(sid, frame.info, &mut out);
-                    return out;
-                }
-                if frame.protocol == crate::wire::ppp::proto::IPV4 {
-                    self.stats.slowpath_data_frames += 1;
-                } else if frame.protocol == crate::wire::ppp::proto::COMPRESSED {
-                    self.stats.slowpath_mppe_frames += 1;
-                } else {
-                    self.stats.slowpath_control_frames += 1;
-                }
-                let Some(s) = self.sessions.get_mut(&sid) else {
-                    return out;
-                };
-                let secrets = &self.secrets;
-                let o = s.link.receive(frame.protocol, frame.info, |u| {
-                    secrets.get(u).map(|e| e.secret.clone())
-                });
-                self.link_outputs(sid, o, &mut out);
-            }
+            } => self.gre(local, peer, call_id, payload, &mut out),
             Event::Timer(TimerKey::Control(conn, t)) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     let o = c.machine.timeout(t);
@@ -807,6 +719,111 @@ impl Gateway {
             }
         }
         out
+    }
+
+    /// A control connection arrived: admitted (a connection machine) or closed at once.
+    fn accepted(&mut self, conn: ConnId, local: Ipv4Addr, peer: Ipv4Addr, out: &mut Vec<Command>) {
+        let admission = if self.shutting_down {
+            Admission::Busy
+        } else {
+            Admission::Accept
+        };
+        if let Err(reason) = self.ledger.connect(peer, &self.config.limits) {
+            // Closed at once: no state, no timers, nothing the source can hold.
+            self.refuse(peer, reason, out);
+            out.push(Command::CloseControl { conn });
+            return;
+        }
+        self.stats.control_connections += 1;
+        let (machine, o) = Connection::new(self.config.control.clone(), admission);
+        self.conns.insert(
+            conn,
+            Conn {
+                local,
+                peer,
+                framer: Framer::new(),
+                machine,
+                calls: HashMap::new(),
+            },
+        );
+        self.conn_outputs(conn, o, out);
+    }
+
+    /// Bytes on a control connection: framed, and each message to its connection machine.
+    fn control_bytes(&mut self, conn: ConnId, bytes: &[u8], out: &mut Vec<Command>) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        // The shell reads at most a few hundred bytes at a time, so this loop is bounded
+        // by what one read can hold.
+        c.framer.push(bytes);
+        while let Some(c) = self.conns.get_mut(&conn) {
+            match c.framer.next_frame() {
+                None => break,
+                Some(Ok(m)) => {
+                    let o = c.machine.receive(m);
+                    self.conn_outputs(conn, o, out);
+                }
+                Some(Err(r)) if r.error.is_fatal() => {
+                    tracing::info!(conn, peer = %c.peer, error = %r.error, "control stream unusable; closing");
+                    let o = c.machine.lost(CloseReason::ProtocolError);
+                    self.conn_outputs(conn, o, out);
+                    break;
+                }
+                Some(Err(r)) => {
+                    self.stats.control_malformed += 1;
+                    let o = c.machine.malformed(r);
+                    self.conn_outputs(conn, o, out);
+                }
+            }
+        }
+    }
+
+    /// A GRE payload the data path handed up: to its session's link (IPv6 to the core's
+    /// own handling); for no call, or undecodable, counted and dropped.
+    fn gre(
+        &mut self,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+        call_id: u16,
+        payload: &[u8],
+        out: &mut Vec<Command>,
+    ) {
+        let key = SessionKey {
+            local: local.octets(),
+            peer: peer.octets(),
+            call_id: call_id.to_be_bytes(),
+            _pad: [0; 2],
+        };
+        let Some(&sid) = self.by_key.get(&key) else {
+            self.stats.slowpath_unknown_call += 1;
+            tracing::debug!(%peer, %local, call_id, "GRE for no call dropped");
+            return;
+        };
+        let Ok((frame, _)) = PppFrame::parse(payload) else {
+            self.stats.slowpath_malformed += 1;
+            tracing::debug!(session = sid, "malformed PPP frame dropped");
+            return;
+        };
+        if frame.protocol == crate::wire::ppp::proto::IPV6 {
+            self.ipv6_from_client(sid, frame.info, out);
+            return;
+        }
+        if frame.protocol == crate::wire::ppp::proto::IPV4 {
+            self.stats.slowpath_data_frames += 1;
+        } else if frame.protocol == crate::wire::ppp::proto::COMPRESSED {
+            self.stats.slowpath_mppe_frames += 1;
+        } else {
+            self.stats.slowpath_control_frames += 1;
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let secrets = &self.secrets;
+        let o = s.link.receive(frame.protocol, frame.info, |u| {
+            secrets.get(u).map(|e| e.secret.clone())
+        });
+        self.link_outputs(sid, o, out);
     }
 
     fn conn_outputs(
@@ -1047,137 +1064,12 @@ impl Gateway {
                     local: Ipv4Addr::from(s.map.key.local),
                     call_id: u16::from_be_bytes(s.map.key.call_id),
                 }),
-                LinkOutput::Authenticated { user, .. } => {
-                    s.user = user.clone();
-                    if std::mem::take(&mut s.negotiating) {
-                        self.ledger.end_negotiation(Ipv4Addr::from(s.map.key.peer));
-                    }
-                    if let Some(u) = user.as_deref()
-                        && self.per_user_limit(sid, u, out)
-                    {
-                        continue;
-                    }
-                    let fixed = user
-                        .as_deref()
-                        .and_then(|u| self.secrets.get(u))
-                        .and_then(|e| e.static_address);
-                    let authz = &self.sessions[&sid].authorization;
-                    // RADIUS's Framed-IP-Address, then its Framed-Pool, then the secrets
-                    // file's static address, then the default pool.
-                    let got = match (authz.framed_ip, &authz.framed_pool, fixed) {
-                        (Some(a), _, _) => self.pools.allocate_specific(a).map(|()| a),
-                        (None, Some(pool), _) => self.pools.allocate(pool),
-                        (None, None, Some(a)) => self.pools.allocate_static(a).map(|()| a),
-                        (None, None, None) => self.pools.allocate(&self.config.pool),
-                    };
-                    let s = self.sessions.get_mut(&sid).expect("present");
-                    match got {
-                        Ok(addr) => {
-                            s.addr = Some(addr);
-                            let dns = match s.authorization.dns {
-                                [None, None] => self.config.dns,
-                                d => d,
-                            };
-                            let ipcp = IpcpConfig {
-                                local: self.config.tunnel_local,
-                                assigned: addr,
-                                dns,
-                                nbns: self.config.nbns,
-                            };
-                            let o = s.link.start_network(ipcp);
-                            self.link_outputs(sid, o, out);
-                        }
-                        Err(e) => {
-                            tracing::warn!(session = sid, user = ?s.user, error = %e, "no address for the client");
-                            let o = s.link.refuse_network(DownReason::Closed, &e.to_string());
-                            self.pending.insert(sid, EndReason::PoolExhausted);
-                            self.link_outputs(sid, o, out);
-                        }
-                    }
-                }
+                LinkOutput::Authenticated { user, .. } => self.authenticated(sid, user, out),
                 LinkOutput::Up {
                     negotiated,
                     mppe,
                     ipv4,
-                } => {
-                    if !ipv4 {
-                        // An IPv6-only client: the address IPCP offered goes back to its pool.
-                        if let Some(a) = s.addr.take() {
-                            self.pools.release(a);
-                        }
-                    }
-                    let addr = s.addr;
-                    // Nothing to carry: the link is ending already (no prefix for it).
-                    if (ipv4 && addr.is_none()) || (!ipv4 && s.ipv6.prefix.is_none()) {
-                        continue;
-                    }
-                    s.map.assigned = addr.map_or([0; 4], |a| a.octets());
-                    s.map.state = STATE_UP;
-                    let encryption = match mppe {
-                        Some(m) if m.stateful => "mppe-128-stateful",
-                        Some(_) => "mppe-128",
-                        None => "none",
-                    };
-                    if let Some(m) = mppe {
-                        s.map.mode = MODE_MPPE;
-                        out.push(Command::ProgramMppe {
-                            slot: s.map.slot,
-                            keys: m.keys,
-                            stateful: m.stateful,
-                        });
-                    }
-                    let peer_mru = negotiated.peer_mru.min(self.config.mtu);
-                    s.map.mtu = peer_mru;
-                    s.map.mss = if self.config.mss_clamp {
-                        peer_mru.saturating_sub(40)
-                    } else {
-                        0
-                    };
-                    s.map.flags = (if negotiated.peer_acfc { FLAG_ACFC } else { 0 })
-                        | (if negotiated.peer_pfc { FLAG_PFC } else { 0 });
-                    s.routed = true;
-                    out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
-                    if let Some((up, down)) = s.authorization.rate_limit.or(self.config.rate_limit)
-                    {
-                        out.push(Command::SetRateLimit {
-                            slot: s.map.slot,
-                            up,
-                            down,
-                        });
-                    }
-                    if let Some(t) = s.authorization.session_timeout {
-                        out.push(Command::SetTimer(
-                            TimerKey::SessionLimit(sid),
-                            Duration::from_secs(u64::from(t)),
-                        ));
-                    }
-                    if let Some(addr) = addr {
-                        out.push(Command::ProjectRoute { session: sid, addr });
-                    }
-                    out.push(Command::ProgramSession(s.map));
-                    self.stats.sessions_up += 1;
-                    out.push(Command::SessionUp {
-                        session: sid,
-                        user: s.user.clone(),
-                        addr,
-                        prefix6: s.ipv6.prefix.filter(|_| s.ipv6.ids.is_some()),
-                        local: s.map.key.local.into(),
-                        peer: s.map.key.peer.into(),
-                        encryption,
-                        slot: s.map.slot,
-                        call_id: u16::from_be_bytes(s.map.key.call_id),
-                        class: s.authorization.class.clone(),
-                        interim: s.authorization.interim_interval,
-                        idle_timeout: s.authorization.idle_timeout,
-                        record: None,
-                    });
-                    let journaled = self.record(sid).map(Box::new);
-                    if let Some(Command::SessionUp { record, .. }) = out.last_mut() {
-                        *record = journaled;
-                    }
-                    // IPV6CP may have opened first: its prefix goes live with the session.
-                    self.ipv6_ready(sid, out);
-                }
+                } => self.network_up(sid, negotiated, mppe, ipv4, out),
                 LinkOutput::Down(reason) => {
                     let reason = self.pending.remove(&sid).unwrap_or(EndReason::Link(reason));
                     self.end(sid, reason, true, out);
@@ -1186,6 +1078,151 @@ impl Gateway {
                 LinkOutput::Ipv6Down => self.ipv6_down(sid, out),
             }
         }
+    }
+    /// Authenticated: the per-user limit, then the client's address (RADIUS, the secrets file,
+    /// the pool), and the network phase starts; or the link ends without an address.
+    fn authenticated(&mut self, sid: SessionId, user: Option<String>, out: &mut Vec<Command>) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.user = user.clone();
+        if std::mem::take(&mut s.negotiating) {
+            self.ledger.end_negotiation(Ipv4Addr::from(s.map.key.peer));
+        }
+        if let Some(u) = user.as_deref()
+            && self.per_user_limit(sid, u, out)
+        {
+            return;
+        }
+        let fixed = user
+            .as_deref()
+            .and_then(|u| self.secrets.get(u))
+            .and_then(|e| e.static_address);
+        let authz = &self.sessions[&sid].authorization;
+        // RADIUS's Framed-IP-Address, then its Framed-Pool, then the secrets
+        // file's static address, then the default pool.
+        let got = match (authz.framed_ip, &authz.framed_pool, fixed) {
+            (Some(a), _, _) => self.pools.allocate_specific(a).map(|()| a),
+            (None, Some(pool), _) => self.pools.allocate(pool),
+            (None, None, Some(a)) => self.pools.allocate_static(a).map(|()| a),
+            (None, None, None) => self.pools.allocate(&self.config.pool),
+        };
+        let s = self.sessions.get_mut(&sid).expect("present");
+        match got {
+            Ok(addr) => {
+                s.addr = Some(addr);
+                let dns = match s.authorization.dns {
+                    [None, None] => self.config.dns,
+                    d => d,
+                };
+                let ipcp = IpcpConfig {
+                    local: self.config.tunnel_local,
+                    assigned: addr,
+                    dns,
+                    nbns: self.config.nbns,
+                };
+                let o = s.link.start_network(ipcp);
+                self.link_outputs(sid, o, out);
+            }
+            Err(e) => {
+                tracing::warn!(session = sid, user = ?s.user, error = %e, "no address for the client");
+                let o = s.link.refuse_network(DownReason::Closed, &e.to_string());
+                self.pending.insert(sid, EndReason::PoolExhausted);
+                self.link_outputs(sid, o, out);
+            }
+        }
+    }
+
+    /// The network is up (IPCP, or IPV6CP alone when `!ipv4`): the session is programmed up,
+    /// routed, limited and reported.
+    fn network_up(
+        &mut self,
+        sid: SessionId,
+        negotiated: crate::ppp::lcp::Negotiated,
+        mppe: Option<crate::ppp::link::MppeSession>,
+        ipv4: bool,
+        out: &mut Vec<Command>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        if !ipv4 {
+            tracing::info!(session = sid, user = ?s.user, "the client refused IPCP: up on IPv6 alone");
+            // An IPv6-only client: the address IPCP offered goes back to its pool.
+            if let Some(a) = s.addr.take() {
+                self.pools.release(a);
+            }
+        }
+        let addr = s.addr;
+        // Nothing to carry: the link is ending already (no prefix for it).
+        if (ipv4 && addr.is_none()) || (!ipv4 && s.ipv6.prefix.is_none()) {
+            return;
+        }
+        s.map.assigned = addr.map_or([0; 4], |a| a.octets());
+        s.map.state = STATE_UP;
+        let encryption = match mppe {
+            Some(m) if m.stateful => "mppe-128-stateful",
+            Some(_) => "mppe-128",
+            None => "none",
+        };
+        if let Some(m) = mppe {
+            s.map.mode = MODE_MPPE;
+            out.push(Command::ProgramMppe {
+                slot: s.map.slot,
+                keys: m.keys,
+                stateful: m.stateful,
+            });
+        }
+        let peer_mru = negotiated.peer_mru.min(self.config.mtu);
+        s.map.mtu = peer_mru;
+        s.map.mss = if self.config.mss_clamp {
+            peer_mru.saturating_sub(40)
+        } else {
+            0
+        };
+        s.map.flags = (if negotiated.peer_acfc { FLAG_ACFC } else { 0 })
+            | (if negotiated.peer_pfc { FLAG_PFC } else { 0 });
+        s.routed = true;
+        out.push(Command::CancelTimer(TimerKey::Negotiation(sid)));
+        if let Some((up, down)) = s.authorization.rate_limit.or(self.config.rate_limit) {
+            out.push(Command::SetRateLimit {
+                slot: s.map.slot,
+                up,
+                down,
+            });
+        }
+        if let Some(t) = s.authorization.session_timeout {
+            out.push(Command::SetTimer(
+                TimerKey::SessionLimit(sid),
+                Duration::from_secs(u64::from(t)),
+            ));
+        }
+        if let Some(addr) = addr {
+            out.push(Command::ProjectRoute { session: sid, addr });
+        }
+        out.push(Command::ProgramSession(s.map));
+        self.stats.sessions_up += 1;
+        out.push(Command::SessionUp {
+            session: sid,
+            user: s.user.clone(),
+            addr,
+            prefix6: s.ipv6.prefix.filter(|_| s.ipv6.ids.is_some()),
+            local: s.map.key.local.into(),
+            peer: s.map.key.peer.into(),
+            encryption,
+            slot: s.map.slot,
+            call_id: u16::from_be_bytes(s.map.key.call_id),
+            class: s.authorization.class.clone(),
+            interim: s.authorization.interim_interval,
+            idle_timeout: s.authorization.idle_timeout,
+            record: None,
+        });
+        let journaled = self.record(sid).map(Box::new);
+        if let Some(Command::SessionUp { record, .. }) = out.last_mut() {
+            *record = journaled;
+        }
+        // IPV6CP may have opened first: its prefix goes live with the session.
+        self.ipv6_ready(sid, out);
     }
 }
 

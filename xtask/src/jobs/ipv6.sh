@@ -1,8 +1,10 @@
 #!/bin/sh
 # Runs inside the VM: Debian's pptp-linux + pppd (MPPE-128, `+ipv6`) dial the gateway, wait
 # for IPV6CP and for a global address on ppp0 by SLAAC from the gateway's Router Advertisement,
-# then ping the LAN server over IPv6 and move iperf3 over IPv6 both ways. Results in
-# $S/ipv6.{log,ping,addr,route}, $S/iperf-ipv6-{up,down}.txt; exit code 0 only if all worked.
+# then ping the LAN server over IPv6 and move iperf3 over IPv6 both ways; dhcp6c is delegated a
+# prefix; then an IPv6-only client (pppd `noip`) dials and pings. Results in
+# $S/ipv6.{log,ping,addr,route}, $S/iperf-ipv6-{up,down}.txt, $S/pd.*, $S/v6only.*; exit code 0
+# only if all worked.
 S=/mnt/share
 set -u
 ip addr add 192.0.2.2/24 dev eth0
@@ -57,6 +59,21 @@ else
   rc=1
 fi
 kill $dpid 2>/dev/null
+kill -TERM $pid
+i=0
+while [ $i -lt 30 ] && kill -0 $pid 2>/dev/null; do sleep 0.5; i=$((i+1)); done
+# An IPv6-only client: `noip` makes pppd Protocol-Reject the gateway's IPCP; the session comes up
+# on IPV6CP alone (no IPv4 address on ppp0) and carries IPv6 as before.
+pppd pty "pptp 192.0.2.1 --nolaunchpppd" name alice remotename pptpgw noauth nobsdcomp nodeflate \
+  require-mppe-128 refuse-eap refuse-pap refuse-chap refuse-mschap noip +ipv6 nodetach maxfail 1 \
+  debug logfile $S/v6only.log &
+pid=$!
+i=0
+while [ $i -lt 240 ] && ! ip -6 addr show dev ppp0 scope global 2>/dev/null | busybox grep -q 'inet6 2001:db8:'; do
+  sleep 0.5; i=$((i+1))
+done
+ip addr show dev ppp0 > $S/v6only.addr 2>&1
+ping -6 -c 5 -W 3 $target > $S/v6only.ping 2>&1 || rc=1
 kill -TERM $pid
 i=0
 while [ $i -lt 30 ] && kill -0 $pid 2>/dev/null; do sleep 0.5; i=$((i+1)); done
