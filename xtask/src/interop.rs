@@ -168,7 +168,7 @@ const RESTART: Pass = Pass {
 /// authenticates it and assigns its /64 (Framed-IPv6-Prefix, outside the configured pool6).
 const IPV6: Pass = Pass {
     name: "ipv6",
-    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n\n[[pool6]]\nname = \"default\"\nprefixes = [\"2001:db8:100::/56\"]\n\n[[pool6]]\nname = \"pd\"\nprefixes = [\"2001:db8:300::/60\"]\n\n[ipv6]\ndelegated_pool = \"pd\"\n\n[radius]\n[[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"radsecret1\"\n",
+    extra: "[forwarding]\nmode = \"xdp\"\nlan = [\"lan0\"]\n\n[[pool6]]\nname = \"default\"\nprefixes = [\"2001:db8:100::/56\"]\n\n[[pool6]]\nname = \"pd\"\nprefixes = [\"2001:db8:300::/60\"]\n\n[ipv6]\ndelegated_pool = \"pd\"\n\n[radius]\n[[radius.servers]]\naddress = \"127.0.0.1:1812\"\nsecret = \"radsecret1\"\n[[radius.accounting_servers]]\naddress = \"127.0.0.1:1813\"\nsecret = \"radsecret1\"\n",
     radius: true,
     cases: "",
     refused: &[],
@@ -394,7 +394,12 @@ fn run_pass(image: &vm::Image, pass: &Pass) -> anyhow::Result<()> {
         check_restart(&share, &log)?;
     }
     if pass.ipv6 {
+        let accounting = _radius
+            .as_ref()
+            .map(|r| r.accounting_records())
+            .unwrap_or_default();
         check_ipv6(&share, &log)?;
+        check_ipv6_accounting(&accounting)?;
     }
     let routes = Command::new("ip")
         .args(["-n", &gw_ns, "route", "show", "proto", "241"])
@@ -677,6 +682,60 @@ fn check(pass: &Pass, log: &str) -> anyhow::Result<()> {
         if answered < pass.encrypted + pass.plain {
             bail!("fewer RADIUS answers ({answered}) than sessions");
         }
+    }
+    Ok(())
+}
+
+/// The IPv6 pass's accounting, as FreeRADIUS's `detail` module wrote it: the dual-stack
+/// session's Start names both its IPv4 address and its /64 (the Start waited for IPV6CP); the
+/// IPv6-only session's Start its /64 and no IPv4 address; both Stops the /64.
+fn check_ipv6_accounting(
+    records: &[std::collections::HashMap<String, String>],
+) -> anyhow::Result<()> {
+    let starts: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("Acct-Status-Type").map(String::as_str) == Some("Start"))
+        .collect();
+    let stops: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("Acct-Status-Type").map(String::as_str) == Some("Stop"))
+        .collect();
+    let show = |r: &std::collections::HashMap<String, String>| {
+        format!(
+            "Framed-IP-Address={} Framed-IPv6-Prefix={} Delegated-IPv6-Prefix={}",
+            r.get("Framed-IP-Address").map_or("-", String::as_str),
+            r.get("Framed-IPv6-Prefix").map_or("-", String::as_str),
+            r.get("Delegated-IPv6-Prefix").map_or("-", String::as_str)
+        )
+    };
+    for (i, r) in starts.iter().enumerate() {
+        println!("ipv6: accounting Start {}: {}", i + 1, show(r));
+    }
+    for (i, r) in stops.iter().enumerate() {
+        println!("ipv6: accounting Stop {}: {}", i + 1, show(r));
+    }
+    let prefix = format!("{RADIUS_PREFIX6}::/64");
+    let [dual, v6only] = starts.as_slice() else {
+        bail!(
+            "expected 2 accounting Starts, FreeRADIUS has {}",
+            starts.len()
+        );
+    };
+    if dual.get("Framed-IPv6-Prefix") != Some(&prefix) || !dual.contains_key("Framed-IP-Address") {
+        bail!("the dual-stack Start lacks an address: {}", show(dual));
+    }
+    if v6only.get("Framed-IPv6-Prefix") != Some(&prefix) || v6only.contains_key("Framed-IP-Address")
+    {
+        bail!("the IPv6-only Start is wrong: {}", show(v6only));
+    }
+    // Both Stops name the /64 (dhcp6c released its delegation before pppd hung up, so the
+    // first Stop rightly names none).
+    if stops.len() != 2
+        || stops
+            .iter()
+            .any(|r| r.get("Framed-IPv6-Prefix") != Some(&prefix))
+    {
+        bail!("the Stops do not name the /64");
     }
     Ok(())
 }

@@ -36,6 +36,7 @@ use crate::{
     },
 };
 
+mod acct_start;
 mod dhcpv6;
 mod ipv6;
 mod restore;
@@ -111,6 +112,8 @@ pub enum TimerKey {
     /// RFC 4861 §6.2.6: solicited advertisements at most every 3 s; until this fires,
     /// solicitations are not answered again.
     RouterAdvertQuiet(SessionId),
+    /// The longest an up session's accounting Start waits for IPV6CP to settle.
+    AccountingStart(SessionId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,14 +268,17 @@ pub enum Command {
     },
     /// The session's journal record changed (IPv6 came up or went down after IPv4).
     Rejournal(Box<SessionRecord>),
+    /// Send the session's accounting Start now (after `SessionUp`, once IPv6 has settled: see
+    /// `acct_start.rs`), naming its /64 when IPv6 is live.
+    AccountingStart {
+        session: SessionId,
+        prefix6: Option<[u8; 8]>,
+    },
     SessionUp {
         session: SessionId,
         user: Option<String>,
         /// The client's IPv4 address; `None`: an IPv6-only session.
         addr: Option<Ipv4Addr>,
-        /// The session's /64 when IPv6 is up with the session (always so for an IPv6-only one):
-        /// accounting Start carries it.
-        prefix6: Option<[u8; 8]>,
         local: Ipv4Addr,
         peer: Ipv4Addr,
         /// "mppe-128", "mppe-128-stateful" or "none", for the log line.
@@ -413,6 +419,8 @@ struct Sess {
     /// What RADIUS granted (address, pool, timeouts, Class).
     authorization: Authorization,
     ipv6: ipv6::SessionV6,
+    /// `AccountingStart` was emitted (or, restored, the previous process emitted it).
+    accounted: bool,
 }
 
 pub struct Gateway {
@@ -692,6 +700,7 @@ impl Gateway {
                     s.ipv6.quiet = false;
                 }
             }
+            Event::Timer(TimerKey::AccountingStart(sid)) => self.maybe_account(sid, true, &mut out),
             Event::Timer(TimerKey::Negotiation(sid)) => {
                 if self.sessions.get(&sid).is_some_and(|s| !s.routed) {
                     tracing::info!(session = sid, "negotiation took too long; call ended");
@@ -986,6 +995,7 @@ impl Gateway {
                 negotiating: true,
                 authorization: Authorization::default(),
                 ipv6: ipv6::SessionV6::default(),
+                accounted: false,
             },
         );
         out.push(Command::SetTimer(
@@ -1005,6 +1015,7 @@ impl Gateway {
     fn link_outputs(&mut self, sid: SessionId, outputs: Vec<LinkOutput>, out: &mut Vec<Command>) {
         let start = out.len();
         self.link_outputs_in_order(sid, outputs, out);
+        self.maybe_account(sid, false, out);
         // When this batch brings the network (or IPv6 on it) up, the frames (the final IPCP or
         // IPV6CP Configure-Ack among them) leave after the session is programmed up and its
         // route projected: the client may send data the moment it sees that Ack, and XDP drops
@@ -1206,7 +1217,6 @@ impl Gateway {
             session: sid,
             user: s.user.clone(),
             addr,
-            prefix6: s.ipv6.prefix.filter(|_| s.ipv6.ids.is_some()),
             local: s.map.key.local.into(),
             peer: s.map.key.peer.into(),
             encryption,
@@ -1223,6 +1233,7 @@ impl Gateway {
         }
         // IPV6CP may have opened first: its prefix goes live with the session.
         self.ipv6_ready(sid, out);
+        self.arm_accounting(sid, out);
     }
 }
 
@@ -1272,6 +1283,7 @@ impl Gateway {
         out.push(Command::CancelTimer(TimerKey::SessionLimit(sid)));
         out.push(Command::CancelTimer(TimerKey::RouterAdvert(sid)));
         out.push(Command::CancelTimer(TimerKey::RouterAdvertQuiet(sid)));
+        out.push(Command::CancelTimer(TimerKey::AccountingStart(sid)));
         let call_id = u16::from_be_bytes(s.map.key.call_id);
         if let Some(c) = self.conns.get_mut(&s.conn) {
             c.calls.remove(&call_id);
@@ -2674,19 +2686,15 @@ mod tests {
         let req = [[1u8, 1, 0, 14, 1, 10].as_slice(), &CLIENT_IID].concat();
         let out = c.gre(&mut g, &mut l, proto::IPV6CP, &req);
         assert_eq!(frames(&out, proto::IPV6CP)[0][0], code::CONFIGURE_ACK);
-        let (addr, prefix6, record) = out
+        let (addr, record) = out
             .iter()
             .find_map(|c| match c {
-                Command::SessionUp {
-                    addr,
-                    prefix6,
-                    record,
-                    ..
-                } => Some((*addr, *prefix6, record.clone())),
+                Command::SessionUp { addr, record, .. } => Some((*addr, record.clone())),
                 _ => None,
             })
             .expect("up once IPV6CP opened");
         assert_eq!(addr, None);
+        let prefix6 = accounting_starts(&out)[0];
         assert_eq!(prefix6.map(crate::pool6::network), Some(prefix));
         // The address IPCP offered is back in its pool; nothing IPv4 is routed or programmed.
         assert_eq!(g.leased(), 0);
@@ -2796,6 +2804,100 @@ mod tests {
         );
         assert_eq!(frames(&out, proto::LCP)[0][0], code::TERMINATE_REQUEST);
         assert_eq!(l.ups, 0);
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+    }
+
+    fn accounting_starts(out: &[Command]) -> Vec<Option<[u8; 8]>> {
+        out.iter()
+            .filter_map(|c| match c {
+                Command::AccountingStart { prefix6, .. } => Some(*prefix6),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_accounting_start_waits_for_ipv6_to_settle_and_no_longer() {
+        let prefix = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x70];
+        // Without IPv6: with the session.
+        let mut g = gateway("10.99.0.10-10.99.0.20");
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        assert_eq!(accounting_starts(&c.dial(&mut g, &mut l)), vec![None]);
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+
+        // Dual-stack: IPv4 up first; the Start waits for IPV6CP and names the /64.
+        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let out = c.dial(&mut g, &mut l);
+        let sid = session_of(&out);
+        assert!(accounting_starts(&out).is_empty());
+        assert!(out.contains(&Command::SetTimer(
+            TimerKey::AccountingStart(sid),
+            acct_start::WAIT
+        )));
+        let out = c.ipv6cp(&mut g, &mut l, sid);
+        assert_eq!(accounting_starts(&out), vec![Some(prefix)]);
+        assert!(out.contains(&Command::CancelTimer(TimerKey::AccountingStart(sid))));
+        // Once only: the wait's end, IPv6 going and coming again start nothing more.
+        let mut later = g.handle(Event::Timer(TimerKey::AccountingStart(sid)));
+        l.apply(&later);
+        let req = [[1u8, 2, 0, 14, 1, 10].as_slice(), &CLIENT_IID].concat();
+        later.extend(c.gre(&mut g, &mut l, proto::IPV6CP, &req));
+        assert!(accounting_starts(&later).is_empty());
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+
+        // A client without IPv6 (Protocol-Reject of IPV6CP): the Start goes then, without.
+        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let sid = session_of(&c.dial(&mut g, &mut l));
+        let req = g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Ipv6cp)));
+        l.apply(&req);
+        let rejected = frames(&req, proto::IPV6CP).remove(0);
+        let out = c.gre(
+            &mut g,
+            &mut l,
+            proto::LCP,
+            &protocol_reject(0x8057, &rejected),
+        );
+        assert_eq!(accounting_starts(&out), vec![None]);
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+
+        // A client that lets IPV6CP hang: the wait ends it; IPv6 opening later starts nothing.
+        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let sid = session_of(&c.dial(&mut g, &mut l));
+        let out = g.handle(Event::Timer(TimerKey::AccountingStart(sid)));
+        l.apply(&out);
+        assert_eq!(accounting_starts(&out), vec![None]);
+        assert!(accounting_starts(&c.ipv6cp(&mut g, &mut l, sid)).is_empty());
+        // Nor does a session ending before it ever starts (the shell sends Start and Stop).
+        c.hang_up(&mut g, &mut l);
+        clean(&g, &l);
+
+        // IPv6-only: with the session, with its /64.
+        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
+        let mut l = Ledger::default();
+        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let out = c.authenticate(&mut g, &mut l);
+        let our_ipcp = frames(&out, proto::IPCP).remove(0);
+        c.gre(
+            &mut g,
+            &mut l,
+            proto::LCP,
+            &protocol_reject(0x8021, &our_ipcp),
+        );
+        let sid = g.sessions()[0].id;
+        let out = c.ipv6cp(&mut g, &mut l, sid);
+        assert_eq!(up_addr(&out), None);
+        assert_eq!(accounting_starts(&out), vec![Some(prefix)]);
         c.hang_up(&mut g, &mut l);
         clean(&g, &l);
     }

@@ -228,6 +228,8 @@ impl Gateway {
                         answers: 0,
                     },
                 },
+                // The previous process sent its Start (or the shell's carry-over does).
+                accounted: true,
             },
         );
         self.link_outputs(sid, o, out);

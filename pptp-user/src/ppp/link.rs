@@ -358,6 +358,11 @@ impl Link {
         self.phase
     }
 
+    /// IPV6CP runs and has not opened yet (it may still, or fail).
+    pub fn ipv6_negotiating(&self) -> bool {
+        self.ipv6cp.is_some() && !self.ipv6_up
+    }
+
     /// IPCP ended without opening and the link goes on (or is up) on IPv6 alone.
     pub fn ipv4_refused(&self) -> bool {
         self.ipv4_refused

@@ -50,9 +50,8 @@ pub struct SessionInfo {
     pub called: Ipv4Addr,
     pub nas_port: u32,
     pub class: Vec<Vec<u8>>,
-    /// The session's /64 once IPv6 is up on it: Interim and Stop carry it, and a Start when
-    /// IPV6CP opened before the session came up (always so for an IPv6-only session; on a
-    /// dual-stack one IPCP usually wins the race, and the first Interim tells).
+    /// The session's /64 while IPv6 is up on it. The Start waits for IPV6CP to settle (10 s at
+    /// most, `gateway/acct_start.rs`), so it names the /64 too unless the client was slower.
     pub framed_ipv6_prefix: Option<[u8; 8]>,
     /// The DHCPv6-delegated prefix (Delegated-IPv6-Prefix, RFC 4818), once bound.
     pub delegated_ipv6_prefix: Option<crate::pool6::Prefix6>,

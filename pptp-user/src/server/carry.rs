@@ -192,6 +192,9 @@ impl Shell {
                     started: up,
                     interim,
                     next_interim: interim.map(|d| Instant::now() + d),
+                    // Sent by the previous worker (one that died before sending it lost it:
+                    // the server learns of the session from its Interim).
+                    start_sent: true,
                 },
             );
         }

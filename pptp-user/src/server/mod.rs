@@ -135,7 +135,10 @@ struct AcctSession {
     slot: u32,
     started: Instant,
     interim: Option<Duration>,
+    /// `None` also while the Start waits (`Command::AccountingStart`): no Interim before it.
     next_interim: Option<Instant>,
+    /// The Start went out.
+    start_sent: bool,
 }
 
 /// What a reload brings: the core's new configuration, users and pools, and the shell's limits.
@@ -298,13 +301,13 @@ impl Shell {
         }
     }
 
-    /// A session came up: uptime, idle timeout, accounting Start, the journal.
+    /// A session came up: uptime, idle timeout, its accounting (the Start waits for the core's
+    /// `AccountingStart`), the journal.
     fn session_up(&mut self, command: Command) {
         let Command::SessionUp {
             session,
             user,
             addr,
-            prefix6,
             local,
             peer,
             encryption,
@@ -334,20 +337,12 @@ impl Shell {
                 called: local,
                 nas_port: u32::from(call_id),
                 class,
-                framed_ipv6_prefix: prefix6,
+                framed_ipv6_prefix: None,
                 delegated_ipv6_prefix: None,
             };
             let interim = interim
                 .map(|s| Duration::from_secs(u64::from(s).max(10)))
                 .or(a.interim);
-            a.send(crate::radius::accounting::Record {
-                status: crate::radius::accounting::START,
-                session: Some(info.clone()),
-                session_time: None,
-                traffic: None,
-                terminate_cause: None,
-                at: Instant::now(),
-            });
             a.sessions.insert(
                 session,
                 AcctSession {
@@ -355,7 +350,8 @@ impl Shell {
                     slot,
                     started: Instant::now(),
                     interim,
-                    next_interim: interim.map(|d| Instant::now() + d),
+                    next_interim: None,
+                    start_sent: false,
                 },
             );
         }
@@ -393,6 +389,10 @@ impl Shell {
             .up_since
             .remove(&session)
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if let Some(a) = self.accounting.as_mut() {
+            // Ended before IPv6 settled: the Start still goes first.
+            a.send_start(session, None);
+        }
         if let Some(a) = self.accounting.as_mut()
             && let Some(s) = a.sessions.remove(&session)
         {
@@ -973,6 +973,11 @@ impl Shell {
                     self.rejournal(*record);
                 }
                 c @ Command::SessionUp { .. } => self.session_up(c),
+                Command::AccountingStart { session, prefix6 } => {
+                    if let Some(a) = self.accounting.as_mut() {
+                        a.send_start(session, prefix6);
+                    }
+                }
                 c @ Command::SessionDown { .. } => self.session_down(c),
                 Command::Refused { peer, reason } => self.refusals.log(peer, reason, self.origin),
             }
@@ -990,6 +995,29 @@ fn traffic(c: &pptp_common::session::SessionStats) -> crate::radius::accounting:
 }
 
 impl Accounting {
+    /// The session's Start, naming its /64 when IPv6 is live; Interims run from now.
+    fn send_start(&mut self, session: crate::gateway::SessionId, prefix6: Option<[u8; 8]>) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if std::mem::replace(&mut s.start_sent, true) {
+            return;
+        }
+        if prefix6.is_some() {
+            s.info.framed_ipv6_prefix = prefix6;
+        }
+        s.next_interim = s.interim.map(|d| Instant::now() + d);
+        let record = crate::radius::accounting::Record {
+            status: crate::radius::accounting::START,
+            session: Some(s.info.clone()),
+            session_time: None,
+            traffic: None,
+            terminate_cause: None,
+            at: Instant::now(),
+        };
+        self.send(record);
+    }
+
     fn start(setup: AccountingSetup) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let stats = Arc::new(crate::radius::accounting::AccountingStats::default());
