@@ -138,7 +138,9 @@ fn topology(tag: &str) -> Topology {
     }
 }
 
-fn load(t: &Topology, xdp_forwarding: bool) -> Datapath {
+/// The data path loaded and configured for the topology, with one session (slot 3) up from
+/// CLIENT, its /64 PREFIX and IPv4 address `assigned` (0.0.0.0: an IPv6-only session).
+fn load_with(t: &Topology, xdp_forwarding: bool, assigned: Ipv4Addr) -> (Datapath, Session) {
     let mut dp = Datapath::load().expect("load");
     dp.set_config(&DatapathConfig {
         pptp0_peer_ifindex: t.p0p,
@@ -155,10 +157,14 @@ fn load(t: &Topology, xdp_forwarding: bool) -> Datapath {
     }
     let s = Session {
         prefix6: PREFIX,
-        ..kernel::session(3, DIALLED, CLIENT, CALL, ASSIGNED, STATE_UP)
+        ..kernel::session(3, DIALLED, CLIENT, CALL, assigned, STATE_UP)
     };
     dp.install_session(&s).unwrap();
-    dp
+    (dp, s)
+}
+
+fn load(t: &Topology, xdp_forwarding: bool) -> Datapath {
+    load_with(t, xdp_forwarding, ASSIGNED).0
 }
 
 /// A client's GRE frame carrying PPP `protocol` + `info`, sequence number `seq`.
@@ -414,23 +420,8 @@ fn an_ipv6_only_session_carries_no_ipv4() {
     require_root();
     let t = topology("v6o");
     t.gw.enter(|| {
-        let mut dp = Datapath::load().expect("load");
-        dp.set_config(&DatapathConfig {
-            pptp0_peer_ifindex: t.p0p,
-            pptp0_mac: PPTP0_MAC,
-            pptp0_peer_mac: PPTP0_PEER_MAC,
-            enabled: 1,
-            reorder_window: 0,
-            pptp0_ifindex: t.p0,
-            steer_cpus: 0,
-        })
-        .unwrap();
         // The client refused IPCP: no IPv4 address (0.0.0.0), its /64 only.
-        let s = Session {
-            prefix6: PREFIX,
-            ..kernel::session(3, DIALLED, CLIENT, CALL, Ipv4Addr::UNSPECIFIED, STATE_UP)
-        };
-        dp.install_session(&s).unwrap();
+        let (mut dp, s) = load_with(&t, false, Ipv4Addr::UNSPECIFIED);
         assert_eq!(dp.session_entries().unwrap(), (1, 0), "no IPv4 lookup");
         assert_eq!(dp.clients6_entries().unwrap(), 1);
         // IPv6 from its /64 is carried.

@@ -745,17 +745,10 @@ fn check_ipv6_accounting(
 fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
     let read = |f: &str| std::fs::read_to_string(share.join(f)).unwrap_or_default();
     let addr = read("ipv6.addr");
-    let global = addr
-        .lines()
-        .find(|l| l.contains(&format!("inet6 {RADIUS_PREFIX6}:")))
-        .map(str::trim)
-        .unwrap_or("none");
+    let global = line_with(&addr, &format!("inet6 {RADIUS_PREFIX6}:"));
     println!("ipv6: client address by SLAAC: {global}");
     let ping = read("ipv6.ping");
-    let summary = ping
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no ping summary");
+    let summary = ping_summary(&ping);
     println!("ipv6: ping {LAN_SERVER6}: {summary}");
     if !log.contains("IPv6 up") {
         bail!("the gateway never brought IPv6 up");
@@ -774,17 +767,10 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
     // dhcp6c's prefix delegation: an address in a /64 of the /56 RADIUS delegated on the
     // client's LAN side, and pings from it (answered through the gateway's /56 lookup).
     let pd = read("pd.addr");
-    let got = pd
-        .lines()
-        .find(|l| l.contains(&format!("inet6 {DELEGATED_LAN64}:")))
-        .map(str::trim)
-        .unwrap_or("none");
+    let got = line_with(&pd, &format!("inet6 {DELEGATED_LAN64}:"));
     println!("ipv6: address from the prefix delegated to dhcp6c: {got}");
     let ping = read("pd.ping");
-    let summary = ping
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no ping summary");
+    let summary = ping_summary(&ping);
     println!("ipv6: ping {LAN_SERVER6} from the delegated prefix: {summary}");
     if got == "none" {
         bail!(
@@ -797,16 +783,9 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
     }
     // The IPv6-only client (pppd `noip`): up without IPv4, its SLAAC address, its pings.
     let addr = read("v6only.addr");
-    let global = addr
-        .lines()
-        .find(|l| l.contains(&format!("inet6 {RADIUS_PREFIX6}:")))
-        .map(str::trim)
-        .unwrap_or("none");
+    let global = line_with(&addr, &format!("inet6 {RADIUS_PREFIX6}:"));
     let ping = read("v6only.ping");
-    let summary = ping
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or("no ping summary");
+    let summary = ping_summary(&ping);
     println!("ipv6: IPv6-only client (noip): {global}; ping {LAN_SERVER6}: {summary}");
     let up_v6_only = log
         .lines()
@@ -827,4 +806,21 @@ fn check_ipv6(share: &Path, log: &str) -> anyhow::Result<()> {
         bail!("the IPv6-only client's pings lost: {summary}");
     }
     Ok(())
+}
+
+/// The first line of `text` holding `needle`, trimmed; "none" if there is none.
+fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .map_or("none", str::trim)
+}
+
+/// ping's summary line ("5 packets transmitted, 5 received, ...").
+fn ping_summary(text: &str) -> &str {
+    let line = line_with(text, "packets transmitted");
+    if line == "none" {
+        "no ping summary"
+    } else {
+        line
+    }
 }

@@ -407,6 +407,18 @@ struct Conn {
     calls: HashMap<u16, SessionId>,
 }
 
+impl Conn {
+    fn new(local: Ipv4Addr, peer: Ipv4Addr, machine: Connection) -> Self {
+        Self {
+            local,
+            peer,
+            framer: Framer::new(),
+            machine,
+            calls: HashMap::new(),
+        }
+    }
+}
+
 struct Sess {
     conn: ConnId,
     map: Session,
@@ -745,16 +757,7 @@ impl Gateway {
         }
         self.stats.control_connections += 1;
         let (machine, o) = Connection::new(self.config.control.clone(), admission);
-        self.conns.insert(
-            conn,
-            Conn {
-                local,
-                peer,
-                framer: Framer::new(),
-                machine,
-                calls: HashMap::new(),
-            },
-        );
+        self.conns.insert(conn, Conn::new(local, peer, machine));
         self.conn_outputs(conn, o, out);
     }
 
@@ -2648,6 +2651,26 @@ mod tests {
         clean(&new, &l2);
     }
 
+    /// A gateway with IPv6 from `prefixes`, its ledger, and alice to dial it.
+    fn alice6(prefixes: &str, policy: Ipv6Policy) -> (Gateway, Ledger, Client) {
+        (
+            gateway6(prefixes, policy),
+            Ledger::default(),
+            Client::new(1, 7, "alice", "s3cret"),
+        )
+    }
+
+    impl Client {
+        /// Authenticates, then Protocol-Rejects our IPCP as pppd `noip` does; returns the
+        /// commands of authentication (our first IPV6CP request among them).
+        fn noip(&mut self, g: &mut Gateway, l: &mut Ledger) -> Vec<Command> {
+            let out = self.authenticate(g, l);
+            let our_ipcp = frames(&out, proto::IPCP).remove(0);
+            self.gre(g, l, proto::LCP, &protocol_reject(0x8021, &our_ipcp));
+            out
+        }
+    }
+
     /// The LCP Protocol-Reject pppd sends for a protocol it does not run (`noip`: IPCP).
     fn protocol_reject(protocol: u16, rejected: &[u8]) -> Vec<u8> {
         let body = [protocol.to_be_bytes().as_slice(), rejected].concat();
@@ -2662,9 +2685,7 @@ mod tests {
     #[test]
     fn an_ipv6_only_client_comes_up_without_an_ipv4_address() {
         let prefix: Ipv6Addr = "2001:db8:0:50::".parse().unwrap();
-        let mut g = gateway6("2001:db8:0:50::/64", Ipv6Policy::Prefer);
-        let mut l = Ledger::default();
-        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let (mut g, mut l, mut c) = alice6("2001:db8:0:50::/64", Ipv6Policy::Prefer);
         let out = c.authenticate(&mut g, &mut l);
         let our_ipcp = frames(&out, proto::IPCP).remove(0);
         let mut ack = frames(&out, proto::IPV6CP).remove(0);
@@ -2763,10 +2784,8 @@ mod tests {
             (Ipv6Policy::Deny, crate::ppp::link::Ipv4Policy::Prefer),
             (Ipv6Policy::Prefer, crate::ppp::link::Ipv4Policy::Require),
         ] {
-            let mut g = gateway6("2001:db8:0:60::/64", ipv6);
+            let (mut g, mut l, mut c) = alice6("2001:db8:0:60::/64", ipv6);
             g.config.link.ipv4 = ipv4;
-            let mut l = Ledger::default();
-            let mut c = Client::new(1, 7, "alice", "s3cret");
             let out = c.authenticate(&mut g, &mut l);
             let our_ipcp = frames(&out, proto::IPCP).remove(0);
             let out = c.gre(
@@ -2784,18 +2803,8 @@ mod tests {
             clean(&g, &l);
         }
         // IPCP refused, then IPV6CP too: nothing is left to carry.
-        let mut g = gateway6("2001:db8:0:60::/64", Ipv6Policy::Prefer);
-        let mut l = Ledger::default();
-        let mut c = Client::new(1, 7, "alice", "s3cret");
-        let out = c.authenticate(&mut g, &mut l);
-        let our_ipcp = frames(&out, proto::IPCP).remove(0);
-        let our_ipv6cp = frames(&out, proto::IPV6CP).remove(0);
-        c.gre(
-            &mut g,
-            &mut l,
-            proto::LCP,
-            &protocol_reject(0x8021, &our_ipcp),
-        );
+        let (mut g, mut l, mut c) = alice6("2001:db8:0:60::/64", Ipv6Policy::Prefer);
+        let our_ipv6cp = frames(&c.noip(&mut g, &mut l), proto::IPV6CP).remove(0);
         let out = c.gre(
             &mut g,
             &mut l,
@@ -2829,9 +2838,7 @@ mod tests {
         clean(&g, &l);
 
         // Dual-stack: IPv4 up first; the Start waits for IPV6CP and names the /64.
-        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
-        let mut l = Ledger::default();
-        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let (mut g, mut l, mut c) = alice6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
         let out = c.dial(&mut g, &mut l);
         let sid = session_of(&out);
         assert!(accounting_starts(&out).is_empty());
@@ -2852,9 +2859,7 @@ mod tests {
         clean(&g, &l);
 
         // A client without IPv6 (Protocol-Reject of IPV6CP): the Start goes then, without.
-        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
-        let mut l = Ledger::default();
-        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let (mut g, mut l, mut c) = alice6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
         let sid = session_of(&c.dial(&mut g, &mut l));
         let req = g.handle(Event::Timer(TimerKey::Link(sid, LinkTimer::Ipv6cp)));
         l.apply(&req);
@@ -2870,9 +2875,7 @@ mod tests {
         clean(&g, &l);
 
         // A client that lets IPV6CP hang: the wait ends it; IPv6 opening later starts nothing.
-        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
-        let mut l = Ledger::default();
-        let mut c = Client::new(1, 7, "alice", "s3cret");
+        let (mut g, mut l, mut c) = alice6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
         let sid = session_of(&c.dial(&mut g, &mut l));
         let out = g.handle(Event::Timer(TimerKey::AccountingStart(sid)));
         l.apply(&out);
@@ -2883,17 +2886,8 @@ mod tests {
         clean(&g, &l);
 
         // IPv6-only: with the session, with its /64.
-        let mut g = gateway6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
-        let mut l = Ledger::default();
-        let mut c = Client::new(1, 7, "alice", "s3cret");
-        let out = c.authenticate(&mut g, &mut l);
-        let our_ipcp = frames(&out, proto::IPCP).remove(0);
-        c.gre(
-            &mut g,
-            &mut l,
-            proto::LCP,
-            &protocol_reject(0x8021, &our_ipcp),
-        );
+        let (mut g, mut l, mut c) = alice6("2001:db8:0:70::/64", Ipv6Policy::Prefer);
+        c.noip(&mut g, &mut l);
         let sid = g.sessions()[0].id;
         let out = c.ipv6cp(&mut g, &mut l, sid);
         assert_eq!(up_addr(&out), None);

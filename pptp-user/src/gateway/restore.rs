@@ -14,7 +14,6 @@ use crate::{
     pool6::Prefix6,
     ppp::link::{Link, LinkSnapshot},
     radius::access::Authorization,
-    wire::pptp::Framer,
 };
 
 /// An up session as another process needs it.
@@ -166,16 +165,9 @@ impl Gateway {
             // Counted against its source like any connection, but never refused: it is up.
             let _ = self.ledger.connect(peer, &self.config.limits);
             let (machine, o) = Connection::restored(self.config.control.clone(), &calls);
-            self.conns.insert(
-                conn,
-                Conn {
-                    local,
-                    peer,
-                    framer: Framer::new(),
-                    machine,
-                    calls: kept.iter().map(|r| (r.call_id, r.id)).collect(),
-                },
-            );
+            let mut c = Conn::new(local, peer, machine);
+            c.calls = kept.iter().map(|r| (r.call_id, r.id)).collect();
+            self.conns.insert(conn, c);
             self.conn_outputs(conn, o, &mut out);
             for r in kept {
                 self.restore_session(r, limits, &mut out);
