@@ -82,7 +82,9 @@ pub struct SessionLabels {
     pub session: u64,
     pub user: String,
     pub peer: String,
+    /// The IPv4 address ("" for an IPv6-only session) and the /64 ("" without IPv6).
     pub assigned: String,
+    pub prefix6: String,
 }
 
 type Labels = Vec<(&'static str, String)>;

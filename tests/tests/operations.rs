@@ -326,7 +326,7 @@ fn metrics_parse_and_probes_answer() {
             assert!(
                 get(
                     "pptpgw_session_rx_bytes",
-                    "{assigned=10.99.0.10,peer=198.51.100.7,session=1,user=bob}"
+                    "{assigned=10.99.0.10,peer=198.51.100.7,prefix6=,session=1,user=bob}"
                 ) >= 420.0
             );
             s.hangup().await;

@@ -535,6 +535,7 @@ impl Shell {
                         user: v.user.clone().unwrap_or_default(),
                         peer: v.peer.to_string(),
                         assigned: v.assigned.map(|a| a.to_string()).unwrap_or_default(),
+                        prefix6: v.prefix6.map(|p| format!("{p}/64")).unwrap_or_default(),
                     },
                     t,
                 ));
