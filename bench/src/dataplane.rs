@@ -289,29 +289,25 @@ impl Gateway {
             .collect()
     }
 
+    /// IPv6 from the LAN server to each live session's SLAAC address (its /64).
     pub fn server_frames6(&self, size: usize) -> Vec<Vec<u8>> {
-        (0..LIVE)
-            .map(|i| {
-                frames::ethernet(
-                    self.topo.lan0.mac,
-                    self.topo.s0.mac,
-                    frames::ETH_P_IPV6,
-                    &inner_udp6(SERVER6, client6(i), size),
-                )
-            })
-            .collect()
+        self.server_frames6_to(size, client6)
     }
 
     /// IPv6 towards hosts behind the live sessions' CPEs: found by the encapsulation in the
     /// delegated-prefix trie after missing the /64 lookup.
     pub fn server_frames_delegated(&self, size: usize) -> Vec<Vec<u8>> {
+        self.server_frames6_to(size, delegated_host)
+    }
+
+    fn server_frames6_to(&self, size: usize, dst: fn(u16) -> std::net::Ipv6Addr) -> Vec<Vec<u8>> {
         (0..LIVE)
             .map(|i| {
                 frames::ethernet(
                     self.topo.lan0.mac,
                     self.topo.s0.mac,
                     frames::ETH_P_IPV6,
-                    &inner_udp6(SERVER6, delegated_host(i), size),
+                    &inner_udp6(SERVER6, dst(i), size),
                 )
             })
             .collect()

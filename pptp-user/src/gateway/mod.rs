@@ -1024,14 +1024,12 @@ impl Gateway {
         // route projected: the client may send data the moment it sees that Ack, and XDP drops
         // data of a session not yet up.
         let batch = &mut out[start..];
-        if batch.iter().any(|c| {
-            matches!(
-                c,
-                Command::SessionUp { .. }
-                    | Command::ProjectRoute { .. }
-                    | Command::ProjectRoute6 { .. }
-            )
-        }) {
+        // (`SessionUp` comes with the /32 when there is one; `ProjectRoute6` marks the /64 going
+        // live, with the session or later.)
+        if batch
+            .iter()
+            .any(|c| matches!(c, Command::SessionUp { .. } | Command::ProjectRoute6 { .. }))
+        {
             // A stable sort: frames to the end, everything else (and the frames among
             // themselves) in order.
             batch.sort_by_key(|c| matches!(c, Command::SendPpp { .. }));
